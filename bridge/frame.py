@@ -1,0 +1,333 @@
+"""The frame contract: one validated :class:`DeviceFrame` per device per simulation step.
+
+Every backend (embedded MuJoCo scene, Unity over ML-Agents, ZeroMQ streams, Omniverse) yields exactly this
+record, so agents and federation cannot tell where a frame came from.
+
+Units and frames of reference (the one place they are defined)
+--------------------------------------------------------------
+* **World frame**: right-handed, metres, **z up** (MuJoCo's convention); the floor is z = 0.
+* **Head frame** (the device's central frame, like Aria's CPF): origin between the eyes,
+  **+x right, +y up, +z forward** (the direction the head faces), metres.
+* ``rgb``: ``uint8`` H x W x 3, sRGB, row 0 at the top of the image.
+* ``depth_m``: ``float32`` H x W, metric depth **along the camera's optical axis** (not ray length), metres;
+  ``inf`` where nothing was hit within the far plane.
+* ``segmentation``: ``int32`` H x W, object id per pixel (index into the scenario's object list), -1 for
+  structure (walls, floor, avatars) and background.
+* gaze angles in **radians in the head frame**: ``yaw_rad = atan2(x, z)`` (positive to the right),
+  ``pitch_rad = atan2(y, z)`` (positive up), as Aria's ``yaw_rads_cpf``/``pitch_rads_cpf``; ``origin_m`` is the
+  cyclopean eye origin in the head frame; ``vergence_depth_m`` the distance to the fixated point;
+  ``pupil_diameter_mm`` in millimetres.
+* ``audio.samples``: ``float32`` [channels, samples] in pascals-relative units (full scale 1.0), covering exactly
+  the step interval ``[sim_time_s - dt, sim_time_s)`` at ``sample_rate_hz``; channel order follows the device's
+  microphone array (``mic_positions_m`` in the head frame).
+* ``head_pose``: world position (m) and orientation as a unit quaternion ``(w, x, y, z)`` rotating head-frame
+  vectors into the world frame.
+* ``imu``: specific force ``linear_acceleration_mps2`` (m/s^2, includes gravity reaction, head frame) and
+  ``angular_velocity_radps`` (rad/s, head frame).
+* ``hands.joints_m``: [2, 26, 3] OpenXR XR_EXT_hand_tracking joints (left, right) in the **head frame**, metres;
+  ``hands.valid``: [2] bool (hand tracked and in view).
+* ``lighting``: ``illuminance_lux`` at the avatar's room, ``color_temperature_k`` in kelvin, ``intensity``
+  relative to the scenario's nominal 1.0.
+* times: ``sim_time_s`` simulated seconds at the *end* of the step, ``step`` integer step index,
+  ``wall_time_ns`` host clock when the frame was produced (for latency measurement only).
+
+A modality the device lacks, or one that is dropped right now (mic muted, eye tracking lost, camera occluded),
+is **None** -- never zeros posing as data. Labels are class names (see :mod:`bridge.tasks`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+
+from .errors import FrameValidationError
+from .tasks import MODALITIES, TASKS
+
+__all__ = [
+    "Gaze",
+    "Audio",
+    "Pose",
+    "Imu",
+    "Hands",
+    "LightingState",
+    "DeviceFrame",
+    "NUM_HAND_JOINTS",
+    "quat_to_matrix",
+    "MODALITY_ATTR",
+]
+
+NUM_HAND_JOINTS = 26
+
+
+def _vec(name: str, value: Any, n: int) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.shape != (n,):
+        raise FrameValidationError(name, f"{n} floats", f"shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise FrameValidationError(name, "finite values", arr.tolist())
+    return arr
+
+
+def _finite(name: str, value: Any, lo: float = -math.inf, hi: float = math.inf) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise FrameValidationError(name, "a number", repr(value)) from None
+    if not math.isfinite(v) or v < lo or v > hi:
+        raise FrameValidationError(name, f"a finite number in [{lo}, {hi}]", v)
+    return v
+
+
+@dataclass(frozen=True)
+class Gaze:
+    """One eye-tracker sample in the head frame (see module docstring for conventions)."""
+
+    yaw_rad: float
+    pitch_rad: float
+    origin_m: np.ndarray  # (3,) head frame
+    vergence_depth_m: float
+    pupil_diameter_mm: float
+    valid: bool
+    confidence: float  # [0, 1]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "yaw_rad", _finite("gaze.yaw_rad", self.yaw_rad, -math.pi / 2, math.pi / 2))
+        object.__setattr__(
+            self, "pitch_rad", _finite("gaze.pitch_rad", self.pitch_rad, -math.pi / 2, math.pi / 2)
+        )
+        object.__setattr__(self, "origin_m", _vec("gaze.origin_m", self.origin_m, 3))
+        object.__setattr__(
+            self, "vergence_depth_m", _finite("gaze.vergence_depth_m", self.vergence_depth_m, 0.0, 1e4)
+        )
+        object.__setattr__(
+            self, "pupil_diameter_mm", _finite("gaze.pupil_diameter_mm", self.pupil_diameter_mm, 1.0, 9.0)
+        )
+        object.__setattr__(self, "confidence", _finite("gaze.confidence", self.confidence, 0.0, 1.0))
+        object.__setattr__(self, "valid", bool(self.valid))
+
+    def direction_head(self) -> np.ndarray:
+        """Unit gaze direction in the head frame (+z forward)."""
+        v = np.array([math.tan(self.yaw_rad), math.tan(self.pitch_rad), 1.0])
+        return v / np.linalg.norm(v)
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Microphone-array audio covering exactly one step interval."""
+
+    samples: np.ndarray  # [channels, samples] float32
+    sample_rate_hz: int
+
+    def __post_init__(self) -> None:
+        s = self.samples
+        if not isinstance(s, np.ndarray) or s.dtype != np.float32 or s.ndim != 2:
+            raise FrameValidationError(
+                "audio.samples", "float32 array [channels, samples]",
+                f"{type(s).__name__} {getattr(s, 'dtype', '')} ndim={getattr(s, 'ndim', '?')}",
+            )
+        if s.shape[0] < 1 or s.shape[1] < 1:
+            raise FrameValidationError("audio.samples", "at least 1 channel and 1 sample", s.shape)
+        if not np.all(np.isfinite(s)):
+            raise FrameValidationError("audio.samples", "finite values", "NaN/inf present")
+        rate = int(self.sample_rate_hz)
+        if rate < 1000 or rate > 192_000:
+            raise FrameValidationError("audio.sample_rate_hz", "an integer in [1000, 192000]", rate)
+        object.__setattr__(self, "sample_rate_hz", rate)
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples.shape[1] / self.sample_rate_hz
+
+    @property
+    def rms(self) -> np.ndarray:
+        """Per-channel RMS level (full scale 1.0)."""
+        return np.sqrt(np.mean(self.samples.astype(np.float64) ** 2, axis=1))
+
+
+@dataclass(frozen=True)
+class Pose:
+    """Head pose: world position (m) and unit quaternion (w, x, y, z) head -> world."""
+
+    position_m: np.ndarray
+    orientation_wxyz: np.ndarray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "position_m", _vec("head_pose.position_m", self.position_m, 3))
+        q = _vec("head_pose.orientation_wxyz", self.orientation_wxyz, 4)
+        n = float(np.linalg.norm(q))
+        if abs(n - 1.0) > 1e-3:
+            raise FrameValidationError("head_pose.orientation_wxyz", "a unit quaternion (norm 1 +- 1e-3)", n)
+        object.__setattr__(self, "orientation_wxyz", q / n)
+
+    def rotation(self) -> np.ndarray:
+        """3x3 rotation matrix head frame -> world frame."""
+        return quat_to_matrix(self.orientation_wxyz)
+
+
+@dataclass(frozen=True)
+class Imu:
+    """Head-mounted IMU sample in the head frame."""
+
+    linear_acceleration_mps2: np.ndarray
+    angular_velocity_radps: np.ndarray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "linear_acceleration_mps2", _vec("imu.linear_acceleration_mps2", self.linear_acceleration_mps2, 3)
+        )
+        object.__setattr__(
+            self, "angular_velocity_radps", _vec("imu.angular_velocity_radps", self.angular_velocity_radps, 3)
+        )
+
+
+@dataclass(frozen=True)
+class Hands:
+    """OpenXR-style hand joints (left, right) in the head frame."""
+
+    joints_m: np.ndarray  # [2, 26, 3] float32
+    valid: np.ndarray  # [2] bool
+
+    def __post_init__(self) -> None:
+        j = np.asarray(self.joints_m, dtype=np.float32)
+        if j.shape != (2, NUM_HAND_JOINTS, 3):
+            raise FrameValidationError("hands.joints_m", f"[2, {NUM_HAND_JOINTS}, 3] floats", j.shape)
+        if not np.all(np.isfinite(j)):
+            raise FrameValidationError("hands.joints_m", "finite values", "NaN/inf present")
+        v = np.asarray(self.valid, dtype=bool)
+        if v.shape != (2,):
+            raise FrameValidationError("hands.valid", "[2] bools (left, right)", v.shape)
+        object.__setattr__(self, "joints_m", j)
+        object.__setattr__(self, "valid", v)
+
+
+@dataclass(frozen=True)
+class LightingState:
+    """Lighting at the avatar's location at this step."""
+
+    intensity: float  # relative to nominal 1.0
+    illuminance_lux: float
+    color_temperature_k: float
+    lights_on: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "intensity", _finite("lighting.intensity", self.intensity, 0.0, 100.0))
+        object.__setattr__(
+            self, "illuminance_lux", _finite("lighting.illuminance_lux", self.illuminance_lux, 0.0, 1e6)
+        )
+        object.__setattr__(
+            self, "color_temperature_k", _finite("lighting.color_temperature_k", self.color_temperature_k, 1000, 20000)
+        )
+        object.__setattr__(self, "lights_on", bool(self.lights_on))
+
+
+@dataclass(frozen=True)
+class DeviceFrame:
+    """Everything one device observed during one step, plus ground truth. Validated on creation."""
+
+    device_id: str
+    user_id: str
+    profile: str
+    step: int
+    sim_time_s: float
+    wall_time_ns: int = 0
+    rgb: np.ndarray | None = None  # [H, W, 3] uint8
+    depth_m: np.ndarray | None = None  # [H, W] float32, along optical axis
+    segmentation: np.ndarray | None = None  # [H, W] int32 object ids, -1 = structure/background
+    gaze: Gaze | None = None
+    audio: Audio | None = None
+    head_pose: Pose | None = None
+    imu: Imu | None = None
+    hands: Hands | None = None
+    lighting: LightingState | None = None
+    camera_fov_y_deg: float | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    active_tasks: tuple[str, ...] = ()
+    room: str | None = None
+    events: tuple[str, ...] = ()  # modality events in force, e.g. ("mic_muted",)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.device_id, str) or not self.device_id:
+            raise FrameValidationError("device_id", "a non-empty string", repr(self.device_id))
+        if isinstance(self.step, bool) or not isinstance(self.step, (int, np.integer)) or self.step < 0:
+            raise FrameValidationError("step", "a non-negative integer", repr(self.step))
+        object.__setattr__(self, "step", int(self.step))
+        object.__setattr__(self, "sim_time_s", _finite("sim_time_s", self.sim_time_s, 0.0))
+        shape_hw: tuple[int, int] | None = None
+        if self.rgb is not None:
+            r = self.rgb
+            if not isinstance(r, np.ndarray) or r.dtype != np.uint8 or r.ndim != 3 or r.shape[2] != 3:
+                raise FrameValidationError(
+                    "rgb", "uint8 array [H, W, 3]", f"{getattr(r, 'dtype', type(r).__name__)} {getattr(r, 'shape', '')}"
+                )
+            shape_hw = r.shape[:2]
+        if self.depth_m is not None:
+            d = self.depth_m
+            if not isinstance(d, np.ndarray) or d.dtype != np.float32 or d.ndim != 2:
+                raise FrameValidationError(
+                    "depth_m", "float32 array [H, W] in metres", f"{getattr(d, 'dtype', type(d).__name__)} {getattr(d, 'shape', '')}"
+                )
+            if np.any(np.isnan(d)) or np.any(d < 0):
+                raise FrameValidationError("depth_m", "non-negative metres (inf = no hit)", "NaN or negative values")
+            if shape_hw is not None and d.shape != shape_hw:
+                raise FrameValidationError("depth_m", f"the rgb image size {shape_hw}", d.shape)
+            shape_hw = shape_hw or d.shape
+        if self.segmentation is not None:
+            s = self.segmentation
+            if not isinstance(s, np.ndarray) or s.dtype != np.int32 or s.ndim != 2:
+                raise FrameValidationError("segmentation", "int32 array [H, W]", getattr(s, "dtype", type(s).__name__))
+            if shape_hw is not None and s.shape != shape_hw:
+                raise FrameValidationError("segmentation", f"the image size {shape_hw}", s.shape)
+        for name, cls in (("gaze", Gaze), ("audio", Audio), ("head_pose", Pose), ("imu", Imu), ("hands", Hands),
+                          ("lighting", LightingState)):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, cls):
+                raise FrameValidationError(name, f"{cls.__name__} or None", type(v).__name__)
+        for task, label in self.labels.items():
+            if task not in TASKS:
+                raise FrameValidationError(f"labels[{task!r}]", f"a task in {sorted(TASKS)}", task)
+            if label not in TASKS[task].classes:
+                raise FrameValidationError(f"labels[{task!r}]", f"one of {TASKS[task].classes}", repr(label))
+        object.__setattr__(self, "labels", dict(self.labels))
+        for t in self.active_tasks:
+            if t not in TASKS:
+                raise FrameValidationError("active_tasks", f"tasks in {sorted(TASKS)}", t)
+        object.__setattr__(self, "active_tasks", tuple(self.active_tasks))
+        object.__setattr__(self, "events", tuple(self.events))
+
+    # -- conveniences ---------------------------------------------------------------------------------
+    def present_modalities(self) -> tuple[str, ...]:
+        """Modalities actually carried by this frame (in :data:`bridge.tasks.MODALITIES` order)."""
+        return tuple(m for m in MODALITIES if getattr(self, MODALITY_ATTR[m]) is not None)
+
+    def without(self, *modalities: str) -> DeviceFrame:
+        """A copy with the named modalities absent (used by modality-dropout wrappers and device filters)."""
+        attr = {**MODALITY_ATTR, "segmentation": "segmentation"}
+        unknown = [m for m in modalities if m not in attr]
+        if unknown:
+            raise FrameValidationError("modalities", f"names in {sorted(attr)}", unknown)
+        return replace(self, **{attr[m]: None for m in modalities})
+
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(self))
+
+
+MODALITY_ATTR: dict[str, str] = {
+    "rgb": "rgb", "depth": "depth_m", "gaze": "gaze", "audio": "audio", "pose": "head_pose", "imu": "imu",
+    "hands": "hands",
+}
+
+
+def quat_to_matrix(q_wxyz: np.ndarray) -> np.ndarray:
+    """Rotation matrix of a unit quaternion (w, x, y, z)."""
+    w, x, y, z = (float(c) for c in q_wxyz)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ]
+    )
