@@ -1,0 +1,111 @@
+"""Flat numpy views of a :class:`DeviceFrame`: the one mapping that recorders, datasets, streams and models share.
+
+``frame_to_arrays`` turns a frame into a dict of fixed-layout arrays plus presence flags; ``arrays_to_frame``
+inverts it. Layouts (units as in :mod:`bridge.frame`):
+
+=================  ======================  ==================================================================
+key                shape / dtype           content
+=================  ======================  ==================================================================
+``rgb``            [H, W, 3] uint8
+``depth_m``        [H, W] float32          metric depth along the optical axis
+``segmentation``   [H, W] int32            object ids (optional)
+``gaze``           [8] float32             yaw_rad, pitch_rad, origin_m (x, y, z), vergence_depth_m,
+                                           pupil_diameter_mm, confidence  (see ``GAZE_FIELDS``)
+``gaze_valid``     [] bool                 the tracker's validity flag
+``audio``          [C, N] float32          one step of audio; ``audio_hz`` carries the rate
+``pose``           [7] float32             position_m (x, y, z), orientation (w, x, y, z), world frame
+``imu``            [6] float32             linear_acceleration_mps2 (3), angular_velocity_radps (3), head frame
+``hands``          [2, 26, 3] float32      joints in the head frame; ``hands_valid`` [2] bool
+``lighting``       [4] float32             intensity, illuminance_lux, color_temperature_k, lights_on
+=================  ======================  ==================================================================
+
+``present`` maps every modality in :data:`bridge.tasks.MODALITIES` to whether the frame carries it; absent
+modalities have no key (never zero arrays). ``labels`` maps task -> class index.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .frame import Audio, DeviceFrame, Gaze, Hands, Imu, LightingState, Pose
+from .tasks import MODALITIES, TASKS
+
+__all__ = ["GAZE_FIELDS", "POSE_FIELDS", "IMU_FIELDS", "LIGHTING_FIELDS", "frame_to_arrays", "arrays_to_frame",
+           "labels_to_indices"]
+
+GAZE_FIELDS = ("yaw_rad", "pitch_rad", "origin_x_m", "origin_y_m", "origin_z_m", "vergence_depth_m",
+               "pupil_diameter_mm", "confidence")
+POSE_FIELDS = ("x_m", "y_m", "z_m", "qw", "qx", "qy", "qz")
+IMU_FIELDS = ("ax_mps2", "ay_mps2", "az_mps2", "wx_radps", "wy_radps", "wz_radps")
+LIGHTING_FIELDS = ("intensity", "illuminance_lux", "color_temperature_k", "lights_on")
+
+
+def labels_to_indices(labels: dict[str, str]) -> dict[str, int]:
+    return {t: TASKS[t].index(v) for t, v in labels.items()}
+
+
+def frame_to_arrays(frame: DeviceFrame) -> dict[str, Any]:
+    """Flatten a frame (see module docstring for the layout)."""
+    out: dict[str, Any] = {"present": {m: False for m in MODALITIES}}
+    if frame.rgb is not None:
+        out["rgb"] = frame.rgb
+        out["present"]["rgb"] = True
+    if frame.depth_m is not None:
+        out["depth_m"] = frame.depth_m
+        out["present"]["depth"] = True
+    if frame.segmentation is not None:
+        out["segmentation"] = frame.segmentation
+    if frame.gaze is not None:
+        g = frame.gaze
+        out["gaze"] = np.array([g.yaw_rad, g.pitch_rad, *g.origin_m, g.vergence_depth_m, g.pupil_diameter_mm,
+                                g.confidence], dtype=np.float32)
+        out["gaze_valid"] = np.bool_(g.valid)
+        out["present"]["gaze"] = True
+    if frame.audio is not None:
+        out["audio"] = frame.audio.samples
+        out["audio_hz"] = frame.audio.sample_rate_hz
+        out["present"]["audio"] = True
+    if frame.head_pose is not None:
+        out["pose"] = np.concatenate([frame.head_pose.position_m, frame.head_pose.orientation_wxyz]).astype(np.float32)
+        out["present"]["pose"] = True
+    if frame.imu is not None:
+        out["imu"] = np.concatenate([frame.imu.linear_acceleration_mps2, frame.imu.angular_velocity_radps]).astype(
+            np.float32)
+        out["present"]["imu"] = True
+    if frame.hands is not None:
+        out["hands"] = frame.hands.joints_m
+        out["hands_valid"] = frame.hands.valid
+        out["present"]["hands"] = True
+    if frame.lighting is not None:
+        li = frame.lighting
+        out["lighting"] = np.array([li.intensity, li.illuminance_lux, li.color_temperature_k, float(li.lights_on)],
+                                   dtype=np.float32)
+    out["labels"] = labels_to_indices(dict(frame.labels))
+    return out
+
+
+def arrays_to_frame(arr: dict[str, Any], *, device_id: str, user_id: str, profile: str, step: int,
+                    sim_time_s: float, **meta: Any) -> DeviceFrame:
+    """Inverse of :func:`frame_to_arrays` (labels given as indices or names)."""
+    gaze = None
+    if "gaze" in arr:
+        g = np.asarray(arr["gaze"], dtype=np.float64)
+        gaze = Gaze(g[0], g[1], g[2:5], g[5], g[6], bool(arr.get("gaze_valid", True)), g[7])
+    audio = Audio(np.asarray(arr["audio"], dtype=np.float32), int(arr["audio_hz"])) if "audio" in arr else None
+    pose = Pose(arr["pose"][:3], arr["pose"][3:]) if "pose" in arr else None
+    imu = Imu(arr["imu"][:3], arr["imu"][3:]) if "imu" in arr else None
+    hands = Hands(arr["hands"], arr.get("hands_valid", np.ones(2, bool))) if "hands" in arr else None
+    lighting = None
+    if "lighting" in arr:
+        li = arr["lighting"]
+        lighting = LightingState(float(li[0]), float(li[1]), float(li[2]), bool(li[3] > 0.5))
+    labels = {}
+    for t, v in dict(arr.get("labels", {})).items():
+        labels[t] = TASKS[t].classes[int(v)] if not isinstance(v, str) else v
+    return DeviceFrame(
+        device_id=device_id, user_id=user_id, profile=profile, step=step, sim_time_s=sim_time_s,
+        rgb=arr.get("rgb"), depth_m=arr.get("depth_m"), segmentation=arr.get("segmentation"), gaze=gaze,
+        audio=audio, head_pose=pose, imu=imu, hands=hands, lighting=lighting, labels=labels, **meta,
+    )
