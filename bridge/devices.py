@@ -45,16 +45,16 @@ class MicrophoneSpec:
     array_width_m: float
 
     def positions_head_m(self) -> np.ndarray:
-        """Microphone positions [count, 3] in the head frame (+x right, +y up, +z forward).
+        """Microphone positions [count, 3] in the head frame (+x right, +y up, -z forward).
 
         A frame-mounted array: mics spread left-to-right across ``array_width_m`` on the temples/brow,
         slightly above and in front of the eyes. Channel 0 is the leftmost mic.
         """
         if self.count == 1:
-            return np.array([[0.0, 0.03, 0.06]])
+            return np.array([[0.0, 0.03, -0.06]])
         xs = np.linspace(-self.array_width_m / 2, self.array_width_m / 2, self.count)
         # Inner mics sit further forward on the brow, outer ones on the temples.
-        zs = 0.06 - 0.5 * np.abs(xs)
+        zs = -(0.06 - 0.5 * np.abs(xs))
         return np.stack([xs, np.full_like(xs, 0.03), zs], axis=1)
 
 

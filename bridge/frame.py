@@ -6,15 +6,18 @@ record, so agents and federation cannot tell where a frame came from.
 Units and frames of reference (the one place they are defined)
 --------------------------------------------------------------
 * **World frame**: right-handed, metres, **z up** (MuJoCo's convention); the floor is z = 0.
-* **Head frame** (the device's central frame, like Aria's CPF): origin between the eyes,
-  **+x right, +y up, +z forward** (the direction the head faces), metres.
+* **Head frame** (the device's view space, as OpenXR's ``XR_REFERENCE_SPACE_TYPE_VIEW``): origin between the eyes,
+  **+x right, +y up, -z forward** (the direction the head faces), metres. Right-handed, so ``head_pose`` is a
+  proper rotation; it is also MuJoCo's and OpenGL's camera frame.
 * ``rgb``: ``uint8`` H x W x 3, sRGB, row 0 at the top of the image.
 * ``depth_m``: ``float32`` H x W, metric depth **along the camera's optical axis** (not ray length), metres;
   ``inf`` where nothing was hit within the far plane.
 * ``segmentation``: ``int32`` H x W, object id per pixel (index into the scenario's object list), -1 for
   structure (walls, floor, avatars) and background.
-* gaze angles in **radians in the head frame**: ``yaw_rad = atan2(x, z)`` (positive to the right),
-  ``pitch_rad = atan2(y, z)`` (positive up), as Aria's ``yaw_rads_cpf``/``pitch_rads_cpf``; ``origin_m`` is the
+* gaze angles in **radians in the head frame**: ``yaw_rad = atan2(x, -z)`` (positive to the right),
+  ``pitch_rad = atan2(y, -z)`` (positive up) -- the projections of the gaze ray on the horizontal and vertical planes
+  of the head, as Aria's ``yaw_rads_cpf``/``pitch_rads_cpf`` (whose frame is mirrored but whose angles are read the
+  same way); ``origin_m`` is the
   cyclopean eye origin in the head frame; ``vergence_depth_m`` the distance to the fixated point;
   ``pupil_diameter_mm`` in millimetres.
 * ``audio.samples``: ``float32`` [channels, samples] in pascals-relative units (full scale 1.0), covering exactly
@@ -110,8 +113,8 @@ class Gaze:
         object.__setattr__(self, "valid", bool(self.valid))
 
     def direction_head(self) -> np.ndarray:
-        """Unit gaze direction in the head frame (+z forward)."""
-        v = np.array([math.tan(self.yaw_rad), math.tan(self.pitch_rad), 1.0])
+        """Unit gaze direction in the head frame (-z forward)."""
+        v = np.array([math.tan(self.yaw_rad), math.tan(self.pitch_rad), -1.0])
         return v / np.linalg.norm(v)
 
 

@@ -1,0 +1,593 @@
+"""The embedded headless XR scene: MuJoCo renders, pyroomacoustics sounds, scripted users behave.
+
+``EmbeddedBackend(scenario)`` implements :class:`bridge.backend.SimBackend`. Each step (``1 / scenario.step_hz`` s):
+
+1. scene commands apply (lighting overrides, modality switches, prediction overlays);
+2. every avatar's task script advances; its body walks, its head turns (motion.py) -> head pose and IMU;
+3. the lighting schedule sets every MuJoCo light (intensity x colour temperature) and the ambient term;
+4. the eye model (gaze.py) fixates the script's look targets; the hand model (hands.py) performs gestures;
+5. ground truth comes from the physics model: ``mj_ray`` along the pointing ray gives the object under gaze;
+6. MuJoCo renders each avatar's egocentric RGB (+ auto-exposure and sensor noise) and metric depth (and, if asked,
+   segmentation);
+7. each device's microphone array hears its own voice (direct path + room reverb), nearby users' voices and the
+   room's machines/alarms through cached room impulse responses, streamed block by block;
+8. each device keeps only the modalities its profile has and that no event has dropped -> :class:`DeviceFrame`.
+
+Deterministic under a seed: every random stream derives from ``numpy.random.SeedSequence(seed)``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..backend import DeviceInfo, SceneCommand, SetLighting, SetModality, ShowPrediction, SimBackend
+from ..devices import DeviceProfile, get_device
+from ..errors import BackendError
+from ..frame import Audio, DeviceFrame, Gaze, Hands, Imu, LightingState, Pose
+from ..scenario import EVENT_KINDS, Scenario, load_scenario
+from ..tasks import MODALITIES, TASKS
+from .lighting import LightingSchedule, RoomLight, cct_to_rgb
+from .motion import AvatarMotion, ScriptRunner, SegmentPlan, matrix_to_quat
+
+__all__ = ["EmbeddedBackend", "EmbeddedStats"]
+
+_FWD = np.array([1.0, 1.0, -1.0])  # OpenXR head frame (-z forward) <-> the sensing models' +z-forward frame
+_SPEED_OF_SOUND = 343.0
+_P_REF = 20e-6  # Pa, 0 dB SPL; audio full scale 1.0 == 1 Pa (94 dB SPL)
+_SPEECH_DB_1M = 60.0
+_MIC_NOISE_RMS = 6e-4  # ~30 dB SPL self-noise of MEMS microphones
+_GESTURE_S = 1.4
+_GESTURE_GAP_S = 0.4
+_HEARING_RANGE_M = 6.0
+
+
+def _spl_gain(db: float) -> float:
+    """Amplitude for a source so that it reaches ``db`` SPL at 1 m through a 1/(4 pi r) impulse response."""
+    return _P_REF * 10 ** (db / 20) * 4 * math.pi
+
+
+@dataclass
+class EmbeddedStats:
+    steps: int = 0
+    frames: int = 0
+    render_s: float = 0.0
+    audio_s: float = 0.0
+    other_s: float = 0.0
+    ir_hits: int = 0
+    ir_misses: int = 0
+    overlays: dict[str, ShowPrediction] = field(default_factory=dict)
+
+
+@dataclass
+class _Avatar:
+    index: int
+    device_id: str
+    profile: DeviceProfile
+    runner: ScriptRunner
+    motion: AvatarMotion
+    gaze: Any
+    hands: Any
+    rng: np.random.Generator
+    segment: SegmentPlan | None = None
+    seg_t: float = 0.0
+    disabled: set[str] = field(default_factory=set)
+    speech: list[tuple[int, np.ndarray, str]] = field(default_factory=list)  # (start sample, waveform, word)
+    voice: Any = None
+    listener: Any = None
+    ae_gain: float = 1.0
+    gyro_bias: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    accel_bias: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    fixated: int = -1
+    last_hands: tuple[np.ndarray, np.ndarray] | None = None
+
+
+class EmbeddedBackend(SimBackend):
+    """xrfed's own headless scene (see the module docstring)."""
+
+    name = "embedded"
+
+    def __init__(self, scenario: str | Scenario = "default", *, seed: int = 0, render_size: tuple[int, int] | None = None,
+                 gl: str | None = None, segmentation: bool | None = None, audio: bool = True,
+                 max_avatars: int | None = None):
+        super().__init__()
+        sc = load_scenario(scenario)
+        kw: dict[str, Any] = {}
+        if render_size is not None:
+            kw.update(height_px=int(render_size[0]), width_px=int(render_size[1]))
+        if gl is not None:
+            kw["gl"] = gl
+        if segmentation is not None:
+            kw["segmentation"] = segmentation
+        if kw:
+            sc = sc.with_render(**kw)
+        if max_avatars is not None:
+            import dataclasses
+            sc = dataclasses.replace(sc, avatars=sc.avatars[:max_avatars])
+        self.scenario = sc
+        self.seed = seed
+        self.audio_enabled = audio
+        self.stats = EmbeddedStats()
+        self._devices = tuple(DeviceInfo(f"{a.name}-{a.device}", a.name, a.device) for a in sc.avatars)
+        self._model = self._data = self._renderer = None
+        self._avatars: list[_Avatar] = []
+        self._t = 0.0
+        self._step = 0
+
+    # -- SimBackend -------------------------------------------------------------------------------------
+    @property
+    def devices(self) -> tuple[DeviceInfo, ...]:
+        return self._devices
+
+    @property
+    def step_dt_s(self) -> float:
+        return self.scenario.step_dt_s
+
+    @property
+    def model(self):  # type: ignore[no-untyped-def]
+        """The compiled ``mujoco.MjModel`` (after reset)."""
+        return self._model
+
+    @property
+    def data(self):  # type: ignore[no-untyped-def]
+        return self._data
+
+    def _build(self) -> None:
+        from .gl import select_gl
+
+        self.gl_backend = select_gl(self.scenario.render.gl)
+        import mujoco
+
+        from .mjcf import build_mjcf, index_model
+
+        self._mj = mujoco
+        self._model = mujoco.MjModel.from_xml_string(build_mjcf(self.scenario))
+        self._data = mujoco.MjData(self._model)
+        self._index = index_model(self._model, self.scenario)
+        r = self.scenario.render
+        try:
+            self._renderer = mujoco.Renderer(self._model, r.height_px, r.width_px)
+        except Exception as exc:  # mujoco raises plain exceptions for GL failures
+            raise BackendError(f"could not create a {self.gl_backend} renderer: {exc}") from exc
+        self._scene_opt = mujoco.MjvOption()
+        self._base_light = np.array(self._model.light_diffuse).copy()
+        self._obj_centres = np.array([self._object_centre(i) for i in range(len(self.scenario.objects))]).reshape(-1, 3)
+        self._zfar = float(self._model.vis.map.zfar * self._model.stat.extent)
+
+    def _object_centre(self, i: int) -> np.ndarray:
+        from .mjcf import CATEGORY_PARTS
+
+        o = self.scenario.objects[i]
+        room = self.scenario.room(o.room)
+        x, y = room.to_world(o.pos_m[:2])
+        z0 = o.pos_m[2] if len(o.pos_m) == 3 else 0.0
+        size = o.size_m or CATEGORY_PARTS[o.category][0]
+        return np.array([x, y, z0 + 0.6 * size[2]])
+
+    def _reset(self, *, seed: int | None, options: dict[str, Any]) -> dict[str, DeviceFrame]:
+        if seed is not None:
+            self.seed = int(seed)
+        if self._model is None:
+            self._build()
+        from .gaze import GazeModel, GazeUserTraits
+        from .hands import HandAnimator
+
+        self._mj.mj_resetData(self._model, self._data)
+        ss = np.random.SeedSequence(self.seed)
+        self._rng = np.random.default_rng(ss.spawn(1)[0])
+        children = ss.spawn(len(self.scenario.avatars) + 1)[1:]
+        self._lighting = LightingSchedule(self.scenario)
+        self._t, self._step = 0.0, 0
+        self.stats = EmbeddedStats()
+        self._avatars = []
+        for i, (av, dev, child) in enumerate(zip(self.scenario.avatars, self._devices, children)):
+            streams = [np.random.default_rng(s) for s in child.spawn(5)]
+            prof = get_device(av.device)
+            room = self.scenario.room(av.start_room)
+            et = prof.eye_tracker
+            gaze = GazeModel(
+                rng=streams[0],
+                traits=GazeUserTraits(bias_yaw_deg=av.user.gaze_bias_deg[0], bias_pitch_deg=av.user.gaze_bias_deg[1],
+                                      blink_rate_per_min=av.user.blink_rate_per_min),
+                accuracy_deg=et.accuracy_deg if et else 2.0, precision_deg=et.precision_deg if et else 0.5,
+                rate_hz=et.rate_hz if et else 60.0,
+            )
+            hands = HandAnimator(rng=streams[1], handedness=av.user.handedness, hand_scale=av.user.hand_scale,
+                                 gesture_duration_s=_GESTURE_S)
+            a = _Avatar(index=i, device_id=dev.device_id, profile=prof,
+                        runner=ScriptRunner(self.scenario, av, streams[2]),
+                        motion=AvatarMotion(av, room.to_world(av.start_pos_m), streams[3]), gaze=gaze, hands=hands,
+                        rng=streams[4])
+            a.gyro_bias = a.rng.normal(0, math.radians(0.2), 3)
+            a.accel_bias = a.rng.normal(0, 0.02, 3)
+            self._avatars.append(a)
+        self._audio = _AudioScene(self, self._rng) if self.audio_enabled else None
+        return self._advance(())
+
+    def _step(self, commands: tuple[SceneCommand, ...]) -> dict[str, DeviceFrame]:
+        return self._advance(commands)
+
+    def _close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    # -- the step ---------------------------------------------------------------------------------------
+    def _apply(self, commands: tuple[SceneCommand, ...]) -> None:
+        by_id = {a.device_id: a for a in self._avatars}
+        for c in commands:
+            if isinstance(c, SetLighting):
+                if c.room is not None:
+                    self.scenario.room(c.room)  # validates the name
+                self._lighting.set_override(c.room, intensity=c.intensity, color_temperature_k=c.color_temperature_k,
+                                            lights_on=c.lights_on)
+            elif isinstance(c, SetModality):
+                if c.device_id not in by_id:
+                    raise BackendError(f"SetModality: unknown device {c.device_id!r}; known: {', '.join(by_id)}")
+                if c.modality not in MODALITIES:
+                    raise BackendError(f"SetModality: unknown modality {c.modality!r}; allowed: {', '.join(MODALITIES)}")
+                (by_id[c.device_id].disabled.discard if c.enabled else by_id[c.device_id].disabled.add)(c.modality)
+            elif isinstance(c, ShowPrediction):
+                self.stats.overlays[c.device_id] = c
+            else:
+                raise BackendError(f"unknown scene command {c!r}")
+
+    def _advance(self, commands: tuple[SceneCommand, ...]) -> dict[str, DeviceFrame]:
+        t0 = time.perf_counter()
+        self._apply(commands)
+        dt = self.step_dt_s
+        first = self._step == 0 and self._t == 0.0
+        t_end = self._t + (0.0 if first else dt)
+        mj, m, d = self._mj, self._model, self._data
+        # 2. scripts + motion
+        for a in self._avatars:
+            if a.segment is None or a.seg_t >= a.segment.duration_s:
+                room = self._room_of(a)
+                a.segment = a.runner.next_segment(tuple(a.motion.xy), room)
+                a.seg_t = 0.0
+                a.motion.set_segment(a.segment)
+                self._schedule_speech(a)
+            look = self._obj_centres[a.fixated] if a.fixated >= 0 else (
+                self._obj_centres[a.segment.look_at[0]] if a.segment.look_at else None)
+            pos, R, f_head, w_head = a.motion.step(dt if not first else 1e-3, look)
+            a.seg_t += 0 if first else dt
+            d.mocap_pos[self._index.head_mocap[a.index]] = pos
+            d.mocap_quat[self._index.head_mocap[a.index]] = matrix_to_quat(R)
+            d.mocap_pos[self._index.torso_mocap[a.index]] = [pos[0], pos[1], max(0.0, pos[2] - 1.58)]
+            yaw = a.motion.body_yaw
+            d.mocap_quat[self._index.torso_mocap[a.index]] = [math.cos(yaw / 2), 0, 0, math.sin(yaw / 2)]
+            a._imu = (f_head, w_head)  # type: ignore[attr-defined]
+        mj.mj_forward(m, d)
+        self._t = t_end
+        # 3. lighting per room
+        room_light = {r.name: self._lighting.at(r.name, self._t) for r in self.scenario.rooms}
+        for li, lid in enumerate(self._index.light):
+            rl = room_light[self._index.light_room[li]]
+            scale = self.scenario.lights[li].intensity * rl.intensity
+            m.light_diffuse[lid] = self._base_light[lid] * scale * cct_to_rgb(rl.color_temperature_k)
+        t1 = time.perf_counter()
+        frames: dict[str, DeviceFrame] = {}
+        pending = []
+        for a in self._avatars:
+            pending.append(self._sense(a, room_light))
+        t2 = time.perf_counter()
+        audio = self._audio.step(self._step) if self._audio is not None else {}
+        t3 = time.perf_counter()
+        for a, p in zip(self._avatars, pending):
+            frames[a.device_id] = self._frame(a, p, audio.get(a.device_id))
+        self._step += 1
+        self.stats.steps += 1
+        self.stats.frames += len(frames)
+        t4 = time.perf_counter()
+        self.stats.render_s += p_render_total(pending)
+        self.stats.audio_s += t3 - t2
+        self.stats.other_s += (t1 - t0) + (t2 - t1 - p_render_total(pending)) + (t4 - t3)
+        return frames
+
+    def _room_of(self, a: _Avatar) -> str:
+        r = self.scenario.room_at(*a.motion.xy)
+        return r.name if r is not None else self.scenario.avatars[a.index].start_room
+
+    def _schedule_speech(self, a: _Avatar) -> None:
+        """Queue this segment's spoken commands (absolute sample times)."""
+        if self._audio is None or a.segment is None:
+            return
+        hz = self.scenario.audio_hz
+        base = int(round(self._t * hz))
+        for off_s, word in a.segment.commands:
+            wav = self._audio.voice(a).say(word)
+            a.speech.append((base + int(off_s * hz), wav, word))
+
+    def _sense(self, a: _Avatar, room_light: Mapping[str, RoomLight]) -> dict[str, Any]:
+        mj, m, d = self._mj, self._model, self._data
+        seg = a.segment
+        assert seg is not None
+        pos, R = a.motion.position, a.motion.R
+        room = self._room_of(a)
+        rl = room_light[room]
+        out: dict[str, Any] = {"room": room, "light": rl, "pos": pos.copy(), "R": R.copy()}
+        events = {e.kind for e in self.scenario.modality_events
+                  if e.avatar == self.scenario.avatars[a.index].name and e.start_s <= self._t < e.end_s}
+        out["events"] = events
+        # gaze targets: the script's look targets (the upcoming interaction weighted up), in the +z-forward head frame
+        look = list(seg.look_at)
+        weights = [3.0 if (seg.interact is not None and i == seg.interact) else 1.0 for i in look]
+        if not look:
+            look = [i for i, o in enumerate(self.scenario.objects) if o.room == room][:4]
+            weights = [1.0] * len(look)
+        pts_world = self._obj_centres[look] if look else np.zeros((0, 3))
+        pts_head = ((pts_world - pos) @ R) * _FWD
+        luminance = rl.illuminance_lux * 0.25 / math.pi
+        g = a.gaze.step(self.step_dt_s, targets_head=pts_head, weights=np.array(weights) if look else None,
+                        luminance_cd_m2=luminance)
+        a.fixated = look[g.target_index] if 0 <= g.target_index < len(look) else -1
+        out["gaze"] = g
+        # hands: the current gesture from the segment timeline (gesture, gap, gesture, ...)
+        gesture = "none"
+        if seg.gestures and not a.motion.walking:
+            k = int(a.seg_t // (_GESTURE_S + _GESTURE_GAP_S))
+            within = a.seg_t - k * (_GESTURE_S + _GESTURE_GAP_S)
+            if k < len(seg.gestures) and within < _GESTURE_S:
+                gesture = seg.gestures[k]
+        joints, valid = a.hands.step(self.step_dt_s, gesture)
+        a.last_hands = (np.asarray(joints, np.float32) * _FWD.astype(np.float32), np.asarray(valid, bool))
+        out["gesture"] = gesture
+        # ground truth: the pointing ray (eye gaze when tracked and valid, else head gaze = view centre)
+        use_eye = a.profile.has_eye_tracking and g.valid and "gaze" not in self._dropped(a, events)
+        dir_head = g.true_dir_head * _FWD if use_eye else np.array([0.0, 0.0, -1.0])
+        dir_world = R @ dir_head
+        geomid = np.array([-1], dtype=np.int32)
+        dist = mj.mj_ray(m, d, pos, dir_world, None, 1, self._index.head_body[a.index], geomid)
+        obj = int(self._index.geom_object[geomid[0]]) if geomid[0] >= 0 else -1
+        out["pointed_object"] = obj
+        out["gaze_hit_m"] = float(dist) if dist >= 0 else None
+        # render
+        t0 = time.perf_counter()
+        dropped = self._dropped(a, events)
+        has = set(a.profile.modalities) - dropped
+        r = self._renderer
+        out["rgb"] = out["depth"] = out["seg"] = None
+        if "rgb" in a.profile.modalities or "depth" in a.profile.modalities or self.scenario.render.segmentation:
+            ambient = 0.04 + 0.10 * min(1.0, rl.intensity)
+            m.vis.headlight.ambient[:] = ambient
+            r.update_scene(d, camera=self._index.camera[a.index], scene_option=self._scene_opt)
+            self._draw_hands(a)
+            if "rgb" in has:
+                out["rgb"] = self._expose(a, r.render(), rl)
+            if "depth" in has:
+                r.enable_depth_rendering()
+                depth = r.render()
+                r.disable_depth_rendering()
+                depth = depth.astype(np.float32, copy=False)
+                depth[depth >= self._zfar * 0.999] = np.inf
+                out["depth"] = depth
+            if self.scenario.render.segmentation:
+                r.enable_segmentation_rendering()
+                seg_img = r.render()
+                r.disable_segmentation_rendering()
+                ids = seg_img[..., 0]
+                is_geom = seg_img[..., 1] == int(mj.mjtObj.mjOBJ_GEOM)
+                lut = self._index.geom_object
+                out["seg"] = np.where(is_geom & (ids >= 0), lut[np.clip(ids, 0, len(lut) - 1)], -1).astype(np.int32)
+        out["render_s"] = time.perf_counter() - t0
+        return out
+
+    def _dropped(self, a: _Avatar, events: set[str]) -> set[str]:
+        return {EVENT_KINDS[e] for e in events} | a.disabled
+
+    def _draw_hands(self, viewer: _Avatar) -> None:
+        """Add the raised hands of this avatar and of avatars near it to the renderer's scene as capsules."""
+        from .hands import hand_capsules
+
+        mj = self._mj
+        scn = self._renderer.scene
+        for a in self._avatars:
+            if a.last_hands is None or not a.last_hands[1].any():
+                continue
+            if a is not viewer and np.linalg.norm(a.motion.position - viewer.motion.position) > 3.0:
+                continue
+            joints, valid = a.last_hands
+            R, p = a.motion.R, a.motion.position
+            for p0, p1, radius in hand_capsules(joints * _FWD.astype(np.float32), valid):
+                if scn.ngeom >= scn.maxgeom:
+                    return
+                g = scn.geoms[scn.ngeom]
+                w0 = p + R @ (np.asarray(p0) * _FWD)
+                w1 = p + R @ (np.asarray(p1) * _FWD)
+                mj.mjv_initGeom(g, mj.mjtGeom.mjGEOM_CAPSULE, np.zeros(3), np.zeros(3), np.eye(3).ravel(),
+                                np.array([0.87, 0.68, 0.56, 1.0], dtype=np.float32))
+                mj.mjv_connector(g, mj.mjtGeom.mjGEOM_CAPSULE, float(radius), w0, w1)
+                scn.ngeom += 1
+
+    def _expose(self, a: _Avatar, rgb: np.ndarray, rl: RoomLight) -> np.ndarray:
+        """Auto-exposure with lag and a gain cap, plus gain-dependent sensor noise: dark scenes come out darker
+        *and* noisier, as on real headsets."""
+        luma = float(rgb.mean()) + 1.0
+        target = min(4.0, max(0.7, (110.0 / luma) ** 0.5))
+        a.ae_gain += (target - a.ae_gain) * 0.3
+        noise_sd = 1.0 + 2.5 * a.ae_gain
+        img = rgb.astype(np.float32) * a.ae_gain
+        img += a.rng.normal(0.0, noise_sd, size=img.shape).astype(np.float32)
+        return np.clip(img, 0, 255).astype(np.uint8)
+
+    def _frame(self, a: _Avatar, p: dict[str, Any], audio_block: np.ndarray | None) -> DeviceFrame:
+        prof = a.profile
+        dropped = self._dropped(a, p["events"])
+        has = set(prof.modalities) - dropped
+        g = p["gaze"]
+        gaze = None
+        if "gaze" in has:
+            depth = p["gaze_hit_m"] if p["gaze_hit_m"] is not None else g.vergence_depth_m
+            gaze = Gaze(g.yaw_rad, g.pitch_rad, np.asarray(g.origin_m) * _FWD, min(depth, 1e4), g.pupil_diameter_mm,
+                        g.valid, g.confidence)
+        imu = None
+        if "imu" in has:
+            f_head, w_head = a._imu  # type: ignore[attr-defined]
+            bw = math.sqrt(self.scenario.step_hz / 2)
+            acc = f_head + a.accel_bias + a.rng.normal(0, 160e-6 * 9.81 * bw, 3)
+            gyr = w_head + a.gyro_bias + a.rng.normal(0, math.radians(0.007) * bw, 3)
+            imu = Imu(acc, gyr)
+        pose = Pose(p["pos"], matrix_to_quat(p["R"])) if "pose" in has else None
+        hands = None
+        if "hands" in has and a.last_hands is not None:
+            hands = Hands(a.last_hands[0], a.last_hands[1])
+        audio = None
+        if "audio" in has and audio_block is not None:
+            audio = Audio(audio_block, self.scenario.audio_hz)
+        rl: RoomLight = p["light"]
+        seg = a.segment
+        assert seg is not None
+        obj = p["pointed_object"]
+        labels = {
+            "object_recognition": self.scenario.objects[obj].category if obj >= 0 else "background",
+            "gesture_recognition": p["gesture"],
+            "scene_classification": self.scenario.room(p["room"]).type,
+            "speech_command": self._audio.word_at(a, self._step - 1) if self._audio is not None else "none",
+            "activity_recognition": a.motion.current_activity,
+            "intent_prediction": self.scenario.objects[seg.interact].category if seg.interact is not None else "none",
+        }
+        return DeviceFrame(
+            device_id=a.device_id, user_id=self.scenario.avatars[a.index].name, profile=prof.name,
+            step=self._step - 1, sim_time_s=self._t, wall_time_ns=time.time_ns(),
+            rgb=p["rgb"], depth_m=p["depth"] if "depth" in has else None, segmentation=p["seg"], gaze=gaze,
+            audio=audio, head_pose=pose, imu=imu, hands=hands,
+            lighting=LightingState(rl.intensity, rl.illuminance_lux, rl.color_temperature_k, rl.lights_on),
+            camera_fov_y_deg=float(self._model.cam_fovy[self._index.camera[a.index]]),
+            labels=labels, active_tasks=seg.tasks or tuple(TASKS), room=p["room"], events=tuple(sorted(p["events"])),
+        )
+
+
+def p_render_total(pending: list[dict[str, Any]]) -> float:
+    return float(sum(p.get("render_s", 0.0) for p in pending))
+
+
+class _AudioScene:
+    """Per-step audio for every device: voices, machines, alarms, through cached room impulse responses."""
+
+    def __init__(self, backend: EmbeddedBackend, rng: np.random.Generator):
+        from .acoustics import ListenerStream, RoomAcoustics, rt60_for_room_type
+        from .voice import AlarmSource, HumSource
+
+        self.b = backend
+        sc = backend.scenario
+        self.hz = sc.audio_hz
+        self.n = int(round(sc.audio_hz / sc.step_hz))
+        self.rooms = {
+            r.name: RoomAcoustics(size_m=r.size_m, rt60_s=r.rt60_s or rt60_for_room_type(r.type), sample_rate_hz=self.hz)
+            for r in sc.rooms
+        }
+        self.sources: dict[str, tuple[str, np.ndarray, Any, float]] = {}  # id -> (room, pos room frame, source, gain)
+        for i, o in enumerate(sc.objects):
+            if o.sound is None:
+                continue
+            room = sc.room(o.room)
+            c = backend._obj_centres[i]
+            pos_room = np.array([c[0] - room.origin_m[0], c[1] - room.origin_m[1], c[2]])
+            if o.sound.kind == "hum":
+                src: Any = HumSource(mains_hz=o.sound.freq_hz or 50.0, level=1.0, rng=np.random.default_rng(rng.integers(2**31)))
+            else:
+                src = AlarmSource(freq_hz=o.sound.freq_hz or 2000.0, on_s=o.sound.on_s, off_s=o.sound.off_s, level=1.0,
+                                  sample_rate_hz=self.hz)
+            self.sources[f"obj{i}"] = (o.room, pos_room, src, _spl_gain(o.sound.level_db))
+        self.listeners: dict[str, Any] = {}
+        for a in backend._avatars:
+            mic = a.profile.microphones
+            if mic is None or "audio" not in a.profile.modalities:
+                continue
+            a.listener = ListenerStream(channels=mic.count, block_len=self.n, max_ir_len=int(0.5 * self.hz),
+                                        sensor_noise_rms=_MIC_NOISE_RMS, rng=np.random.default_rng(rng.integers(2**31)))
+            a._own_ir = self._own_voice_ir(a)  # type: ignore[attr-defined]
+        self._voices: dict[int, Any] = {}
+
+    def voice(self, a: _Avatar) -> Any:
+        from .voice import Voice
+
+        if a.index not in self._voices:
+            u = self.b.scenario.avatars[a.index].user
+            self._voices[a.index] = Voice(pitch_hz=u.voice_pitch_hz, rate_wpm=u.speech_rate_wpm, sample_rate_hz=self.hz,
+                                          rng_seed=a.index)
+        return self._voices[a.index]
+
+    def _own_voice_ir(self, a: _Avatar) -> np.ndarray:
+        """Direct path from the mouth (5 cm below, 8 cm in front of the eyes) to each microphone: delay + 1/(4 pi r)."""
+        mics = a.profile.microphones.positions_head_m()  # type: ignore[union-attr]
+        mouth = np.array([0.0, -0.09, -0.08])
+        r = np.linalg.norm(mics - mouth, axis=1)
+        taps = np.rint(r / _SPEED_OF_SOUND * self.hz).astype(int)
+        ir = np.zeros((len(mics), int(taps.max()) + 2), dtype=np.float32)
+        ir[np.arange(len(mics)), taps] = 1.0 / (4 * math.pi * r)
+        return ir
+
+    def speech_block(self, a: _Avatar, step: int) -> np.ndarray | None:
+        s0, s1 = step * self.n, (step + 1) * self.n
+        out = None
+        keep = []
+        for start, wav, word in a.speech:
+            end = start + len(wav)
+            if end <= s0:
+                continue
+            keep.append((start, wav, word))
+            if start >= s1:
+                continue
+            if out is None:
+                out = np.zeros(self.n, dtype=np.float32)
+            lo, hi = max(s0, start), min(s1, end)
+            out[lo - s0:hi - s0] += wav[lo - start:hi - start]
+        a.speech = keep
+        return None if out is None else out * np.float32(_spl_gain(_SPEECH_DB_1M) / 0.1)
+
+    def word_at(self, a: _Avatar, step: int) -> str:
+        """The command whose utterance covers at least a quarter of this step's audio interval."""
+        s0, s1 = step * self.n, (step + 1) * self.n
+        best, best_overlap = "none", 0
+        for start, wav, word in a.speech:
+            overlap = min(s1, start + len(wav)) - max(s0, start)
+            if overlap > best_overlap:
+                best, best_overlap = word, overlap
+        return best if best_overlap >= self.n // 4 else "none"
+
+    def step(self, step: int) -> dict[str, np.ndarray]:
+        b = self.b
+        speech = {a.index: self.speech_block(a, step) for a in b._avatars}
+        blocks = {sid: src.next_block(self.n) * np.float32(gain) for sid, (room, pos, src, gain) in self.sources.items()}
+        out: dict[str, np.ndarray] = {}
+        for a in b._avatars:
+            if a.listener is None:
+                continue
+            room_name = b._room_of(a)
+            room = b.scenario.room(room_name)
+            acoustics = self.rooms[room_name]
+            head_room = np.array([a.motion.position[0] - room.origin_m[0], a.motion.position[1] - room.origin_m[1],
+                                  a.motion.position[2]])
+            yaw = math.atan2(-a.motion.R[1, 2], -a.motion.R[0, 2])  # facing direction = -z of the head
+            mic_off = a.profile.microphones.positions_head_m() * _FWD  # type: ignore[union-attr]
+            feed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+            for sid, (sroom, spos, _, _) in self.sources.items():
+                if sroom == room_name:
+                    feed[sid] = (blocks[sid], acoustics.impulse_responses(spos, head_room, yaw, mic_off))
+            for other in b._avatars:
+                blk = speech[other.index]
+                if blk is None:
+                    continue
+                if other is a:
+                    feed["own_voice"] = (blk, a._own_ir)  # type: ignore[attr-defined]
+                    continue
+                if b._room_of(other) != room_name:
+                    continue
+                if np.linalg.norm(other.motion.position - a.motion.position) > _HEARING_RANGE_M:
+                    continue
+                mouth = np.array([other.motion.position[0] - room.origin_m[0], other.motion.position[1] - room.origin_m[1],
+                                  other.motion.position[2] - 0.09])
+                feed[f"voice{other.index}"] = (blk, acoustics.impulse_responses(mouth, head_room, yaw, mic_off))
+            out[a.device_id] = a.listener.process(feed).astype(np.float32, copy=False)
+        for r in self.rooms.values():
+            st = r.cache_stats
+            b.stats.ir_hits, b.stats.ir_misses = st["hits"], st["misses"]
+        b.stats.ir_hits = sum(r.cache_stats["hits"] for r in self.rooms.values())
+        b.stats.ir_misses = sum(r.cache_stats["misses"] for r in self.rooms.values())
+        return out

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Idempotent set-up: Debian system libraries for headless rendering (and Mono for the C# codec tests),
+# a virtualenv in .venv, torch's CPU build first, then xrfed with its extras. Re-running skips what is done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${XRFED_VENV:-.venv}
+PY=${PYTHON:-python3}
+TORCH_VERSION=2.13.0
+APT_PACKAGES="libegl1 libgl1 libglx-mesa0 libegl-mesa0 libgl1-mesa-dri libosmesa6 mono-mcs mono-runtime"
+
+say() { printf '[setup] %s\n' "$*"; }
+
+# -- system libraries ----------------------------------------------------------------------------------
+missing=""
+if command -v dpkg-query >/dev/null 2>&1; then
+  for p in $APT_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+  done
+fi
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    say "installing Debian packages:$missing"
+    apt-get update -qq >/dev/null || say "apt-get update failed; trying the install anyway"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    say "installing Debian packages with sudo:$missing"
+    sudo apt-get update -qq >/dev/null || true
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  else
+    say "missing Debian packages:$missing"
+    say "you are not root: run   sudo apt-get install -y$missing   then re-run this command."
+    say "(headless rendering needs EGL or OSMesa; the C# codec tests need Mono and are skipped without it)"
+  fi
+fi
+
+# -- virtualenv + Python packages ----------------------------------------------------------------------
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating virtualenv $VENV"
+  "$PY" -m venv "$VENV"
+fi
+PIP="$VENV/bin/python -m pip"
+stamp="$VENV/.xrfed-setup-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ]; then
+  say "environment up to date ($VENV)"
+  exit 0
+fi
+$PIP install -q --upgrade pip >/dev/null 2>&1 || true
+if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('$TORCH_VERSION') else 1)" 2>/dev/null; then
+  say "installing torch==$TORCH_VERSION (CPU build) first"
+  $PIP install -q "torch==$TORCH_VERSION"
+fi
+say "installing xrfed and its extras"
+$PIP install -q -e ".[dev,speech,usd,unity]"
+# mlagents-envs 1.1.0 declares Python <= 3.10.12 but runs on 3.11; it is the only release that decodes the current
+# Unity package's channels-first observations (see docs/unity.md), so it is installed without its pins.
+if ! "$VENV/bin/python" -c "import mlagents_envs" 2>/dev/null; then
+  say "installing mlagents-envs 1.1.0 (--no-deps --ignore-requires-python)"
+  $PIP install -q --no-deps --ignore-requires-python "mlagents-envs==1.1.0"
+fi
+rm -f "$VENV"/.xrfed-setup-*
+touch "$stamp"
+say "done: activate with   source $VENV/bin/activate"
