@@ -117,7 +117,7 @@ class EmbeddedBackend(SimBackend):
         self._model = self._data = self._renderer = None
         self._avatars: list[_Avatar] = []
         self._t = 0.0
-        self._step = 0
+        self._k = 0
 
     # -- SimBackend -------------------------------------------------------------------------------------
     @property
@@ -182,7 +182,7 @@ class EmbeddedBackend(SimBackend):
         self._rng = np.random.default_rng(ss.spawn(1)[0])
         children = ss.spawn(len(self.scenario.avatars) + 1)[1:]
         self._lighting = LightingSchedule(self.scenario)
-        self._t, self._step = 0.0, 0
+        self._t, self._k = 0.0, 0
         self.stats = EmbeddedStats()
         self._avatars = []
         for i, (av, dev, child) in enumerate(zip(self.scenario.avatars, self._devices, children)):
@@ -241,7 +241,7 @@ class EmbeddedBackend(SimBackend):
         t0 = time.perf_counter()
         self._apply(commands)
         dt = self.step_dt_s
-        first = self._step == 0 and self._t == 0.0
+        first = self._k == 0 and self._t == 0.0
         t_end = self._t + (0.0 if first else dt)
         mj, m, d = self._mj, self._model, self._data
         # 2. scripts + motion
@@ -258,8 +258,11 @@ class EmbeddedBackend(SimBackend):
             a.seg_t += 0 if first else dt
             d.mocap_pos[self._index.head_mocap[a.index]] = pos
             d.mocap_quat[self._index.head_mocap[a.index]] = matrix_to_quat(R)
-            d.mocap_pos[self._index.torso_mocap[a.index]] = [pos[0], pos[1], max(0.0, pos[2] - 1.58)]
-            yaw = a.motion.body_yaw
+            # The torso hangs behind the eyes (the neck pivots ~10 cm behind them), so looking down does not fill
+            # the view with one's own chest.
+            yaw = a.motion.head_yaw
+            d.mocap_pos[self._index.torso_mocap[a.index]] = [pos[0] - 0.28 * math.cos(yaw), pos[1] - 0.28 * math.sin(yaw),
+                                                             max(0.0, pos[2] - 1.58)]
             d.mocap_quat[self._index.torso_mocap[a.index]] = [math.cos(yaw / 2), 0, 0, math.sin(yaw / 2)]
             a._imu = (f_head, w_head)  # type: ignore[attr-defined]
         mj.mj_forward(m, d)
@@ -276,11 +279,11 @@ class EmbeddedBackend(SimBackend):
         for a in self._avatars:
             pending.append(self._sense(a, room_light))
         t2 = time.perf_counter()
-        audio = self._audio.step(self._step) if self._audio is not None else {}
+        audio = self._audio.step(self._k) if self._audio is not None else {}
         t3 = time.perf_counter()
         for a, p in zip(self._avatars, pending):
             frames[a.device_id] = self._frame(a, p, audio.get(a.device_id))
-        self._step += 1
+        self._k += 1
         self.stats.steps += 1
         self.stats.frames += len(frames)
         t4 = time.perf_counter()
@@ -447,13 +450,13 @@ class EmbeddedBackend(SimBackend):
             "object_recognition": self.scenario.objects[obj].category if obj >= 0 else "background",
             "gesture_recognition": p["gesture"],
             "scene_classification": self.scenario.room(p["room"]).type,
-            "speech_command": self._audio.word_at(a, self._step - 1) if self._audio is not None else "none",
+            "speech_command": self._audio.word_at(a, self._k) if self._audio is not None else "none",
             "activity_recognition": a.motion.current_activity,
             "intent_prediction": self.scenario.objects[seg.interact].category if seg.interact is not None else "none",
         }
         return DeviceFrame(
             device_id=a.device_id, user_id=self.scenario.avatars[a.index].name, profile=prof.name,
-            step=self._step - 1, sim_time_s=self._t, wall_time_ns=time.time_ns(),
+            step=self._k, sim_time_s=self._t, wall_time_ns=time.time_ns(),
             rgb=p["rgb"], depth_m=p["depth"] if "depth" in has else None, segmentation=p["seg"], gaze=gaze,
             audio=audio, head_pose=pose, imu=imu, hands=hands,
             lighting=LightingState(rl.intensity, rl.illuminance_lux, rl.color_temperature_k, rl.lights_on),

@@ -249,7 +249,7 @@ def build_mjcf(scenario: Scenario) -> str:
         f'<visual><global offwidth="{max(w, 640)}" offheight="{max(h, 480)}"/>'
         f'<map znear="{_f(0.03 / extent)}" zfar="{_f(3.0)}"/>'
         '<headlight ambient="0.12 0.12 0.12" diffuse="0 0 0" specular="0 0 0"/>'
-        '<quality shadowsize="1024"/></visual>',
+        '<quality shadowsize="1024" numslices="12" numstacks="6" numquads="1"/></visual>',
         f'<statistic extent="{_f(extent)}" center="{_f((max(xs) + min(xs)) / 2)} {_f((max(ys) + min(ys)) / 2)} 1.2"/>',
         "<asset>", *assets, "</asset>",
         "<worldbody>", *body, "</worldbody>",

@@ -1,0 +1,120 @@
+"""Embedded-scene throughput: device-frames/s with every modality, against a bare MuJoCo render loop.
+
+For each avatar count and image size the benchmark runs the full pipeline (scripts, motion, lighting, gaze, hands,
+ray-cast labels, RGB + depth renders, auto-exposure, audio through cached room impulse responses, validated
+``DeviceFrame`` objects) and then, in the same process, a bare loop that replays the very same head poses and only
+calls ``update_scene`` + ``render`` for the same passes. ``ratio_vs_bare`` = our time per frame / bare time per frame
+(lower is better; the target is <= 1.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["add_bench_arguments", "run_sim_bench", "bench_sim"]
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", required=True, help="write the figures to this JSON file")
+    p.add_argument("--scenario", default="default", help="scenario (default: default)")
+    p.add_argument("--avatars", default="1,4,8", help="comma-separated avatar counts (default 1,4,8)")
+    p.add_argument("--sizes", default="96,128", help="comma-separated square image sizes (default 96,128)")
+    p.add_argument("--steps", type=int, default=40, help="measured steps per configuration (default 40)")
+    p.add_argument("--warmup", type=int, default=30, help="unmeasured steps first (fills the IR cache; default 30)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _one(scenario: str, n_avatars: int, size: int, steps: int, warmup: int, seed: int) -> dict[str, Any]:
+    from .backend import EmbeddedBackend
+
+    env = EmbeddedBackend(scenario, seed=seed, render_size=(size, size), max_avatars=n_avatars)
+    env.reset(seed=seed)
+    for _ in range(warmup):
+        env.step()
+    hits0, miss0 = env.stats.ir_hits, env.stats.ir_misses
+    poses = []
+    render_s0, audio_s0 = env.stats.render_s, env.stats.audio_s
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        env.step()
+        poses.append((env.data.mocap_pos.copy(), env.data.mocap_quat.copy()))
+    ours_s = time.perf_counter() - t0
+    frames = steps * n_avatars
+    # -- the bare loop: same model, same poses, same passes; nothing else
+    mj, m, d, r = env._mj, env.model, env.data, env._renderer
+    passes = [("rgb" in a.profile.modalities, "depth" in a.profile.modalities) for a in env._avatars]
+    cams = list(env._index.camera)
+    t0 = time.perf_counter()
+    for pos, quat in poses:
+        d.mocap_pos[:] = pos
+        d.mocap_quat[:] = quat
+        mj.mj_kinematics(m, d)
+        mj.mj_camlight(m, d)
+        for cam, (rgb, depth) in zip(cams, passes):
+            r.update_scene(d, camera=cam)
+            if rgb:
+                r.render()
+            if depth:
+                r.enable_depth_rendering()
+                r.render()
+                r.disable_depth_rendering()
+    bare_s = time.perf_counter() - t0
+    hits, misses = env.stats.ir_hits - hits0, env.stats.ir_misses - miss0
+    out = {
+        "avatars": n_avatars, "size_px": size, "steps": steps, "device_frames": frames,
+        "frames_per_s": frames / ours_s, "bare_frames_per_s": frames / bare_s,
+        "ms_per_frame": 1000 * ours_s / frames, "bare_ms_per_frame": 1000 * bare_s / frames,
+        "ratio_vs_bare": ours_s / bare_s,
+        "breakdown_ms_per_frame": {
+            "render": 1000 * (env.stats.render_s - render_s0) / frames,
+            "audio": 1000 * (env.stats.audio_s - audio_s0) / frames,
+        },
+        "ir_cache": {"hits": hits, "misses": misses, "hit_rate": hits / max(1, hits + misses),
+                     "hit_rate_including_warmup": env.stats.ir_hits / max(1, env.stats.ir_hits + env.stats.ir_misses)},
+        "gl_backend": env.gl_backend,
+    }
+    env.close()
+    return out
+
+
+def bench_sim(scenario: str = "default", avatars: tuple[int, ...] = (1, 4, 8), sizes: tuple[int, ...] = (96, 128),
+              steps: int = 40, warmup: int = 30, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    configs = [(n, s) for s in sizes for n in avatars]
+    results = []
+    for n, s in tqdm(configs, desc="bench sim", disable=not progress):
+        results.append(_one(scenario, n, s, steps, warmup, seed))
+    worst = max(r["ratio_vs_bare"] for r in results)
+    return {
+        "benchmark": "sim", "scenario": scenario, "seed": seed,
+        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+        "results": results,
+        "ratio_vs_bare": worst,
+        "ratio_vs_bare_by_config": {f"{r['avatars']}x{r['size_px']}": r["ratio_vs_bare"] for r in results},
+        "target_ratio_vs_bare": 1.5,
+        "meets_target": bool(worst <= 1.5),
+        "ir_cache_hit_rate": float(np.mean([r["ir_cache"]["hit_rate"] for r in results])),
+    }
+
+
+def run_sim_bench(args: argparse.Namespace) -> int:
+    res = bench_sim(args.scenario, tuple(int(x) for x in args.avatars.split(",")),
+                    tuple(int(x) for x in args.sizes.split(",")), args.steps, args.warmup, args.seed)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(res, indent=2))
+    print(f"{'config':>8s} {'frames/s':>9s} {'bare/s':>8s} {'ratio':>6s} {'render':>7s} {'audio':>6s} {'IR hit':>6s}")
+    for r in res["results"]:
+        b = r["breakdown_ms_per_frame"]
+        print(f"{r['avatars']:>3d}x{r['size_px']:<4d} {r['frames_per_s']:9.1f} {r['bare_frames_per_s']:8.1f} "
+              f"{r['ratio_vs_bare']:6.2f} {b['render']:6.2f}ms {b['audio']:5.2f}ms {r['ir_cache']['hit_rate']:6.2f}")
+    print(f"worst ratio_vs_bare {res['ratio_vs_bare']:.2f} (target <= 1.5) -> {args.json}")
+    return 0
