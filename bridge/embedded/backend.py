@@ -197,8 +197,10 @@ class EmbeddedBackend(SimBackend):
                 accuracy_deg=et.accuracy_deg if et else 2.0, precision_deg=et.precision_deg if et else 0.5,
                 rate_hz=et.rate_hz if et else 60.0,
             )
+            cam = prof.camera
             hands = HandAnimator(rng=streams[1], handedness=av.user.handedness, hand_scale=av.user.hand_scale,
-                                 gesture_duration_s=_GESTURE_S)
+                                 gesture_duration_s=_GESTURE_S,
+                                 fov_deg=(cam.fov_h_deg, cam.fov_v_deg) if cam else (90.0, 90.0))
             a = _Avatar(index=i, device_id=dev.device_id, profile=prof,
                         runner=ScriptRunner(self.scenario, av, streams[2]),
                         motion=AvatarMotion(av, room.to_world(av.start_pos_m), streams[3]), gaze=gaze, hands=hands,

@@ -1,0 +1,439 @@
+"""The xrfed stream wire format, version 1: a multipart ZeroMQ message = topic + JSON header + raw buffers.
+
+This module is the one place that turns a :class:`~bridge.frame.DeviceFrame` into wire parts and back. It depends on
+numpy, zlib and (for PNG/JPEG only) Pillow -- not on zmq -- so a Kit extension, a recorder or a test can use it
+without sockets. The full, language-neutral description is ``docs/stream-protocol.md``; the short version:
+
+``[topic, header, buffer_0, buffer_1, ...]``
+
+* ``topic``: UTF-8 ``xrfed/<device_id>/<channel>`` for frames (``channel`` is ``frame`` for a whole DeviceFrame, or
+  a name the publisher chose for a modality subset), ``xrfed-hb/<publisher>`` for heartbeats. Subscriptions are
+  prefix matches, so ``xrfed/<device_id>/`` selects one device.
+* ``header``: UTF-8 JSON object. ``proto`` = ``"xrfed-stream"``, ``v`` = 1, ``kind`` = ``"frame"`` | ``"heartbeat"``,
+  the publisher's id and ``session`` (random per publisher start: a new value means the publisher restarted), the
+  per-topic ``seq`` (0, 1, 2, ... within a session), times, the frame's metadata, and ``parts``: one descriptor per
+  following buffer (``name``, ``dtype``, ``shape``, ``encoding``, ``units``, ``nbytes`` of the raw array).
+* buffers: the arrays of :func:`bridge.arrays.frame_to_arrays`, C order, little-endian, each either ``raw`` or
+  compressed as its descriptor's ``encoding`` says (``png``/``jpeg`` for uint8 images, ``zlib`` for anything).
+
+Nothing is ever unpickled: a decoder needs ``json``, ``numpy.frombuffer`` and the declared codec. Every malformed or
+oversized message raises :class:`StreamProtocolError` whose ``reason`` is a short code the subscriber counts.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..arrays import GAZE_FIELDS, IMU_FIELDS, LIGHTING_FIELDS, POSE_FIELDS, arrays_to_frame, frame_to_arrays
+from ..errors import BridgeError, TransportError
+from ..frame import DeviceFrame
+
+__all__ = [
+    "PROTOCOL",
+    "VERSION",
+    "FRAME_TOPIC_PREFIX",
+    "HEARTBEAT_TOPIC_PREFIX",
+    "PART_SPECS",
+    "ENCODINGS",
+    "StreamProtocolError",
+    "Compression",
+    "Limits",
+    "StreamMessage",
+    "frame_topic",
+    "device_prefix",
+    "encode_frame",
+    "encode_arrays_message",
+    "encode_heartbeat",
+    "decode_message",
+    "message_nbytes",
+]
+
+PROTOCOL = "xrfed-stream"
+VERSION = 1
+FRAME_TOPIC_PREFIX = "xrfed/"
+HEARTBEAT_TOPIC_PREFIX = "xrfed-hb/"
+
+#: dtypes allowed on the wire (little-endian; bool is one byte, 0 or 1)
+_WIRE_DTYPES = ("bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "int64", "float16", "float32",
+                "float64")
+#: encodings a publisher may choose; ``png``/``jpeg`` only for uint8 images [H, W] or [H, W, 3]
+ENCODINGS = ("raw", "zlib", "png", "jpeg")
+
+
+@dataclass(frozen=True)
+class _PartSpec:
+    dtype: str
+    ndim: int | None  # None = any (audio has a fixed ndim too, kept explicit below)
+    units: str
+
+
+#: every array a frame message may carry: its wire dtype, number of dimensions and units
+PART_SPECS: dict[str, _PartSpec] = {
+    "rgb": _PartSpec("uint8", 3, "srgb [H, W, 3], row 0 at the top"),
+    "depth_m": _PartSpec("float32", 2, "m along the optical axis, inf = no hit"),
+    "segmentation": _PartSpec("int32", 2, "object id, -1 = structure/background"),
+    "gaze": _PartSpec("float32", 1, "fields: " + ",".join(GAZE_FIELDS) + " (head frame)"),
+    "gaze_valid": _PartSpec("bool", 0, "flag"),
+    "audio": _PartSpec("float32", 2, "full scale 1.0 [channels, samples] at audio_hz"),
+    "pose": _PartSpec("float32", 1, "fields: " + ",".join(POSE_FIELDS) + " (world frame, head -> world)"),
+    "imu": _PartSpec("float32", 1, "fields: " + ",".join(IMU_FIELDS) + " (head frame)"),
+    "hands": _PartSpec("float32", 3, "m, [2 (left, right), 26 OpenXR joints, 3] head frame"),
+    "hands_valid": _PartSpec("bool", 1, "flags [left, right]"),
+    "lighting": _PartSpec("float32", 1, "fields: " + ",".join(LIGHTING_FIELDS)),
+}
+_PART_ORDER = tuple(PART_SPECS)
+
+
+class StreamProtocolError(TransportError, ValueError):
+    """A message breaks the wire format (or a limit). ``reason`` is a short code the subscriber counts by."""
+
+    def __init__(self, reason: str, detail: str):
+        self.reason = reason
+        super().__init__(f"stream message rejected ({reason}): {detail}")
+
+
+@dataclass(frozen=True)
+class Compression:
+    """Which encoding the publisher uses per part; the choice is declared per part in the header.
+
+    ``rgb``: ``raw`` | ``png`` (lossless) | ``jpeg`` (lossy, ``jpeg_quality``); ``depth_m``, ``segmentation`` and
+    ``audio``: ``raw`` | ``zlib`` (lossless; depth and masks compress well, float noise does not). Small vectors
+    (gaze, pose, ...) are always raw: compressing 32 bytes costs more than it saves.
+    """
+
+    rgb: str = "raw"
+    depth_m: str = "raw"
+    segmentation: str = "raw"
+    audio: str = "raw"
+    jpeg_quality: int = 90
+    zlib_level: int = 1  # fastest: a stream favours latency over ratio
+
+    def __post_init__(self) -> None:
+        allowed = {"rgb": ("raw", "png", "jpeg"), "depth_m": ("raw", "zlib"), "segmentation": ("raw", "zlib"),
+                   "audio": ("raw", "zlib")}
+        for name, ok in allowed.items():
+            if getattr(self, name) not in ok:
+                raise BridgeError(f"Compression.{name}: expected one of {ok}, got {getattr(self, name)!r}")
+        if not 1 <= int(self.jpeg_quality) <= 100:
+            raise BridgeError(f"Compression.jpeg_quality: expected 1..100, got {self.jpeg_quality}")
+        if not 0 <= int(self.zlib_level) <= 9:
+            raise BridgeError(f"Compression.zlib_level: expected 0..9, got {self.zlib_level}")
+
+    @classmethod
+    def parse(cls, text: str) -> Compression:
+        """From ``"rgb=jpeg,depth_m=zlib"`` (the CLI's ``--compress``); ``""``/``"none"`` = all raw."""
+        if text.strip() in ("", "none", "raw"):
+            return cls()
+        kw: dict[str, Any] = {}
+        for item in text.split(","):
+            key, sep, value = item.partition("=")
+            key = {"depth": "depth_m", "seg": "segmentation"}.get(key.strip(), key.strip())
+            if not sep or key not in {f for f in cls.__dataclass_fields__}:
+                raise BridgeError(f"--compress item {item!r}: expected NAME=ENCODING with NAME in rgb, depth_m, "
+                                  f"segmentation, audio, jpeg_quality, zlib_level")
+            kw[key] = int(value) if key in ("jpeg_quality", "zlib_level") else value.strip()
+        return cls(**kw)
+
+    def encoding_for(self, name: str) -> str:
+        return getattr(self, name, "raw") if name in ("rgb", "depth_m", "segmentation", "audio") else "raw"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a decoder accepts. Anything larger is rejected (and counted) before it is decompressed or allocated."""
+
+    max_message_bytes: int = 256 * 1024 * 1024  # on the wire, all parts together
+    max_header_bytes: int = 64 * 1024
+    max_part_bytes: int = 128 * 1024 * 1024  # one decoded array
+    max_parts: int = 32
+
+    def __post_init__(self) -> None:
+        for name in ("max_message_bytes", "max_header_bytes", "max_part_bytes", "max_parts"):
+            if int(getattr(self, name)) < 1:
+                raise BridgeError(f"Limits.{name}: expected a positive integer, got {getattr(self, name)}")
+
+
+@dataclass
+class StreamMessage:
+    """One decoded message: its topic, header (a plain dict from JSON) and arrays (read-only views or copies)."""
+
+    topic: str
+    header: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    wire_bytes: int = 0
+
+    @property
+    def kind(self) -> str:
+        return str(self.header["kind"])
+
+    @property
+    def seq(self) -> int:
+        return int(self.header.get("seq", -1))
+
+    @property
+    def session(self) -> str:
+        return str(self.header.get("session", ""))
+
+    @property
+    def device_id(self) -> str:
+        return str(self.header.get("device_id", ""))
+
+    def to_frame(self) -> DeviceFrame:
+        """The :class:`DeviceFrame` this message carries (validated by the frame contract)."""
+        if self.kind != "frame":
+            raise StreamProtocolError("not_a_frame", f"a {self.kind!r} message has no DeviceFrame")
+        h = self.header
+        arr: dict[str, Any] = dict(self.arrays)
+        if "gaze_valid" in arr:
+            arr["gaze_valid"] = bool(arr["gaze_valid"])
+        if "audio" in arr:
+            arr["audio_hz"] = int(h["audio_hz"])
+        arr["labels"] = dict(h.get("labels", {}))
+        fov = h.get("camera_fov_y_deg")
+        return arrays_to_frame(
+            arr, device_id=h["device_id"], user_id=h.get("user_id", ""), profile=h.get("profile", ""),
+            step=int(h["step"]), sim_time_s=float(h["sim_time_s"]), wall_time_ns=int(h.get("wall_time_ns", 0)),
+            camera_fov_y_deg=None if fov is None else float(fov), active_tasks=tuple(h.get("active_tasks", ())),
+            room=h.get("room"), events=tuple(h.get("events", ())),
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# topics
+def _check_topic_name(what: str, name: str) -> str:
+    if not isinstance(name, str) or not name or "/" in name or any(c.isspace() for c in name):
+        raise StreamProtocolError("bad_topic", f"{what} must be a non-empty string without '/' or spaces, "
+                                               f"got {name!r}")
+    return name
+
+
+def frame_topic(device_id: str, channel: str = "frame") -> bytes:
+    """``xrfed/<device_id>/<channel>`` as bytes."""
+    return f"{FRAME_TOPIC_PREFIX}{_check_topic_name('device_id', device_id)}/" \
+           f"{_check_topic_name('channel', channel)}".encode()
+
+
+def device_prefix(device_id: str) -> bytes:
+    """The subscription prefix that selects every channel of one device (the trailing ``/`` keeps ``d1`` from
+    matching ``d10``)."""
+    return f"{FRAME_TOPIC_PREFIX}{_check_topic_name('device_id', device_id)}/".encode()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# encoding
+def _le(arr: np.ndarray) -> np.ndarray:
+    a = np.asarray(arr, order="C")  # not ascontiguousarray: it turns 0-d flags into shape (1,)
+    if a.dtype.byteorder == ">" or (a.dtype.byteorder == "=" and not np.little_endian):
+        a = a.astype(a.dtype.newbyteorder("<"))
+    return a
+
+
+def _encode_part(name: str, arr: np.ndarray, encoding: str, comp: Compression) -> tuple[dict[str, Any], Any]:
+    a = _le(np.asarray(arr))
+    dtype = "bool" if a.dtype == np.bool_ else a.dtype.name
+    if dtype not in _WIRE_DTYPES:
+        raise StreamProtocolError("bad_dtype", f"part {name!r}: dtype {a.dtype} is not a wire dtype {_WIRE_DTYPES}")
+    desc: dict[str, Any] = {"name": name, "dtype": dtype, "shape": list(a.shape), "encoding": encoding,
+                            "nbytes": int(a.nbytes)}
+    spec = PART_SPECS.get(name)
+    if spec is not None:
+        desc["units"] = spec.units
+    if encoding == "raw":
+        payload: Any = a.data if a.nbytes >= 4096 else a.tobytes()
+    elif encoding == "zlib":
+        payload = zlib.compress(a.data, comp.zlib_level)
+    elif encoding in ("png", "jpeg"):
+        if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
+            raise StreamProtocolError("bad_encoding", f"part {name!r}: {encoding} needs uint8 [H, W] or [H, W, 3]")
+        from PIL import Image
+
+        buf = io.BytesIO()
+        if encoding == "png":
+            Image.fromarray(a).save(buf, format="PNG", compress_level=1)
+        else:
+            Image.fromarray(a).save(buf, format="JPEG", quality=int(comp.jpeg_quality))
+            desc["quality"] = int(comp.jpeg_quality)
+        payload = buf.getvalue()
+    else:
+        raise StreamProtocolError("bad_encoding", f"part {name!r}: unknown encoding {encoding!r}, known {ENCODINGS}")
+    return desc, payload
+
+
+def _json(header: Mapping[str, Any]) -> bytes:
+    # allow_nan=False: NaN/inf are not JSON; a header that needs them is a bug on the publishing side.
+    return json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+
+
+def encode_arrays_message(topic: bytes, header: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
+                          compression: Compression | None = None) -> list[Any]:
+    """Low-level encoder: ``[topic, header + parts, buffers...]`` for any named arrays (Kit extension, tests).
+
+    ``header`` must already hold ``proto``/``v``/``kind`` and the metadata; ``parts`` is filled in here.
+    """
+    comp = compression or Compression()
+    descs, payloads = [], []
+    names = [n for n in _PART_ORDER if n in arrays] + sorted(n for n in arrays if n not in PART_SPECS)
+    for name in names:
+        d, p = _encode_part(name, arrays[name], comp.encoding_for(name), comp)
+        descs.append(d)
+        payloads.append(p)
+    return [topic, _json({**header, "parts": descs}), *payloads]
+
+
+def encode_frame(frame: DeviceFrame, *, seq: int, session: str, publisher: str, channel: str = "frame",
+                 compression: Compression | None = None, sent_ns: int | None = None) -> list[Any]:
+    """Encode one DeviceFrame as the multipart message ``[topic, header, buffers...]`` (see module docstring).
+
+    Buffers of raw parts are memoryviews of the frame's own arrays (zero-copy with ``send_multipart(copy=False)``).
+    """
+    arr = frame_to_arrays(frame)
+    arrays = {k: v for k, v in arr.items() if k in PART_SPECS}
+    header: dict[str, Any] = {
+        "proto": PROTOCOL, "v": VERSION, "kind": "frame", "publisher": publisher, "session": session,
+        "seq": int(seq), "device_id": frame.device_id, "user_id": frame.user_id, "profile": frame.profile,
+        "channel": channel, "step": frame.step, "sim_time_s": frame.sim_time_s, "wall_time_ns": int(frame.wall_time_ns),
+        "sent_ns": int(time.time_ns() if sent_ns is None else sent_ns),
+        "camera_fov_y_deg": frame.camera_fov_y_deg, "room": frame.room,
+        "labels": dict(frame.labels), "active_tasks": list(frame.active_tasks), "events": list(frame.events),
+    }
+    if "audio_hz" in arr:
+        header["audio_hz"] = int(arr["audio_hz"])
+    return encode_arrays_message(frame_topic(frame.device_id, channel), header, arrays, compression)
+
+
+def encode_heartbeat(*, publisher: str, session: str, seqs: Mapping[str, int], devices: Sequence[Mapping[str, str]],
+                     step_dt_s: float | None, sent_ns: int | None = None, hb_seq: int = 0) -> list[bytes]:
+    """A heartbeat: ``[xrfed-hb/<publisher>, header]``; ``seqs`` maps each frame topic to its last sent ``seq``
+    (so a subscriber sees losses at the tail of a stream), ``devices`` lists ``device_id``/``user_id``/``profile``."""
+    header = {
+        "proto": PROTOCOL, "v": VERSION, "kind": "heartbeat", "publisher": _check_topic_name("publisher", publisher),
+        "session": session, "seq": int(hb_seq), "sent_ns": int(time.time_ns() if sent_ns is None else sent_ns),
+        "last_seq": {str(k): int(v) for k, v in seqs.items()}, "devices": [dict(d) for d in devices],
+        "step_dt_s": step_dt_s, "parts": [],
+    }
+    return [f"{HEARTBEAT_TOPIC_PREFIX}{publisher}".encode(), _json(header)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# decoding
+def _buffer(part: Any) -> memoryview:
+    """A read-only memoryview of one received part (bytes, memoryview or a zmq.Frame's ``buffer``)."""
+    buf = getattr(part, "buffer", part)
+    return memoryview(buf).cast("B") if not isinstance(buf, memoryview) or buf.format != "B" else buf
+
+
+def message_nbytes(parts: Sequence[Any]) -> int:
+    return sum(_buffer(p).nbytes for p in parts)
+
+
+def _require(cond: bool, reason: str, detail: str) -> None:
+    if not cond:
+        raise StreamProtocolError(reason, detail)
+
+
+def _decode_part(desc: Any, payload: memoryview, limits: Limits) -> tuple[str, np.ndarray]:
+    _require(isinstance(desc, dict), "bad_header", f"part descriptor must be an object, got {type(desc).__name__}")
+    name, dtype, shape, enc = desc.get("name"), desc.get("dtype"), desc.get("shape"), desc.get("encoding", "raw")
+    _require(isinstance(name, str) and bool(name), "bad_header", f"part name must be a string, got {name!r}")
+    _require(dtype in _WIRE_DTYPES, "bad_dtype", f"part {name!r}: dtype {dtype!r} not in {_WIRE_DTYPES}")
+    _require(isinstance(shape, list) and len(shape) <= 8
+             and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape),
+             "bad_shape", f"part {name!r}: shape must be a list of <= 8 non-negative ints, got {shape!r}")
+    spec = PART_SPECS.get(name)
+    if spec is not None:
+        _require(dtype == spec.dtype, "bad_dtype", f"part {name!r}: expected dtype {spec.dtype}, got {dtype}")
+        _require(spec.ndim is None or len(shape) == spec.ndim, "bad_shape",
+                 f"part {name!r}: expected {spec.ndim} dimensions, got shape {shape}")
+    np_dtype = np.dtype(np.bool_) if dtype == "bool" else np.dtype(dtype).newbyteorder("<")
+    count = math.prod(shape)
+    nbytes = count * np_dtype.itemsize
+    _require(nbytes <= limits.max_part_bytes, "oversized",
+             f"part {name!r}: {nbytes} decoded bytes > limit {limits.max_part_bytes}")
+    if enc == "raw":
+        _require(payload.nbytes == nbytes, "size_mismatch",
+                 f"part {name!r}: shape {shape} {dtype} needs {nbytes} bytes, buffer has {payload.nbytes}")
+        a = np.frombuffer(payload, dtype=np_dtype, count=count)
+    elif enc == "zlib":
+        d = zlib.decompressobj()
+        try:
+            raw = d.decompress(payload, nbytes + 1)  # bounded: a zip bomb cannot inflate past the declared size
+        except zlib.error as exc:
+            raise StreamProtocolError("bad_payload", f"part {name!r}: zlib: {exc}") from None
+        _require(len(raw) == nbytes and d.eof, "size_mismatch",
+                 f"part {name!r}: zlib payload does not inflate to exactly {nbytes} bytes")
+        a = np.frombuffer(raw, dtype=np_dtype, count=count)
+    elif enc in ("png", "jpeg"):
+        _require(dtype == "uint8" and (len(shape) == 2 or (len(shape) == 3 and shape[2] == 3)), "bad_encoding",
+                 f"part {name!r}: {enc} carries uint8 [H, W] or [H, W, 3], header says {dtype} {shape}")
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(payload)) as im:
+                # Check the declared size before decoding pixels, so a lying header cannot allocate more.
+                _require(im.size == (shape[1], shape[0]), "size_mismatch",
+                         f"part {name!r}: image is {im.size[0]}x{im.size[1]}, header says {shape[1]}x{shape[0]}")
+                a = np.asarray(im.convert("RGB" if len(shape) == 3 else "L"))
+        except StreamProtocolError:
+            raise
+        except Exception as exc:  # Pillow raises many types for corrupt data
+            raise StreamProtocolError("bad_payload", f"part {name!r}: {enc}: {exc}") from None
+    else:
+        raise StreamProtocolError("bad_encoding", f"part {name!r}: unknown encoding {enc!r}, known {ENCODINGS}")
+    return name, a.reshape(shape)
+
+
+def decode_message(parts: Sequence[Any], limits: Limits | None = None, *, arrays: bool = True) -> StreamMessage:
+    """Decode ``[topic, header, buffers...]``; raise :class:`StreamProtocolError` on anything malformed.
+
+    Raw arrays are read-only views of the received buffers (no copy); compressed ones are fresh arrays.
+    ``arrays=False`` checks the header only (what a latest-only drain needs for messages it will skip).
+    """
+    lim = limits or Limits()
+    _require(len(parts) >= 2, "too_few_parts", f"expected [topic, header, buffers...], got {len(parts)} part(s)")
+    _require(len(parts) - 2 <= lim.max_parts, "oversized", f"{len(parts) - 2} buffers > limit {lim.max_parts}")
+    views = [_buffer(p) for p in parts]
+    total = sum(v.nbytes for v in views)
+    _require(total <= lim.max_message_bytes, "oversized", f"{total} bytes > limit {lim.max_message_bytes}")
+    _require(views[1].nbytes <= lim.max_header_bytes, "oversized",
+             f"header of {views[1].nbytes} bytes > limit {lim.max_header_bytes}")
+    try:
+        topic = views[0].tobytes().decode()
+        header = json.loads(views[1].tobytes().decode())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise StreamProtocolError("bad_header", f"topic/header is not UTF-8 JSON: {exc}") from None
+    _require(isinstance(header, dict), "bad_header", f"header must be a JSON object, got {type(header).__name__}")
+    _require(header.get("proto") == PROTOCOL, "bad_proto", f"proto must be {PROTOCOL!r}, got {header.get('proto')!r}")
+    _require(header.get("v") == VERSION, "bad_version", f"protocol version {header.get('v')!r}; this reader "
+                                                         f"speaks {VERSION}")
+    kind = header.get("kind")
+    _require(kind in ("frame", "heartbeat"), "bad_header", f"kind must be 'frame' or 'heartbeat', got {kind!r}")
+    descs = header.get("parts", [])
+    _require(isinstance(descs, list) and len(descs) == len(parts) - 2, "part_count",
+             f"header lists {len(descs) if isinstance(descs, list) else descs!r} parts, message has "
+             f"{len(parts) - 2} buffers")
+    if kind == "frame":
+        for key, typ in (("device_id", str), ("step", int), ("sim_time_s", (int, float)), ("seq", int)):
+            _require(isinstance(header.get(key), typ) and not isinstance(header.get(key), bool), "bad_header",
+                     f"frame header field {key!r} missing or of the wrong type: {header.get(key)!r}")
+        _require(topic.startswith(f"{FRAME_TOPIC_PREFIX}{header['device_id']}/"), "topic_mismatch",
+                 f"topic {topic!r} does not belong to device {header['device_id']!r}")
+    else:
+        _require(topic.startswith(HEARTBEAT_TOPIC_PREFIX), "topic_mismatch", f"heartbeat on topic {topic!r}")
+    out: dict[str, np.ndarray] = {}
+    if arrays:
+        for desc, payload in zip(descs, views[2:]):
+            name, a = _decode_part(desc, payload, lim)
+            _require(name not in out, "bad_header", f"part {name!r} appears twice")
+            out[name] = a
+        if "audio" in out:
+            _require(isinstance(header.get("audio_hz"), int), "bad_header", "an audio part needs an integer audio_hz")
+    return StreamMessage(topic=topic, header=header, arrays=out, wire_bytes=total)

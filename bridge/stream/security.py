@@ -1,0 +1,164 @@
+"""CurveZMQ for streams that leave the machine: key pairs, and the socket set-up shared by publisher and subscriber.
+
+The side that **binds** is the CURVE server; the side that **connects** is the client. A client pins the server's
+public key (``server_key``), so it only talks to that server. A server may hold an allow-list of client public keys
+(``allowed_keys``), checked by a ZAP authenticator; an unknown key fails the handshake and no message from it is
+ever delivered. Both topologies occur: ``xrfed stream --bind`` (publisher = server, subscribers pin its key), and a
+workstation bridge that binds while Quest/Android players connect to it (subscriber = server with an allow-list of
+publisher keys).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import BridgeError
+
+__all__ = ["CurveConfig", "generate_keypair", "load_key_file", "SecuredSocket"]
+
+
+def generate_keypair() -> tuple[str, str]:
+    """A new CURVE key pair ``(public, secret)`` as 40-character Z85 strings."""
+    import zmq
+
+    public, secret = zmq.curve_keypair()
+    return public.decode(), secret.decode()
+
+
+def load_key_file(path: str | Path) -> tuple[str, str | None]:
+    """Read a key file written by ``zmq.auth.create_certificates`` (``public-key``/``secret-key`` lines)."""
+    public = secret = None
+    for line in Path(path).read_text().splitlines():
+        key, _, value = line.strip().partition("=")
+        value = value.strip().strip('"')
+        if key.strip() == "public-key":
+            public = value
+        elif key.strip() == "secret-key":
+            secret = value
+    if public is None:
+        raise BridgeError(f"CURVE key file {path}: no 'public-key = \"...\"' line")
+    return public, secret
+
+
+def _check_key(name: str, key: str | bytes | None) -> str | None:
+    if key is None:
+        return None
+    k = key.decode() if isinstance(key, bytes) else str(key)
+    if len(k) != 40:
+        raise BridgeError(f"CurveConfig.{name}: expected a 40-character Z85 key, got {len(k)} characters")
+    return k
+
+
+@dataclass(frozen=True)
+class CurveConfig:
+    """This endpoint's CURVE key pair, plus the peer check for its role.
+
+    ``server_key``: the binding peer's public key, required when this side connects. ``allowed_keys``: client
+    public keys accepted when this side binds (``None`` = any client that completes the handshake, i.e.
+    encryption without an allow-list).
+    """
+
+    public_key: str
+    secret_key: str
+    server_key: str | None = None
+    allowed_keys: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "public_key", _check_key("public_key", self.public_key))
+        object.__setattr__(self, "secret_key", _check_key("secret_key", self.secret_key))
+        object.__setattr__(self, "server_key", _check_key("server_key", self.server_key))
+        if self.allowed_keys is not None:
+            object.__setattr__(self, "allowed_keys", tuple(_check_key("allowed_keys[]", k) for k in self.allowed_keys))
+
+
+@dataclass
+class _AllowList:
+    """ZAP credentials provider: accepts the listed keys and counts the rest."""
+
+    keys: frozenset[str]
+    denied: int = 0
+    denied_keys: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        k = key.decode() if isinstance(key, bytes) else str(key)
+        if k in self.keys:
+            return True
+        with self._lock:
+            self.denied += 1
+            if len(self.denied_keys) < 16:
+                self.denied_keys.append(k)
+        return False
+
+
+class SecuredSocket:
+    """Owns a zmq context + one socket (+ a ZAP authenticator when binding with an allow-list).
+
+    Each publisher/subscriber gets its own context because a ZAP handler is per context: two endpoints in one
+    process (as in tests) must not share one allow-list.
+    """
+
+    def __init__(self, socket_type: int, *, bind: str | None, connect: Sequence[str], curve: CurveConfig | None,
+                 options: dict[int, Any]):
+        import zmq
+
+        if (bind is None) == (not connect):
+            raise BridgeError(f"give exactly one of bind= or connect=, got bind={bind!r} connect={list(connect)!r}")
+        self.ctx = zmq.Context()
+        self.auth: Any = None
+        self.allow: _AllowList | None = None
+        try:
+            self.sock = self.ctx.socket(socket_type)
+            self.sock.setsockopt(zmq.LINGER, 0)
+            for opt, value in options.items():
+                self.sock.setsockopt(opt, value)
+            if curve is not None:
+                self.sock.curve_secretkey = curve.secret_key.encode()
+                self.sock.curve_publickey = curve.public_key.encode()
+                if bind is not None:
+                    if curve.allowed_keys is not None:
+                        from zmq.auth.thread import ThreadAuthenticator
+
+                        self.allow = _AllowList(frozenset(curve.allowed_keys))
+                        self.auth = ThreadAuthenticator(self.ctx)
+                        self.auth.start()
+                        self.auth.configure_curve_callback(domain="*", credentials_provider=self.allow)
+                    self.sock.curve_server = True
+                else:
+                    if curve.server_key is None:
+                        raise BridgeError("CurveConfig.server_key: a connecting side must pin the server's public key")
+                    self.sock.curve_serverkey = curve.server_key.encode()
+            if bind is not None:
+                self.sock.bind(bind)
+                self.endpoint: str = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            else:
+                for ep in connect:
+                    self.sock.connect(ep)
+                self.endpoint = ",".join(connect)
+        except zmq.ZMQError as exc:
+            self.close()
+            from ..errors import TransportError
+
+            raise TransportError(f"zmq socket set-up failed (bind={bind!r}, connect={list(connect)!r}): {exc}") \
+                from exc
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def denied_keys(self) -> int:
+        return self.allow.denied if self.allow is not None else 0
+
+    def close(self) -> None:
+        sock = getattr(self, "sock", None)
+        if sock is not None and not sock.closed:
+            sock.close(linger=0)
+        if self.auth is not None:
+            self.auth.stop()
+            self.auth = None
+        if not self.ctx.closed:
+            self.ctx.term()

@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny scenarios written on the fly, and one cached short run of the default scene."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+TINY = {
+    "name": "tiny",
+    "step_hz": 10,
+    "audio_hz": 16000,
+    "render": {"width_px": 64, "height_px": 64},
+    "rooms": [{"name": "lab", "type": "office", "origin_m": [0, 0], "size_m": [6, 5, 2.7]}],
+    "objects": [
+        {"name": "box", "category": "crate", "room": "lab", "pos_m": [4.0, 2.5]},
+        {"name": "plant", "category": "plant", "room": "lab", "pos_m": [4.0, 0.8]},
+    ],
+    "lights": [{"name": "l0", "room": "lab", "pos_m": [3, 2.5, 2.6]}],
+    "lighting_schedule": [{"t_s": 0, "intensity": 1.0}],
+    "task_scripts": {"stare": {"segments": [{"duration_s": 100, "activity": "idle", "look_at": ["box"]}]}},
+    "avatars": [
+        {"name": "u1", "device": "apple_vision_pro", "start_room": "lab", "start_pos_m": [1.5, 2.5],
+         "start_yaw_deg": 0, "script": "stare"},
+        {"name": "u2", "device": "ray_ban_meta", "start_room": "lab", "start_pos_m": [1.0, 1.0],
+         "start_yaw_deg": 0, "script": "stare"},
+    ],
+}
+
+
+@pytest.fixture
+def tiny_raw() -> dict:
+    import copy
+
+    return copy.deepcopy(TINY)
+
+
+@pytest.fixture
+def write_scenario(tmp_path):
+    def _write(raw: dict, name: str = "s.yaml"):
+        p = tmp_path / name
+        p.write_text(yaml.safe_dump(raw))
+        return p
+
+    return _write
