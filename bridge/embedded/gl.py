@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from ..errors import BackendError
 
-__all__ = ["select_gl", "GL_BACKENDS"]
+__all__ = ["select_gl", "ensure_mujoco_context", "GL_BACKENDS"]
 
 GL_BACKENDS = ("egl", "osmesa", "glfw")
 
@@ -42,8 +42,6 @@ def select_gl(preference: str = "auto") -> str:
     if preference == "auto":
         if current:
             return current
-        if mujoco_loaded:  # too late to choose; mujoco picked its own default
-            return os.environ.get("MUJOCO_GL", "glfw")
         for cand in ("egl", "osmesa"):
             if _works(cand):
                 preference = cand
@@ -60,3 +58,30 @@ def select_gl(preference: str = "auto") -> str:
     if preference in ("egl", "osmesa"):
         os.environ["PYOPENGL_PLATFORM"] = preference
     return preference
+
+
+def ensure_mujoco_context(backend: str) -> None:
+    """Make ``mujoco.Renderer`` use ``backend`` even if mujoco was imported before :func:`select_gl` ran.
+
+    mujoco reads ``MUJOCO_GL`` once, when it is first imported, and otherwise falls back to GLFW, which needs a
+    display. A user who imported mujoco first would get a confusing GLFW error; instead we point mujoco's context
+    class at the headless backend we selected.
+    """
+    if backend not in ("egl", "osmesa"):
+        return
+    try:
+        from mujoco.rendering.classic import gl_context as glc  # mujoco >= 3.3
+    except ImportError:  # pragma: no cover - older layout
+        from mujoco import gl_context as glc  # type: ignore[no-redef]
+    if getattr(glc, "_MUJOCO_GL", "") == backend:
+        return
+    try:
+        if backend == "egl":
+            from mujoco.egl import GLContext
+        else:
+            from mujoco.osmesa import GLContext
+    except Exception as exc:  # noqa: BLE001 - PyOpenGL raises assorted errors for a missing platform library
+        raise BackendError(f"cannot load the {backend} OpenGL backend after mujoco was imported: {exc}; set "
+                           f"MUJOCO_GL={backend} before starting Python") from exc
+    glc.GLContext = GLContext
+    glc._MUJOCO_GL = backend

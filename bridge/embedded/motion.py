@@ -1,7 +1,7 @@
 """Avatar behaviour: task-script timelines, walking through doorways, head motion per activity, and the IMU.
 
 ``ScriptRunner`` turns a scenario task script (explicit segments, or ``random`` generation from the seed) into a
-stream of :class:`SegmentPlan` objects. ``AvatarMotion`` integrates the body and head at 50 Hz inside each step and
+stream of :class:`SegmentPlan` objects. ``AvatarMotion`` integrates the body and head at 20 Hz inside each step and
 reports the head pose plus the IMU sample (specific force and angular velocity averaged over the step, head frame,
 noise-free: the backend adds sensor noise).
 
@@ -23,7 +23,7 @@ from ..tasks import ACTIVITIES, TASKS
 __all__ = ["SegmentPlan", "ScriptRunner", "AvatarMotion", "head_rotation", "matrix_to_quat", "door_graph"]
 
 GRAVITY = np.array([0.0, 0.0, -9.81])
-SUBSTEP_S = 0.02
+SUBSTEP_S = 0.05  # 20 Hz inside each step: resolves the 2 Hz gait bob, keeps 8 avatars cheap
 
 
 @dataclass
@@ -168,13 +168,14 @@ def head_rotation(yaw_rad: float, pitch_rad: float, roll_rad: float = 0.0) -> np
     """Head->world rotation for a head facing world yaw (0 = +x) and pitch (positive up); head frame is OpenXR
     view space (+x right, +y up, -z forward)."""
     cy, sy, cp, sp = math.cos(yaw_rad), math.sin(yaw_rad), math.cos(pitch_rad), math.sin(pitch_rad)
-    fwd = np.array([cp * cy, cp * sy, sp])
-    right = np.array([sy, -cy, 0.0])
-    up = np.cross(right, fwd)
+    fx, fy, fz = cp * cy, cp * sy, sp  # forward
+    rx, ry, rz = sy, -cy, 0.0  # right
+    ux, uy, uz = -cy * sp, -sy * sp, cp  # up = right x forward (written out: this runs 8 avatars x 50 Hz)
     if roll_rad:
         c, s = math.cos(roll_rad), math.sin(roll_rad)
-        right, up = c * right + s * up, -s * right + c * up
-    return np.stack([right, up, -fwd], axis=1)
+        rx, ry, rz, ux, uy, uz = c * rx + s * ux, c * ry + s * uy, c * rz + s * uz, \
+            -s * rx + c * ux, -s * ry + c * uy, -s * rz + c * uz
+    return np.array([[rx, ux, -fx], [ry, uy, -fy], [rz, uz, -fz]])
 
 
 def matrix_to_quat(m: np.ndarray) -> np.ndarray:
@@ -202,7 +203,7 @@ def _wrap(a: float) -> float:
 
 
 class AvatarMotion:
-    """Body and head kinematics of one avatar, integrated at 50 Hz."""
+    """Body and head kinematics of one avatar, integrated at 20 Hz inside each step."""
 
     def __init__(self, avatar: Avatar, start_xy_world: tuple[float, float], rng: np.random.Generator):
         self.user = avatar.user
