@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,7 @@ class EmbeddedStats:
     frames: int = 0
     render_s: float = 0.0
     audio_s: float = 0.0
+    audio_wait_s: float = 0.0  # main-thread time spent waiting for the audio thread
     other_s: float = 0.0
     ir_hits: int = 0
     ir_misses: int = 0
@@ -126,6 +128,7 @@ class EmbeddedBackend(SimBackend):
         self._devices = tuple(DeviceInfo(f"{a.name}-{a.device}", a.name, a.device) for a in sc.avatars)
         self._model = self._data = self._renderer = None
         self._avatars: list[_Avatar] = []
+        self._executor: ThreadPoolExecutor | None = None
         self._t = 0.0
         self._k = 0
 
@@ -227,6 +230,9 @@ class EmbeddedBackend(SimBackend):
         return self._advance(commands)
 
     def _close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
@@ -289,11 +295,15 @@ class EmbeddedBackend(SimBackend):
             m.light_diffuse[lid] = self._base_light[lid] * scale * cct_to_rgb(rl.color_temperature_k)
         t1 = time.perf_counter()
         frames: dict[str, DeviceFrame] = {}
+        # Audio runs in a worker thread while this thread renders: MuJoCo's renderer and numpy's FFTs release the
+        # GIL, so on two cores the audio costs little wall time. The audio thread only touches audio state (its
+        # own random streams, caches and speech queues), so results do not depend on the interleaving.
+        audio_job = self._pool().submit(self._timed_audio, self._k) if self._audio is not None else None
         pending = []
         for a in self._avatars:
             pending.append(self._sense(a, room_light))
         t2 = time.perf_counter()
-        audio = self._audio.step(self._k) if self._audio is not None else {}
+        audio, audio_s = audio_job.result() if audio_job is not None else ({}, 0.0)
         t3 = time.perf_counter()
         for a, p in zip(self._avatars, pending):
             frames[a.device_id] = self._frame(a, p, audio.get(a.device_id))
@@ -302,9 +312,20 @@ class EmbeddedBackend(SimBackend):
         self.stats.frames += len(frames)
         t4 = time.perf_counter()
         self.stats.render_s += p_render_total(pending)
-        self.stats.audio_s += t3 - t2
+        self.stats.audio_s += audio_s  # thread time, mostly hidden behind rendering
+        self.stats.audio_wait_s += t3 - t2
         self.stats.other_s += (t1 - t0) + (t2 - t1 - p_render_total(pending)) + (t4 - t3)
         return frames
+
+    def _timed_audio(self, k: int) -> tuple[dict[str, np.ndarray], float]:
+        t = time.perf_counter()
+        out = self._audio.step(k)  # type: ignore[union-attr]
+        return out, time.perf_counter() - t
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xrfed-audio")
+        return self._executor
 
     def _room_of(self, a: _Avatar) -> str:
         r = self.scenario.room_at(*a.motion.xy)
@@ -374,13 +395,10 @@ class EmbeddedBackend(SimBackend):
             m.vis.headlight.ambient[:] = ambient
             r.update_scene(d, camera=self._index.camera[a.index], scene_option=self._scene_opt)
             self._draw_hands(a)
-            if "rgb" in has:
-                out["rgb"] = self._expose(a, r.render(), rl)
-            if "depth" in has:
-                r.enable_depth_rendering()
-                depth = r.render()
-                r.disable_depth_rendering()
-                depth = depth.astype(np.float32, copy=False)
+            rgb, depth = self._render_rgbd(want_rgb="rgb" in has, want_depth="depth" in has)
+            if rgb is not None:
+                out["rgb"] = self._expose(a, rgb, rl)
+            if depth is not None:
                 depth[depth >= self._zfar * 0.999] = np.inf
                 out["depth"] = depth
             if self.scenario.render.segmentation:
@@ -393,6 +411,23 @@ class EmbeddedBackend(SimBackend):
                 out["seg"] = np.where(is_geom & (ids >= 0), lut[np.clip(ids, 0, len(lut) - 1)], -1).astype(np.int32)
         out["render_s"] = time.perf_counter() - t0
         return out
+
+    def _render_rgbd(self, *, want_rgb: bool, want_depth: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Colour and metric depth of the scene already in the renderer.
+
+        Depth gets its own pass: MuJoCo's depth pass (segmentation flags on) matches analytic geometry exactly,
+        while the z-buffer left by the colour pass is 1-2 % off on surfaces seen at grazing angles (measured
+        against ray-plane intersections; see ``tests/bridge/test_embedded.py``), so reading both buffers from one
+        render is not worth its saving.
+        """
+        r = self._renderer
+        rgb = r.render() if want_rgb else None
+        depth = None
+        if want_depth:
+            r.enable_depth_rendering()
+            depth = r.render()
+            r.disable_depth_rendering()
+        return rgb, depth
 
     def _dropped(self, a: _Avatar, events: set[str]) -> set[str]:
         return {EVENT_KINDS[e] for e in events} | a.disabled
@@ -519,7 +554,8 @@ class _AudioScene:
             c = backend._obj_centres[i]
             pos_room = np.array([c[0] - room.origin_m[0], c[1] - room.origin_m[1], c[2]])
             if o.sound.kind == "hum":
-                src: Any = HumSource(mains_hz=o.sound.freq_hz or 50.0, level=1.0, rng=np.random.default_rng(rng.integers(2**31)))
+                src: Any = HumSource(mains_hz=o.sound.freq_hz or 50.0, level=1.0, rng=np.random.default_rng(rng.integers(2**31)),
+                                      sample_rate_hz=self.hz)
             else:
                 src = AlarmSource(freq_hz=o.sound.freq_hz or 2000.0, on_s=o.sound.on_s, off_s=o.sound.off_s, level=1.0,
                                   sample_rate_hz=self.hz)

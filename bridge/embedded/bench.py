@@ -74,7 +74,7 @@ def _one(scenario: str, n_avatars: int, size: int, steps: int, warmup: int, seed
             "render": 1000 * (env.stats.render_s - render_s0) / frames,
             "audio": 1000 * (env.stats.audio_s - audio_s0) / frames,
         },
-        "ir_cache": {"hits": hits, "misses": misses, "hit_rate": hits / max(1, hits + misses),
+        "ir_cache": {"hits": hits, "misses": misses, "hit_rate": hits / (hits + misses) if hits + misses else None,
                      "hit_rate_including_warmup": env.stats.ir_hits / max(1, env.stats.ir_hits + env.stats.ir_misses)},
         "gl_backend": env.gl_backend,
     }
@@ -100,7 +100,8 @@ def bench_sim(scenario: str = "default", avatars: tuple[int, ...] = (1, 4, 8), s
         "ratio_vs_bare_by_config": {f"{r['avatars']}x{r['size_px']}": r["ratio_vs_bare"] for r in results},
         "target_ratio_vs_bare": 1.5,
         "meets_target": bool(worst <= 1.5),
-        "ir_cache_hit_rate": float(np.mean([r["ir_cache"]["hit_rate"] for r in results])),
+        "ir_cache_hit_rate": float(np.mean(rates)) if (rates := [r["ir_cache"]["hit_rate"] for r in results
+                                                                   if r["ir_cache"]["hit_rate"] is not None]) else None,
     }
 
 
@@ -113,6 +114,6 @@ def run_sim_bench(args: argparse.Namespace) -> int:
     for r in res["results"]:
         b = r["breakdown_ms_per_frame"]
         print(f"{r['avatars']:>3d}x{r['size_px']:<4d} {r['frames_per_s']:9.1f} {r['bare_frames_per_s']:8.1f} "
-              f"{r['ratio_vs_bare']:6.2f} {b['render']:6.2f}ms {b['audio']:5.2f}ms {r['ir_cache']['hit_rate']:6.2f}")
+              f"{r['ratio_vs_bare']:6.2f} {b['render']:6.2f}ms {b['audio']:5.2f}ms {(r['ir_cache']['hit_rate'] or 0):6.2f}")
     print(f"worst ratio_vs_bare {res['ratio_vs_bare']:.2f} (target <= 1.5) -> {args.json}")
     return 0

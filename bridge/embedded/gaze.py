@@ -42,8 +42,8 @@ __all__ = [
 #: Largest eye-in-head rotation per axis; larger gaze shifts are the head's job (eye-head coordination).
 EYE_IN_HEAD_LIMIT_DEG = 35.0
 _LIMIT_RAD = math.radians(EYE_IN_HEAD_LIMIT_DEG)
-#: Sub-step of the internal simulation; short enough to resolve a 21 ms saccade.
-_MAX_SUBSTEP_S = 0.005
+#: Sub-step of the internal simulation: half the shortest (21 ms) saccade; saccade ends are timed exactly within it.
+_MAX_SUBSTEP_S = 0.010
 #: Depth reported when nothing is fixated (Aria MPS documents 1 m as its default gaze depth).
 _REST_DEPTH_M = 1.0
 _SACCADE_BASE_S = 0.021

@@ -496,6 +496,15 @@ class HandAnimator:
         self._blend_time_s = 0.0
         self._blend_duration_s = 1.0
         self._current: tuple[_Pose, _Pose] = (self._pose("none", "left"), self._pose("none", "right"))
+        self._hanging_cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def _hanging_key(self, i: int, gesture: str) -> tuple[int, int] | None:
+        """Cache key of hand ``i``'s pose when it simply hangs (no gesture for it, no blend under way)."""
+        side = ("left", "right")[i]
+        if self._from is not None or (gesture != "none" and side == self.handedness):
+            return None
+        sway = (self._time_s / 4.0 + self._sway_phase + (0.5 if side == "left" else 0.0)) % 1.0
+        return (i, int(sway * 64) % 64)
 
     def _personal(self, pose: _Pose, raised: bool) -> _Pose:
         if not raised:
@@ -557,10 +566,19 @@ class HandAnimator:
         self._current = target
         joints = np.empty((2, NUM_HAND_JOINTS, 3))
         for i, pose in enumerate(target):
-            if self.tremor_m > 0.0:
-                pose = _Pose(
-                    pose.palm_m + self._rng.normal(0.0, self.tremor_m, 3), pose.rotation, pose.fingers
-                )
+            tremor = self._rng.normal(0.0, self.tremor_m, 3) if self.tremor_m > 0.0 else None
+            key = self._hanging_key(i, gesture)
+            if key is not None:
+                # A hanging hand is a pure function of the sway phase: cache its joints per 1/64 of the sway cycle
+                # (forward kinematics of 26 joints is most of this model's cost). Tremor moves the palm, so it
+                # translates every joint.
+                cached = self._hanging_cache.get(key)
+                if cached is None:
+                    cached = self._hanging_cache[key] = _joints(_right_hand_pose("none", key[1] / 64.0), self.hand_scale)
+                joints[i] = cached if tremor is None else cached + tremor
+                continue
+            if tremor is not None:
+                pose = _Pose(pose.palm_m + tremor, pose.rotation, pose.fingers)
             joints[i] = _joints(pose, self.hand_scale)
         joints[0] = joints[0] @ _MIRROR_X
         valid = np.array([_in_view(joints[i, _PALM], fov) for i in range(2)])
