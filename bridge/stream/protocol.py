@@ -430,7 +430,7 @@ def decode_message(parts: Sequence[Any], limits: Limits | None = None, *, arrays
         _require(topic.startswith(HEARTBEAT_TOPIC_PREFIX), "topic_mismatch", f"heartbeat on topic {topic!r}")
     out: dict[str, np.ndarray] = {}
     if arrays:
-        for desc, payload in zip(descs, views[2:]):
+        for desc, payload in zip(descs, views[2:], strict=True):
             name, a = _decode_part(desc, payload, lim)
             _require(name not in out, "bad_header", f"part {name!r} appears twice")
             out[name] = a

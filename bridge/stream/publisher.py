@@ -167,12 +167,30 @@ class Publisher:
         return sum(memoryview(p).nbytes for p in parts)
 
     def publish(self, frame: DeviceFrame) -> int:
-        """Send one frame on every configured channel; returns the bytes sent."""
+        """Send one frame on every configured channel; returns the bytes sent.
+
+        A heartbeat follows when one is due. A device seen for the first time is announced by the heartbeat of the
+        next call that adds no new device, so the announcement of a step's devices is complete.
+        """
+        new, nbytes = self._send_frame(frame)
+        if not new:
+            self.heartbeat(force=False)
+        return nbytes
+
+    def publish_frames(self, frames: Mapping[str, DeviceFrame] | Iterable[DeviceFrame]) -> int:
+        """Publish every frame of one step (a backend's ``reset``/``step`` result), then a heartbeat if due."""
+        items = frames.values() if isinstance(frames, Mapping) else frames
+        total = sum(self._send_frame(f)[1] for f in items)
+        self.heartbeat(force=False)
+        return total
+
+    def _send_frame(self, frame: DeviceFrame) -> tuple[bool, int]:
         self._open_sock()
-        if frame.device_id not in self._devices:
+        new = frame.device_id not in self._devices
+        if new:
             self._devices[frame.device_id] = {"device_id": frame.device_id, "user_id": frame.user_id,
                                               "profile": frame.profile}
-            self._next_hb = 0.0  # announce a new device at once
+            self._next_hb = 0.0  # announce the new device soon
         total = 0
         for channel, mods in self.config.channels.items():
             f = frame if not mods else frame.without(*[m for m in _SUBSET_NAMES if m not in mods])
@@ -185,13 +203,7 @@ class Publisher:
             self.stats.messages += 1
         self.stats.frames += 1
         self.stats.bytes += total
-        self.heartbeat(force=False)
-        return total
-
-    def publish_frames(self, frames: Mapping[str, DeviceFrame] | Iterable[DeviceFrame]) -> int:
-        """Publish every frame of one step (a backend's ``reset``/``step`` result)."""
-        items = frames.values() if isinstance(frames, Mapping) else frames
-        return sum(self.publish(f) for f in items)
+        return new, total
 
     def heartbeat(self, *, force: bool = True) -> bool:
         """Send a heartbeat now (``force``) or only if one is due; returns whether one was sent."""

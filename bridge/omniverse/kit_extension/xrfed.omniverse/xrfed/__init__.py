@@ -1,0 +1,3 @@
+"""Namespace of xrfed's Kit extension modules."""
+
+__all__: list[str] = []
