@@ -170,10 +170,12 @@ def _room_geoms(ri: int, room: Room) -> list[str]:
         f'<geom name="r{ri}_floor" type="box" size="{_f(sx / 2)} {_f(sy / 2)} 0.02" pos="{_f(ox + sx / 2)} {_f(oy + sy / 2)} -0.02" material="m_{room.floor}"/>',
         f'<geom name="r{ri}_ceiling" type="box" size="{_f(sx / 2)} {_f(sy / 2)} 0.02" pos="{_f(ox + sx / 2)} {_f(oy + sy / 2)} {_f(h + 0.02)}" material="m_{room.ceiling}"/>',
     ]
-    # walls: (side, centre, half-extent along the wall, axis)
+    # walls: (side, centre, length along the wall, axis). Walls stand just inside the room's footprint, so the
+    # shared wall of two adjacent rooms is two back-to-back slabs, never two coplanar faces (z-fighting).
+    t = WALL_T / 2
     sides = {
-        "south": ((ox + sx / 2, oy), sx, "x"), "north": ((ox + sx / 2, oy + sy), sx, "x"),
-        "west": ((ox, oy + sy / 2), sy, "y"), "east": ((ox + sx, oy + sy / 2), sy, "y"),
+        "south": ((ox + sx / 2, oy + t), sx, "x"), "north": ((ox + sx / 2, oy + sy - t), sx, "x"),
+        "west": ((ox + t, oy + sy / 2), sy, "y"), "east": ((ox + sx - t, oy + sy / 2), sy, "y"),
     }
     for side, ((cx, cy), length, axis) in sides.items():
         segs: list[tuple[float, float, float, float]] = []  # (offset of centre along wall, half-length, z centre, half-h)

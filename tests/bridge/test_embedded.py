@@ -55,7 +55,8 @@ def test_lighting_visibly_changes_brightness(tiny_raw):
 
 
 def test_depth_matches_known_geometry(tiny_raw):
-    # One avatar at x=1.5 facing +x; no look targets -> the head stays level, the wall is at x=6 (inner face 5.95).
+    # One avatar at x=1.5 facing +x; no look targets -> the head stays level; the east wall stands inside the room's
+    # 6 m footprint, so its inner face is at x = 6 - 0.1.
     tiny_raw["objects"] = []
     tiny_raw["task_scripts"] = {"still": {"segments": [{"duration_s": 100, "activity": "idle"}]}}
     for a in tiny_raw["avatars"]:
@@ -65,7 +66,7 @@ def test_depth_matches_known_geometry(tiny_raw):
         f = env.step()["u1-apple_vision_pro"]
     R = f.head_pose.rotation()
     fwd = -R[:, 2]  # the optical axis in the world
-    expected = (5.95 - f.head_pose.position_m[0]) / fwd[0]  # ray to the wall plane along the axis
+    expected = (5.9 - f.head_pose.position_m[0]) / fwd[0]  # ray to the wall plane along the axis
     h, w = f.depth_m.shape
     centre = float(f.depth_m[h // 2 - 1: h // 2 + 1, w // 2 - 1: w // 2 + 1].mean())
     assert centre == pytest.approx(expected, rel=0.02)
