@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segmentation", action="store_true", help="also render segmentation masks (extra pass)")
     p.add_argument("--no-audio", action="store_true", help="skip audio simulation")
     p.add_argument("--preview", action="store_true", help="write contact sheets next to the data when done")
+    p.add_argument("--overwrite", action="store_true", help="replace episode files that already exist in --out")
     p.set_defaults(func=_run_record)
 
     s = sub.add_parser("scenarios", help="list, validate or show scenarios",
@@ -37,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def record(scenario: str, *, out: str | Path, steps: int, seed: int = 0, episodes: int = 1,
-           size: int | None = None, segmentation: bool = False, audio: bool = True, progress: bool = True) -> Path:
+           size: int | None = None, segmentation: bool = False, audio: bool = True, progress: bool = True,
+           overwrite: bool = False) -> Path:
     """Record ``episodes`` x ``steps`` of ``scenario`` into ``out``; returns the manifest path."""
     from tqdm import tqdm
 
@@ -52,7 +54,8 @@ def record(scenario: str, *, out: str | Path, steps: int, seed: int = 0, episode
         for ep in range(episodes):
             frames = env.reset(seed=seed + ep)
             with DatasetWriter(out, scenario_name=sc.name, scenario_yaml=sc.source_yaml, seed=seed + ep,
-                               step_dt_s=env.step_dt_s, devices=env.devices, episode=ep) as writer:
+                               step_dt_s=env.step_dt_s, devices=env.devices, episode=ep,
+                               overwrite=overwrite) as writer:
                 bar = tqdm(total=steps, desc=f"record {sc.name} ep{ep}", unit="step", disable=not progress)
                 writer.write(frames)
                 bar.update(1)
@@ -60,7 +63,7 @@ def record(scenario: str, *, out: str | Path, steps: int, seed: int = 0, episode
                     writer.write(env.step())
                     bar.update(1)
                 bar.close()
-            manifest = writer.manifest_path if hasattr(writer, "manifest_path") else out / "manifest.json"
+            manifest = writer.manifest_path
     return Path(manifest) if manifest else out / "manifest.json"
 
 
@@ -68,7 +71,8 @@ def _run_record(args: argparse.Namespace) -> int:
     if args.steps < 1 or args.episodes < 1:
         raise SystemExit("xrfed record: --steps and --episodes must be >= 1")
     manifest = record(args.scenario, out=args.out, steps=args.steps, seed=args.seed, episodes=args.episodes,
-                      size=args.size, segmentation=args.segmentation, audio=not args.no_audio)
+                      size=args.size, segmentation=args.segmentation, audio=not args.no_audio,
+                      overwrite=args.overwrite)
     print(f"wrote {manifest}")
     if args.preview:
         from .preview import write_preview

@@ -1,0 +1,280 @@
+"""A torch :class:`~torch.utils.data.Dataset` over recorded xrfed datasets (see :mod:`bridge.record`).
+
+One item is one step of one client (device). Absent modalities are *absent* from the item -- never zeros posing as
+data; :func:`collate_frames` batches items whose modalities differ by filling the gaps with zeros **together with**
+a False presence mask, so a model can tell "dark image" from "no camera".
+
+Item layout (keys are the modality names of :data:`bridge.tasks.MODALITIES`; units as in :mod:`bridge.frame`)::
+
+    rgb       float32 [3, H, W] in [0, 1]
+    depth     float32 [1, H, W] metres along the optical axis (no hit -> depth_far_m)
+    audio     float32 [C, N]    the step's audio, full scale 1.0
+    gaze      float32 [window, 8]       (+ gaze_valid  bool [window])
+    pose      float32 [window, 7]
+    imu       float32 [window, 6]
+    hands     float32 [window, 2*26*3]  (+ hands_valid bool [window, 2])
+    present   {modality: bool tensor []}   every requested modality
+    window_valid {modality: bool [window]}  time-series rows that hold data (False = before the episode start or
+                                            absent at that step; such rows are zeros)
+    labels    {task: int64 tensor []}    class index, -1 = no label
+    client_id str,  step int,  episode int
+
+HDF5 handles are opened lazily in the process that reads (h5py handles are not fork-safe), so the dataset works
+with ``DataLoader(num_workers>0)``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .errors import DatasetError
+from .record import PRESENCE_KEYS, _open_h5, load_manifest
+from .tasks import MODALITIES
+
+__all__ = ["XRDataset", "collate_frames", "client_ids", "SERIES_MODALITIES", "SPLITS"]
+
+#: Time-series modalities delivered as windows of the last ``window`` steps.
+SERIES_MODALITIES: tuple[str, ...] = ("gaze", "pose", "imu", "hands")
+SPLITS = ("train", "test", "all")
+
+_DATASET_OF = {"rgb": "rgb", "depth": "depth_m", "gaze": "gaze", "audio": "audio", "pose": "pose", "imu": "imu",
+               "hands": "hands"}
+_AUX_OF = {"gaze": "gaze_valid", "hands": "hands_valid"}
+
+
+def client_ids(root: str | os.PathLike[str]) -> list[str]:
+    """The client ids of a recorded dataset, in manifest order."""
+    return [c["client_id"] for c in load_manifest(root)["clients"]]
+
+
+class _FileIndex:
+    """What the index needs from one file, read once at construction (small per-step arrays only)."""
+
+    def __init__(self, path: Path, client_id: str, episode: int, rows: range):
+        self.path, self.client_id, self.episode, self.rows = path, client_id, episode, rows
+        with _open_h5(path) as h5:
+            try:
+                self.steps = h5["step"][:]
+                self.present = {k: h5[f"present/{k}"][:] for k in PRESENCE_KEYS}
+                self.labels = {t: h5[f"labels/{t}"][:].astype(np.int64) for t in h5["labels"]}
+            except KeyError as exc:
+                raise DatasetError(f"{path}: missing dataset {exc.args[0] if exc.args else exc}") from None
+            for m in MODALITIES:
+                if self.present[m].any() and _DATASET_OF[m] not in h5:
+                    raise DatasetError(f"{path}: present/{m} is set but dataset {_DATASET_OF[m]!r} is missing")
+            self.shapes = {m: tuple(h5[_DATASET_OF[m]].shape[1:]) for m in MODALITIES if _DATASET_OF[m] in h5}
+        n = len(self.steps)
+        if rows.stop > n:
+            raise DatasetError(f"{path}: manifest split rows {rows.start}..{rows.stop} exceed the file's {n} steps")
+
+
+class XRDataset(Dataset):
+    """Steps of a recorded dataset as tensors, filtered by clients, split, modalities and tasks.
+
+    ``split`` uses the manifest's temporal pre-partition (the last part of each episode is ``test``);
+    ``window`` > 1 stacks the last ``window`` steps of the time-series modalities, never crossing an episode
+    (each file is one episode). ``image_size`` = (H, W) resizes images (bilinear for RGB, nearest for depth so
+    no metric value is invented at object edges). Devices differ in microphone count, so batches mixing
+    clients need ``audio_channels``: 1 = mono downmix (mean), k > 1 = k channels picked evenly across the array
+    from left to right (repeated when a device has fewer). ``depth_far_m`` replaces inf (no hit) in depth.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, clients: Sequence[str] | None = None, split: str = "train",
+                 modalities: Sequence[str] | None = None, tasks: Sequence[str] | None = None, window: int = 1,
+                 image_size: tuple[int, int] | None = None, depth_far_m: float = 20.0,
+                 audio_channels: int | None = None):
+        if split not in SPLITS:
+            raise DatasetError(f"split: expected one of {SPLITS}, got {split!r}")
+        if not isinstance(window, int) or window < 1:
+            raise DatasetError(f"window: expected an integer >= 1, got {window!r}")
+        if audio_channels is not None and (not isinstance(audio_channels, int) or audio_channels < 1):
+            raise DatasetError(f"audio_channels: expected an integer >= 1 or None, got {audio_channels!r}")
+        if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
+            raise DatasetError(f"image_size: expected (height, width) >= 1, got {image_size!r}")
+        self.root = Path(root)
+        self.manifest = load_manifest(self.root)
+        known = {c["client_id"]: c for c in self.manifest["clients"]}
+        wanted = list(known) if clients is None else list(clients)
+        unknown = [c for c in wanted if c not in known]
+        if unknown:
+            raise DatasetError(f"unknown clients {unknown}; the dataset at {self.root} has {sorted(known)}")
+        all_tasks = list(self.manifest["tasks"])
+        self.tasks = tuple(all_tasks if tasks is None else tasks)
+        bad = [t for t in self.tasks if t not in all_tasks]
+        if bad:
+            raise DatasetError(f"unknown tasks {bad}; the dataset has {all_tasks}")
+        self.split, self.window, self.depth_far_m = split, window, float(depth_far_m)
+        self.audio_channels = audio_channels
+        self.image_size = tuple(image_size) if image_size is not None else None
+
+        self._files: list[_FileIndex] = []
+        index: list[tuple[int, int]] = []
+        for cid in wanted:
+            for entry in known[cid]["files"]:
+                n = int(entry["n_steps"])
+                lo, hi = (0, n) if split == "all" else entry["split"][split]
+                fi = _FileIndex(self.root / entry["path"], cid, int(entry["episode"]), range(lo, hi))
+                index.extend((len(self._files), r) for r in fi.rows)
+                self._files.append(fi)
+        self._index = np.asarray(index, dtype=np.int64).reshape(-1, 2)
+
+        observed = [m for m in MODALITIES if any(f.present[m][f.rows.start:f.rows.stop].any() for f in self._files)]
+        self.modalities = tuple(observed if modalities is None else modalities)
+        bad = [m for m in self.modalities if m not in MODALITIES]
+        if bad:
+            raise DatasetError(f"unknown modalities {bad}; known: {list(MODALITIES)}")
+        for m in self.modalities:
+            shapes = {f.shapes[m] for f in self._files if m in f.shapes}
+            if m in ("rgb", "depth") and len(shapes) > 1 and self.image_size is None:
+                raise DatasetError(f"{m}: the selected files have different image sizes {sorted(shapes)}; "
+                                   f"pass image_size=(H, W) to batch them")
+        self._pid = os.getpid()
+        self._handles: dict[int, Any] = {}
+
+    # -- torch Dataset -------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} items")
+        fi, r = (int(v) for v in self._index[i])
+        f = self._files[fi]
+        h5 = self._handle(fi)
+        item: dict[str, Any] = {"present": {}, "window_valid": {}, "labels": {}, "client_id": f.client_id,
+                                "step": int(f.steps[r]), "episode": f.episode}
+        for m in self.modalities:
+            here = bool(f.present[m][r])
+            item["present"][m] = torch.tensor(here)
+            if not here:
+                continue
+            try:
+                if m in SERIES_MODALITIES:
+                    self._read_window(h5, f, m, r, item)
+                else:
+                    item[m] = self._read_row(h5, m, r)
+            except KeyError:
+                raise DatasetError(f"{f.path}: dataset {_DATASET_OF[m]!r} is missing") from None
+        for t in self.tasks:
+            item["labels"][t] = torch.tensor(int(f.labels[t][r]) if t in f.labels else -1, dtype=torch.int64)
+        return item
+
+    def _read_row(self, h5: Any, m: str, r: int) -> torch.Tensor:
+        x = torch.from_numpy(np.asarray(h5[_DATASET_OF[m]][r]))
+        if m == "rgb":
+            x = x.permute(2, 0, 1).to(torch.float32).div_(255.0)  # [3, H, W]
+            if self.image_size is not None and tuple(x.shape[1:]) != self.image_size:
+                x = torch.nn.functional.interpolate(x[None], size=self.image_size, mode="bilinear",
+                                                    align_corners=False, antialias=True)[0].clamp_(0.0, 1.0)
+        elif m == "depth":
+            x = x.to(torch.float32)[None]  # [1, H, W]
+            x = torch.where(torch.isinf(x), torch.tensor(self.depth_far_m), x)
+            if self.image_size is not None and tuple(x.shape[1:]) != self.image_size:
+                x = torch.nn.functional.interpolate(x[None], size=self.image_size, mode="nearest")[0]
+        else:
+            x = x.to(torch.float32)  # audio [C, N]
+            k = self.audio_channels
+            if k == 1:
+                x = x.mean(dim=0, keepdim=True)  # mono downmix
+            elif k is not None and k != x.shape[0]:
+                # channels spread evenly over the array (left to right), repeated when the device has fewer
+                idx = torch.from_numpy(np.round(np.linspace(0, x.shape[0] - 1, k)).astype(np.int64))
+                x = x[idx]
+        return x
+
+    def _read_window(self, h5: Any, f: _FileIndex, m: str, r: int, item: dict[str, Any]) -> None:
+        r0 = max(0, r - self.window + 1)
+        pad = self.window - (r - r0 + 1)  # rows before the episode start
+        valid = np.zeros(self.window, dtype=bool)
+        valid[pad:] = f.present[m][r0:r + 1]
+        data = np.asarray(h5[_DATASET_OF[m]][r0:r + 1], dtype=np.float32).reshape(r - r0 + 1, -1)
+        out = np.zeros((self.window, data.shape[1]), dtype=np.float32)
+        out[pad:] = data
+        out[~valid] = 0.0  # absent rows are fill (NaN) on disk; zeros here, flagged by window_valid
+        item[m] = torch.from_numpy(out)
+        item["window_valid"][m] = torch.from_numpy(valid)
+        aux = _AUX_OF.get(m)
+        if aux is not None and aux in h5:
+            a = np.asarray(h5[aux][r0:r + 1], dtype=bool)
+            full = np.zeros((self.window, *a.shape[1:]), dtype=bool)
+            full[pad:] = a
+            full[~valid] = False
+            item[aux] = torch.from_numpy(full)
+
+    # -- handles ---------------------------------------------------------------------------------------
+    def _handle(self, fi: int) -> Any:
+        pid = os.getpid()
+        if pid != self._pid:  # a forked worker: never reuse the parent's HDF5 handles
+            self._handles, self._pid = {}, pid
+        h = self._handles.get(fi)
+        if h is None:
+            h = self._handles[fi] = _open_h5(self._files[fi].path)
+        return h
+
+    def close(self) -> None:
+        """Close the HDF5 handles this process opened."""
+        if self._pid == os.getpid():
+            for h in self._handles.values():
+                h.close()
+        self._handles = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_handles"] = {}
+        return state
+
+    def __repr__(self) -> str:
+        return (f"XRDataset(root={str(self.root)!r}, split={self.split!r}, items={len(self)}, "
+                f"clients={sorted({f.client_id for f in self._files})}, modalities={list(self.modalities)}, "
+                f"window={self.window})")
+
+
+def collate_frames(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Batch items whose modalities differ: [B, ...] tensors plus [B] presence masks.
+
+    A modality absent from an item gets zeros in the batch tensor *and* False in ``present[m]`` (and in
+    ``window_valid[m]``); a modality absent from every item has no tensor at all, only its all-False mask.
+    """
+    if not items:
+        raise DatasetError("collate_frames: expected at least one item, got an empty batch")
+    b = len(items)
+    mods = [m for m in MODALITIES if any(m in it["present"] for it in items)]
+    batch: dict[str, Any] = {
+        "present": {}, "window_valid": {}, "labels": {},
+        "client_id": [it["client_id"] for it in items],
+        "step": torch.tensor([it["step"] for it in items], dtype=torch.int64),
+        "episode": torch.tensor([it["episode"] for it in items], dtype=torch.int64),
+    }
+    for m in mods:
+        batch["present"][m] = torch.tensor([bool(it["present"].get(m, False)) for it in items])
+        for key in (m, _AUX_OF.get(m)):
+            if key is not None:
+                _stack_into(batch, key, [it.get(key) for it in items], b)
+        if any(m in it["window_valid"] for it in items):
+            _stack_into(batch["window_valid"], m, [it["window_valid"].get(m) for it in items], b)
+    for t in items[0]["labels"]:
+        batch["labels"][t] = torch.stack([it["labels"][t] for it in items])
+    return batch
+
+
+def _stack_into(out: dict[str, Any], key: str, tensors: list[torch.Tensor | None], b: int) -> None:
+    given = [x for x in tensors if x is not None]
+    if not given:
+        return
+    shapes = {tuple(x.shape) for x in given}
+    if len(shapes) > 1:
+        raise DatasetError(f"collate_frames: {key!r} has different shapes in one batch {sorted(shapes)} "
+                           f"(e.g. devices with different microphone counts or image sizes); batch per client, "
+                           f"or set XRDataset(image_size=..., audio_channels=...)")
+    res = torch.zeros((b, *given[0].shape), dtype=given[0].dtype)
+    for i, x in enumerate(tensors):
+        if x is not None:
+            res[i] = x
+    out[key] = res
