@@ -1,0 +1,124 @@
+"""ML-Agents bridge throughput: steps/s and per-step latency through the stand-in player + real UnityEnvironment.
+
+For each device count and image size the same embedded scene runs twice in one process: once in-process
+(``EmbeddedBackend.step``) and once served by the stand-in player in a launched subprocess (as a Unity build
+would be) and read through :class:`UnityBackend` (mlagents-envs 1.1.0, pure-Python protobuf 3.20.3).
+``overhead_ms_per_step`` is the difference: what the ML-Agents path costs on top of simulating the scene.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["add_bench_arguments", "run_bridge_bench", "bench_bridge"]
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", required=True, help="write the figures to this JSON file")
+    p.add_argument("--scenario", default="default", help="scenario (default: default)")
+    p.add_argument("--devices", default="1,8", help="comma-separated device counts (default 1,8)")
+    p.add_argument("--sizes", default="84,128", help="comma-separated square image sizes (default 84,128)")
+    p.add_argument("--steps", type=int, default=30, help="measured steps per configuration (default 30)")
+    p.add_argument("--warmup", type=int, default=5, help="unmeasured steps first (default 5)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _timed(step: Any, warmup: int, steps: int) -> np.ndarray:
+    for _ in range(warmup):
+        step()
+    out = np.empty(steps)
+    for i in range(steps):
+        t0 = time.perf_counter()
+        step()
+        out[i] = time.perf_counter() - t0
+    return out
+
+
+def _summary(dt: np.ndarray) -> dict[str, float]:
+    return {"steps_per_s": float(len(dt) / dt.sum()), "ms_per_step_mean": float(1e3 * dt.mean()),
+            "ms_per_step_p50": float(1e3 * np.percentile(dt, 50)), "ms_per_step_p95": float(1e3 * np.percentile(dt, 95))}
+
+
+def _one(scenario: str, n: int, size: int, steps: int, warmup: int, seed: int, workdir: Path) -> dict[str, Any]:
+    from ..backend import ShowPrediction
+    from ..embedded.backend import EmbeddedBackend
+    from .backend import UnityBackend
+    from .launcher import write_launcher
+
+    embedded = EmbeddedBackend(scenario, seed=seed, render_size=(size, size), max_avatars=n)
+    embedded.reset(seed=seed)
+    emb = _timed(embedded.step, warmup, steps)
+    devices = len(embedded.devices)
+    embedded.close()
+    exe = write_launcher(workdir, name=f"bench_{n}_{size}",
+                         args=[scenario, "--size", str(size), "--max-avatars", str(n)])
+    unity = UnityBackend(str(exe.with_suffix("")), base_port=_free_port(), timeout_wait_s=120, seed=seed)
+    try:
+        frames = unity.reset(seed=seed)
+        first = next(iter(frames))
+
+        def step() -> None:
+            # One prediction overlay per step, so the round trip frame -> prediction -> scene is measured too.
+            unity.step([ShowPrediction(first, "object_recognition", "mug", 0.9)])
+
+        ml = _timed(step, warmup, steps)
+        rtt = list(unity.stats.frame_to_scene_ms)
+    finally:
+        unity.close()
+    return {
+        "devices": devices, "size_px": size, "steps": steps,
+        "embedded_in_process": _summary(emb), "mlagents_path": _summary(ml),
+        "overhead_ms_per_step": float(1e3 * (ml.mean() - emb.mean())),
+        "ratio_vs_embedded": float(ml.mean() / emb.mean()),
+        "frame_to_scene_ms_p50": float(np.percentile(rtt, 50)) if rtt else None,
+    }
+
+
+def bench_bridge(*, scenario: str = "default", devices: tuple[int, ...] = (1, 8), sizes: tuple[int, ...] = (84, 128),
+                 steps: int = 30, warmup: int = 5, seed: int = 0) -> dict[str, Any]:
+    """Run every (devices, size) configuration; returns the JSON-ready figures."""
+    import mlagents_envs
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="xrfed-bench-bridge-") as tmp:
+        for n in devices:
+            for size in sizes:
+                results.append(_one(scenario, n, size, steps, warmup, seed, Path(tmp)))
+    from google.protobuf.internal import api_implementation
+
+    return {
+        "benchmark": "bridge", "scenario": scenario, "results": results,
+        "environment": {"python": sys.version.split()[0], "platform": platform.platform(),
+                        "mlagents_envs": mlagents_envs.__version__,
+                        "protobuf_implementation": api_implementation.Type()},
+    }
+
+
+def run_bridge_bench(args: argparse.Namespace) -> int:
+    out = bench_bridge(scenario=args.scenario, devices=tuple(int(x) for x in args.devices.split(",")),
+                       sizes=tuple(int(x) for x in args.sizes.split(",")), steps=args.steps, warmup=args.warmup,
+                       seed=args.seed)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(out, indent=2))
+    for r in out["results"]:
+        print(f"{r['devices']} devices {r['size_px']}px: embedded {r['embedded_in_process']['steps_per_s']:.1f} "
+              f"steps/s, ML-Agents path {r['mlagents_path']['steps_per_s']:.1f} steps/s "
+              f"({r['mlagents_path']['ms_per_step_mean']:.1f} ms/step, +{r['overhead_ms_per_step']:.1f} ms)")
+    print(f"wrote {args.json}")
+    return 0

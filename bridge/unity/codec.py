@@ -1,0 +1,353 @@
+"""The xrfed side channel and the ML-Agents side-channel framing, as pure Python (no mlagents-envs, no gRPC).
+
+Why a codec module of its own: the same bytes are produced and read by three parties -- :class:`UnityBackend`
+(through mlagents-envs), the stand-in player (no mlagents classes on its side of the wire) and the C# scene
+(``unity_project/Assets/XRFed/SideChannels``). Keeping the byte format here, free of transport code, lets the C# test
+program compare its re-encoding with golden messages written by :func:`write_golden`.
+
+Wire format
+-----------
+* **Side-channel records** (both directions): ``[16-byte GUID, .NET/bytes_le order][int32 LE length][payload]``.
+* **xrfed channel** (GUID :data:`XRFED_CHANNEL_ID`): the payload is one ASCII JSON object in canonical form --
+  keys sorted by code point, no whitespace, non-ASCII escaped as ``\\uXXXX``, floats as Python's shortest
+  round-trip ``repr``, integers without a fraction, every field of the message type present (absent = ``null``).
+  Every message has ``"v": 1`` and a ``"type"`` from :data:`MESSAGE_FIELDS`.
+* **Lighting scalars** go over the standard EnvironmentParametersChannel as FLOAT parameters named
+  ``xrfed.lighting.<field>`` (every room) or ``xrfed.lighting.<field>@<room>``; ``lights_on`` is 1.0 / 0.0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from ..backend import SceneCommand, SetLighting, SetModality, ShowPrediction
+from ..scenario import Scenario
+from .errors import UnityProtocolError
+
+__all__ = [
+    "PROTOCOL_VERSION", "XRFED_CHANNEL_ID", "ENGINE_CHANNEL_ID", "ENV_PARAMS_CHANNEL_ID", "STATS_CHANNEL_ID",
+    "ANALYTICS_CHANNEL_ID", "MESSAGE_FIELDS", "LIGHTING_PARAM_PREFIX", "canonical_json", "encode_message",
+    "decode_message", "make_message", "command_to_message", "message_to_command", "pack_records", "unpack_records",
+    "encode_float_parameter", "decode_env_parameter", "lighting_to_parameters", "parameters_to_lighting",
+    "encode_stat", "decode_stat", "scenario_to_dict", "scene_export", "golden_messages", "write_golden", "lighting_samples",
+]
+
+PROTOCOL_VERSION = 1
+#: the xrfed channel's GUID (= uuid5(NAMESPACE_URL, "https://xrfed.dev/side-channel/v1")); C# uses the same string
+XRFED_CHANNEL_ID = uuid.UUID("aa13cc98-c31f-55ee-a263-bfb51520e394")
+ENGINE_CHANNEL_ID = uuid.UUID("e951342c-4f7e-11ea-b238-784f4387d1f7")
+ENV_PARAMS_CHANNEL_ID = uuid.UUID("534c891e-810f-11ea-a9d0-822485860400")
+STATS_CHANNEL_ID = uuid.UUID("a1d8f7b7-cec8-50f9-b78b-d3e165a78520")
+ANALYTICS_CHANNEL_ID = uuid.UUID("b664a4a9-d86f-5a5f-95cb-e8353a7e8356")
+LIGHTING_PARAM_PREFIX = "xrfed.lighting."
+
+#: message type -> field -> kind. Kinds: int, float, str, bool, list, dict; a trailing "?" allows null.
+#: Python -> scene: reset, load_scenario, set_script, set_modality, show_prediction.
+#: Scene -> Python: hello, frames, overlay_shown, event.
+MESSAGE_FIELDS: dict[str, dict[str, str]] = {
+    "reset": {"seed": "int"},
+    "load_scenario": {"scenario": "dict"},
+    "set_script": {"avatar": "str", "script": "str"},
+    "set_modality": {"device_id": "str", "modality": "str", "enabled": "bool"},
+    "show_prediction": {"device_id": "str", "task": "str", "label": "str", "confidence": "float",
+                        "latency_ms": "float?", "frame_step": "int?", "sent_ns": "int?"},
+    "hello": {"scene": "str", "player": "str", "step_dt_s": "float", "devices": "list"},
+    "frames": {"frames": "list"},
+    "overlay_shown": {"device_id": "str", "task": "str", "label": "str", "frame_step": "int?", "sent_ns": "int?",
+                      "scene_step": "int"},
+    "event": {"name": "str", "detail": "str"},
+}
+_KIND_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (float, int), "str": (str,), "bool": (bool,),
+                                            "list": (list, tuple), "dict": (dict,)}
+
+
+def canonical_json(obj: Any) -> str:
+    """The canonical text both Python and C# produce for the same value (see the module docstring)."""
+    try:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    except ValueError as exc:
+        raise UnityProtocolError(f"xrfed message: {exc} (NaN/inf cannot be sent)") from None
+
+
+def _coerce(mtype: str, field: str, kind: str, value: Any) -> Any:
+    nullable = kind.endswith("?")
+    kind = kind.rstrip("?")
+    if value is None:
+        if nullable:
+            return None
+        raise UnityProtocolError(f"xrfed message {mtype!r}: field {field!r} is required")
+    if isinstance(value, bool) and kind in ("int", "float"):
+        raise UnityProtocolError(f"xrfed message {mtype!r}: field {field!r} must be {kind}, got bool")
+    if not isinstance(value, _KIND_TYPES[kind]):
+        raise UnityProtocolError(f"xrfed message {mtype!r}: field {field!r} must be {kind}, "
+                                 f"got {type(value).__name__}")
+    if kind == "float" and isinstance(value, (int, float)):
+        value = float(value)
+        if not math.isfinite(value):
+            raise UnityProtocolError(f"xrfed message {mtype!r}: field {field!r} must be finite, got {value}")
+    if kind == "list":
+        value = list(value)
+    return value
+
+
+def make_message(mtype: str, **fields: Any) -> dict[str, Any]:
+    """A complete, validated message: every field of ``mtype`` present (missing nullable ones as None)."""
+    try:
+        schema = MESSAGE_FIELDS[mtype]
+    except KeyError:
+        raise UnityProtocolError(f"unknown xrfed message type {mtype!r}; known: {', '.join(MESSAGE_FIELDS)}") from None
+    unknown = sorted(set(fields) - set(schema))
+    if unknown:
+        raise UnityProtocolError(f"xrfed message {mtype!r}: unknown field {unknown[0]!r}; "
+                                 f"fields: {', '.join(schema)}")
+    msg: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": mtype}
+    for name, kind in schema.items():
+        msg[name] = _coerce(mtype, name, kind, fields.get(name))
+    return msg
+
+
+def encode_message(msg: Mapping[str, Any]) -> bytes:
+    """Validate and serialise one message (``{"v": 1, "type": ..., ...}``) to its canonical ASCII bytes."""
+    body = {k: v for k, v in msg.items() if k not in ("v", "type")}
+    if msg.get("v", PROTOCOL_VERSION) != PROTOCOL_VERSION:
+        raise UnityProtocolError(f"xrfed message version {msg.get('v')!r}; this side speaks {PROTOCOL_VERSION}")
+    return canonical_json(make_message(str(msg.get("type")), **body)).encode("ascii")
+
+
+def decode_message(payload: bytes) -> dict[str, Any]:
+    """Parse and validate one xrfed-channel payload; raises :class:`UnityProtocolError` naming what is wrong."""
+    try:
+        obj = json.loads(payload.decode("ascii"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UnityProtocolError(f"xrfed message is not ASCII JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise UnityProtocolError(f"xrfed message must be a JSON object, got {type(obj).__name__}")
+    v = obj.get("v")
+    if v != PROTOCOL_VERSION or isinstance(v, bool):
+        raise UnityProtocolError(f"xrfed message version {v!r}; this side speaks {PROTOCOL_VERSION} "
+                                 "(update the Unity package or xrfed so both match)")
+    mtype = obj.get("type")
+    if mtype not in MESSAGE_FIELDS:
+        raise UnityProtocolError(f"unknown xrfed message type {mtype!r}; known: {', '.join(MESSAGE_FIELDS)}")
+    missing = sorted(set(MESSAGE_FIELDS[mtype]) - set(obj))
+    if missing:
+        raise UnityProtocolError(f"xrfed message {mtype!r}: field {missing[0]!r} is missing")
+    return make_message(mtype, **{k: val for k, val in obj.items() if k not in ("v", "type")})
+
+
+# -- scene commands ----------------------------------------------------------------------------------------
+def command_to_message(cmd: SceneCommand) -> dict[str, Any] | None:
+    """The xrfed-channel message of a structured command (None for SetLighting: it travels as parameters)."""
+    if isinstance(cmd, SetModality):
+        return make_message("set_modality", device_id=cmd.device_id, modality=cmd.modality, enabled=cmd.enabled)
+    if isinstance(cmd, ShowPrediction):
+        return make_message("show_prediction", device_id=cmd.device_id, task=cmd.task, label=cmd.label,
+                            confidence=cmd.confidence, latency_ms=cmd.latency_ms, frame_step=cmd.frame_step)
+    if isinstance(cmd, SetLighting):
+        return None
+    raise UnityProtocolError(f"no xrfed message for scene command {cmd!r}")
+
+
+def message_to_command(msg: Mapping[str, Any]) -> SceneCommand:
+    """Inverse of :func:`command_to_message` for set_modality / show_prediction."""
+    if msg["type"] == "set_modality":
+        return SetModality(msg["device_id"], msg["modality"], msg["enabled"])
+    if msg["type"] == "show_prediction":
+        return ShowPrediction(msg["device_id"], msg["task"], msg["label"], msg["confidence"], msg["latency_ms"],
+                              msg["frame_step"])
+    raise UnityProtocolError(f"xrfed message {msg['type']!r} is not a scene command")
+
+
+# -- side-channel records ----------------------------------------------------------------------------------
+def pack_records(records: Iterable[tuple[uuid.UUID, bytes]]) -> bytes:
+    """Concatenate side-channel records as ML-Agents frames them (GUID bytes_le + int32 length + payload)."""
+    return b"".join(cid.bytes_le + struct.pack("<i", len(p)) + bytes(p) for cid, p in records)
+
+
+def unpack_records(data: bytes) -> list[tuple[uuid.UUID, bytes]]:
+    """Split side-channel bytes into (GUID, payload) records; a truncated record raises."""
+    out, off = [], 0
+    while off < len(data):
+        if off + 20 > len(data):
+            raise UnityProtocolError(f"side channel: truncated record header at byte {off} of {len(data)}")
+        cid = uuid.UUID(bytes_le=bytes(data[off:off + 16]))
+        (n,) = struct.unpack_from("<i", data, off + 16)
+        if n < 0 or off + 20 + n > len(data):
+            raise UnityProtocolError(f"side channel: record of {n} bytes at byte {off} overruns {len(data)} bytes")
+        out.append((cid, bytes(data[off + 20:off + 20 + n])))
+        off += 20 + n
+    return out
+
+
+def _string(s: str) -> bytes:
+    b = s.encode("ascii")
+    return struct.pack("<i", len(b)) + b
+
+
+def _read_string(p: bytes, off: int) -> tuple[str, int]:
+    (n,) = struct.unpack_from("<i", p, off)
+    return p[off + 4:off + 4 + n].decode("ascii"), off + 4 + n
+
+
+def encode_float_parameter(key: str, value: float) -> bytes:
+    """EnvironmentParametersChannel payload of a FLOAT parameter (as ``set_float_parameter`` writes it)."""
+    return _string(key) + struct.pack("<if", 0, float(value))
+
+
+def decode_env_parameter(payload: bytes) -> tuple[str, float | None]:
+    """(key, value) of an EnvironmentParametersChannel payload; value None for samplers (not used by xrfed)."""
+    key, off = _read_string(payload, 0)
+    (kind,) = struct.unpack_from("<i", payload, off)
+    if kind == 0:
+        return key, struct.unpack_from("<f", payload, off + 4)[0]
+    return key, None
+
+
+def lighting_to_parameters(cmd: SetLighting) -> dict[str, float]:
+    """Environment-parameter floats of a SetLighting (None fields are not sent: the schedule keeps them)."""
+    suffix = f"@{cmd.room}" if cmd.room is not None else ""
+    out: dict[str, float] = {}
+    for field, value in (("intensity", cmd.intensity), ("color_temperature_k", cmd.color_temperature_k),
+                         ("lights_on", None if cmd.lights_on is None else float(cmd.lights_on))):
+        if value is not None:
+            out[f"{LIGHTING_PARAM_PREFIX}{field}{suffix}"] = float(value)
+    return out
+
+
+def parameters_to_lighting(params: Mapping[str, float]) -> list[SetLighting]:
+    """Group ``xrfed.lighting.*`` parameters back into SetLighting commands (one per room, None = every room)."""
+    rooms: dict[str | None, dict[str, Any]] = {}
+    for key, value in params.items():
+        if not key.startswith(LIGHTING_PARAM_PREFIX):
+            continue
+        field, _, room = key[len(LIGHTING_PARAM_PREFIX):].partition("@")
+        if field not in ("intensity", "color_temperature_k", "lights_on"):
+            raise UnityProtocolError(f"unknown lighting parameter {key!r}; fields: intensity, "
+                                     "color_temperature_k, lights_on")
+        rooms.setdefault(room or None, {})[field] = bool(value >= 0.5) if field == "lights_on" else float(value)
+    return [SetLighting(room=room, **vals) for room, vals in rooms.items()]
+
+
+def encode_stat(key: str, value: float, aggregation: int = 1) -> bytes:
+    """StatsSideChannel payload: key, float32 value, int32 aggregation (0 avg, 1 most recent, 2 sum, 3 hist)."""
+    return _string(key) + struct.pack("<fi", float(value), int(aggregation))
+
+
+def decode_stat(payload: bytes) -> tuple[str, float, int]:
+    key, off = _read_string(payload, 0)
+    value, agg = struct.unpack_from("<fi", payload, off)
+    return key, value, agg
+
+
+# -- scenario ----------------------------------------------------------------------------------------------
+def _plain(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def scenario_to_dict(sc: Scenario) -> dict[str, Any]:
+    """Every field of a validated scenario (defaults filled in), as the ``load_scenario`` message carries it.
+
+    The C# ``ScenarioModel`` reads exactly these keys, so a scene built in Unity and the embedded scene start from
+    the same numbers. ``source_yaml`` stays behind (the scene needs the values, not the text).
+    """
+    d = asdict(sc)
+    d.pop("source_yaml", None)
+    d["task_scripts"] = {name: asdict(s) for name, s in sc.task_scripts.items()}
+    return _plain(d)
+
+
+def scene_export(sc: Scenario) -> dict[str, Any]:
+    """What the Unity Editor's scene builder reads: the scenario, the device profiles its avatars wear (modalities,
+    microphone count, vertical field of view) and the task vocabularies (comma-joined, :data:`bridge.tasks.TASKS`
+    order) so Unity computes the same label indices as Python."""
+    from ..devices import get_device
+    from ..tasks import TASKS
+
+    devices = {}
+    for a in sc.avatars:
+        p = get_device(a.device)
+        devices[a.device] = {"modalities": list(p.modalities), "mics": p.microphones.count if p.microphones else 0,
+                             "fov_v_deg": p.camera.fov_v_deg if p.camera else 90.0}
+    return {"scenario": scenario_to_dict(sc), "devices": devices,
+            "task_classes": [",".join(t.classes) for t in TASKS.values()]}
+
+
+# -- golden messages for the C# test program -------------------------------------------------------------
+def golden_messages() -> dict[str, bytes]:
+    """Named payloads covering every message type, nulls, escapes and awkward floats (for the C# round trip)."""
+    from ..scenario import load_scenario
+
+    msgs: dict[str, Any] = {
+        "reset": make_message("reset", seed=42),
+        "set_modality": command_to_message(SetModality("ava-apple_vision_pro", "gaze", False)),
+        "show_prediction": command_to_message(ShowPrediction("ben-meta_quest_3", "object_recognition", "mug",
+                                                             0.8734, 12.5, 17)),
+        "show_prediction_nulls": make_message("show_prediction", device_id="d\u00e9v\u00ee\u00e7\u00e9 \"q\"\\\n",
+                                              task="speech_command", label="stop", confidence=1),
+        "set_script": make_message("set_script", avatar="ava", script="tv_evening"),
+        "hello": make_message("hello", scene="default", player="xrfed-sim/0.1.0", step_dt_s=0.1, devices=[
+            {"device_id": "ava-apple_vision_pro", "user_id": "ava", "profile": "apple_vision_pro"}]),
+        "frames": make_message("frames", frames=[{
+            "device_id": "ava-apple_vision_pro", "step": 3, "sim_time_s": 0.30000000000000004,
+            "wall_time_ns": 1_712_345_678_901_234_567, "room": "living", "events": ["mic_muted"],
+            "active_tasks": ["object_recognition"], "lighting": [1.0, 201.99999, 5500.0, 1.0],
+            "camera_fov_y_deg": 1e-07, "audio_hz": 16000, "audio_channels": 6, "big": 1e16, "neg": -2.5e-05,
+            "edge": 0.7999999999999999, "tiny": 5e-324}]),
+        "overlay_shown": make_message("overlay_shown", device_id="ava-apple_vision_pro", task="object_recognition",
+                                      label="tv", frame_step=None, sent_ns=None, scene_step=9),
+        "event": make_message("event", name="unsupported", detail="set_script needs a scene with task scripts"),
+        "frames_float_sweep": make_message("frames", frames=[{"x": float(x)} for x in _float_sweep()]),
+        "load_scenario_default": make_message("load_scenario", scenario=scenario_to_dict(load_scenario("default"))),
+    }
+    return {name: encode_message(m) for name, m in msgs.items()}
+
+
+def _float_sweep() -> list[float]:
+    """Doubles across every magnitude and digit count (seeded), to pin the shortest-repr rules on both sides."""
+    import numpy as np
+
+    rng = np.random.default_rng(20240501)
+    mags = rng.uniform(-30, 30, 240)
+    vals = rng.uniform(-1, 1, 240) * 10.0 ** mags
+    short = np.round(rng.uniform(-1e4, 1e4, 60), 3)
+    return [float(v) for v in np.concatenate([vals, short, [1e-4, 9.999e-5, 1e16, 9999999999999998.0, 0.1, -0.0]])]
+
+
+def write_golden(directory: str | Path) -> list[Path]:
+    """Write :func:`golden_messages` as ``<name>.json`` files (the bytes the C# program must reproduce)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, payload in {**golden_messages(), "lighting_samples": lighting_samples()}.items():
+        p = d / f"{name}.json"
+        p.write_bytes(payload)
+        paths.append(p)
+    return paths
+
+
+def lighting_samples(scenario: str = "default") -> bytes:
+    """The embedded scene's lighting per room at awkward times (interpolation, flicker, lights off, overrides
+    absent), so the C# ``LightingSchedule`` can be checked against it."""
+    from ..embedded.lighting import LightingSchedule
+    from ..scenario import load_scenario
+
+    sc = load_scenario(scenario)
+    sched = LightingSchedule(sc)
+    out = []
+    for room in sc.rooms:
+        for t in (0.0, 7.3, 20.0, 33.3, 45.05, 45.2, 45.19, 52.0, 60.0, 75.0):
+            li = sched.at(room.name, t)
+            out.append({"room": room.name, "t_s": t, "light": [li.intensity, li.color_temperature_k,
+                                                                float(li.lights_on), li.illuminance_lux]})
+    return canonical_json(out).encode("ascii")

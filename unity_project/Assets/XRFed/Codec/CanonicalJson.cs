@@ -1,0 +1,271 @@
+// Canonical JSON shared with Python (bridge/unity/codec.py): no UnityEngine here, so the same file compiles with
+// Debian's Mono compiler and is tested against golden messages written by the Python side.
+using System;
+using System.Collections.Generic;
+using System.Globalization;
+using System.Numerics;
+using System.Text;
+
+namespace XRFed.Codec
+{
+    /// <summary>
+    /// Parses JSON into plain values (Dictionary&lt;string, object&gt;, List&lt;object&gt;, string, long, double,
+    /// bool, null) and writes them back in xrfed's canonical form: keys sorted by code point, no whitespace,
+    /// non-ASCII escaped as \uXXXX, doubles as Python's shortest round-trip repr, integers without a fraction.
+    /// </summary>
+    public static class CanonicalJson
+    {
+        /// <summary>Parse one JSON document; throws <see cref="FormatException"/> naming the offset on errors.</summary>
+        public static object Parse(string text)
+        {
+            int i = 0;
+            object v = ParseValue(text, ref i);
+            SkipWs(text, ref i);
+            if (i != text.Length) throw new FormatException("trailing characters at offset " + i);
+            return v;
+        }
+
+        /// <summary>Write a value in canonical form.</summary>
+        public static string Write(object value)
+        {
+            var sb = new StringBuilder();
+            WriteValue(sb, value);
+            return sb.ToString();
+        }
+
+        /// <summary>Python's repr() of a finite double: the shortest digit string that parses back to the same
+        /// double (the one nearest the exact value when several are as short), in exponent form outside
+        /// [1e-4, 1e16). Exact BigInteger arithmetic, because runtime formatters are not all correctly rounded.</summary>
+        public static string FormatDouble(double d)
+        {
+            if (double.IsNaN(d) || double.IsInfinity(d)) throw new ArgumentException("NaN/inf cannot be sent");
+            if (d == 0) return (1 / d < 0) ? "-0.0" : "0.0";
+            bool neg = d < 0;
+            string exact; int point; // |d| = 0.exact * 10^point
+            ExactDecimal(Math.Abs(d), out exact, out point);
+            string digits = null; int exp = 0;
+            for (int p = 1; p <= 17 && digits == null; p++)
+            {
+                BigInteger n = BigInteger.Parse(exact.Length > p ? exact.Substring(0, p) : exact.PadRight(p, '0'));
+                if (exact.Length > p)
+                {
+                    int cmp = string.CompareOrdinal(exact.Substring(p), "5".PadRight(exact.Length - p, '0'));
+                    if (cmp > 0 || (cmp == 0 && !n.IsEven)) n += 1; // round half to even
+                }
+                foreach (var cand in new[] { n, n - 1, n + 1 })
+                {
+                    string c = cand.ToString(CultureInfo.InvariantCulture);
+                    int pt = point + (c.Length - p); // a carry (999 -> 1000) moves the point
+                    string text = "0." + c + "e" + pt.ToString(CultureInfo.InvariantCulture);
+                    if (cand > 0 && double.Parse(text, NumberStyles.Float, CultureInfo.InvariantCulture) == Math.Abs(d))
+                    {
+                        digits = c.TrimEnd('0');
+                        exp = pt - 1;
+                        break;
+                    }
+                }
+            }
+            if (digits.Length == 0) digits = "0";
+            var sb = new StringBuilder();
+            if (neg) sb.Append('-');
+            if (exp >= -4 && exp < 16)
+            {
+                if (exp >= 0)
+                {
+                    if (digits.Length <= exp + 1) sb.Append(digits).Append('0', exp + 1 - digits.Length).Append(".0");
+                    else sb.Append(digits, 0, exp + 1).Append('.').Append(digits, exp + 1, digits.Length - exp - 1);
+                }
+                else
+                {
+                    sb.Append("0.").Append('0', -exp - 1).Append(digits);
+                }
+            }
+            else
+            {
+                sb.Append(digits[0]);
+                if (digits.Length > 1) sb.Append('.').Append(digits, 1, digits.Length - 1);
+                sb.Append('e').Append(exp < 0 ? '-' : '+');
+                int a = Math.Abs(exp);
+                sb.Append(a < 10 ? "0" + a : a.ToString(CultureInfo.InvariantCulture));
+            }
+            return sb.ToString();
+        }
+
+        /// <summary>All significant digits of a positive double: value = 0.digits * 10^point, exactly.</summary>
+        static void ExactDecimal(double v, out string digits, out int point)
+        {
+            long bits = BitConverter.DoubleToInt64Bits(v);
+            int e = (int)((bits >> 52) & 0x7FF);
+            long m = bits & 0xFFFFFFFFFFFFFL;
+            if (e == 0) e = 1; else m |= 1L << 52;
+            e -= 1075; // v = m * 2^e
+            string s;
+            int frac; // number of decimal digits after the point in s
+            if (e >= 0) { s = (new BigInteger(m) << e).ToString(CultureInfo.InvariantCulture); frac = 0; }
+            else { s = (new BigInteger(m) * BigInteger.Pow(5, -e)).ToString(CultureInfo.InvariantCulture); frac = -e; }
+            point = s.Length - frac;
+            digits = s.TrimEnd('0');
+        }
+
+        static void WriteValue(StringBuilder sb, object v)
+        {
+            if (v == null) { sb.Append("null"); return; }
+            if (v is bool) { sb.Append((bool)v ? "true" : "false"); return; }
+            if (v is string) { WriteString(sb, (string)v); return; }
+            if (v is long || v is int) { sb.Append(Convert.ToInt64(v).ToString(CultureInfo.InvariantCulture)); return; }
+            if (v is double || v is float) { sb.Append(FormatDouble(Convert.ToDouble(v))); return; }
+            var dict = v as IDictionary<string, object>;
+            if (dict != null)
+            {
+                var keys = new List<string>(dict.Keys);
+                keys.Sort(string.CompareOrdinal);
+                sb.Append('{');
+                for (int k = 0; k < keys.Count; k++)
+                {
+                    if (k > 0) sb.Append(',');
+                    WriteString(sb, keys[k]);
+                    sb.Append(':');
+                    WriteValue(sb, dict[keys[k]]);
+                }
+                sb.Append('}');
+                return;
+            }
+            var list = v as System.Collections.IEnumerable;
+            if (list != null)
+            {
+                sb.Append('[');
+                bool first = true;
+                foreach (var x in list)
+                {
+                    if (!first) sb.Append(',');
+                    first = false;
+                    WriteValue(sb, x);
+                }
+                sb.Append(']');
+                return;
+            }
+            throw new ArgumentException("cannot write " + v.GetType().Name + " as JSON");
+        }
+
+        static void WriteString(StringBuilder sb, string s)
+        {
+            sb.Append('"');
+            foreach (char c in s)
+            {
+                switch (c)
+                {
+                    case '"': sb.Append("\\\""); break;
+                    case '\\': sb.Append("\\\\"); break;
+                    case '\n': sb.Append("\\n"); break;
+                    case '\r': sb.Append("\\r"); break;
+                    case '\t': sb.Append("\\t"); break;
+                    case '\b': sb.Append("\\b"); break;
+                    case '\f': sb.Append("\\f"); break;
+                    default:
+                        if (c < 0x20 || c > 0x7e) sb.Append("\\u").Append(((int)c).ToString("x4"));
+                        else sb.Append(c);
+                        break;
+                }
+            }
+            sb.Append('"');
+        }
+
+        static void SkipWs(string s, ref int i)
+        {
+            while (i < s.Length && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) i++;
+        }
+
+        static object ParseValue(string s, ref int i)
+        {
+            SkipWs(s, ref i);
+            if (i >= s.Length) throw new FormatException("unexpected end of JSON");
+            char c = s[i];
+            if (c == '{')
+            {
+                var d = new Dictionary<string, object>();
+                i++;
+                SkipWs(s, ref i);
+                if (s[i] == '}') { i++; return d; }
+                while (true)
+                {
+                    SkipWs(s, ref i);
+                    string key = ParseString(s, ref i);
+                    SkipWs(s, ref i);
+                    Expect(s, ref i, ':');
+                    d[key] = ParseValue(s, ref i);
+                    SkipWs(s, ref i);
+                    if (s[i] == ',') { i++; continue; }
+                    Expect(s, ref i, '}');
+                    return d;
+                }
+            }
+            if (c == '[')
+            {
+                var l = new List<object>();
+                i++;
+                SkipWs(s, ref i);
+                if (s[i] == ']') { i++; return l; }
+                while (true)
+                {
+                    l.Add(ParseValue(s, ref i));
+                    SkipWs(s, ref i);
+                    if (s[i] == ',') { i++; continue; }
+                    Expect(s, ref i, ']');
+                    return l;
+                }
+            }
+            if (c == '"') return ParseString(s, ref i);
+            if (s.Substring(i).StartsWith("true")) { i += 4; return true; }
+            if (s.Substring(i).StartsWith("false")) { i += 5; return false; }
+            if (s.Substring(i).StartsWith("null")) { i += 4; return null; }
+            int start = i;
+            bool isFloat = false;
+            while (i < s.Length && "+-0123456789.eE".IndexOf(s[i]) >= 0)
+            {
+                if (".eE".IndexOf(s[i]) >= 0) isFloat = true;
+                i++;
+            }
+            if (start == i) throw new FormatException("unexpected character '" + c + "' at offset " + i);
+            string num = s.Substring(start, i - start);
+            if (isFloat)
+            {
+                double d = double.Parse(num, NumberStyles.Float, CultureInfo.InvariantCulture);
+                return (d == 0 && num[0] == '-') ? BitConverter.Int64BitsToDouble(long.MinValue) : d; // some runtimes parse "-0.0" as +0
+            }
+            return long.Parse(num, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture);
+        }
+
+        static void Expect(string s, ref int i, char c)
+        {
+            if (i >= s.Length || s[i] != c) throw new FormatException("expected '" + c + "' at offset " + i);
+            i++;
+        }
+
+        static string ParseString(string s, ref int i)
+        {
+            Expect(s, ref i, '"');
+            var sb = new StringBuilder();
+            while (true)
+            {
+                if (i >= s.Length) throw new FormatException("unterminated string");
+                char c = s[i++];
+                if (c == '"') return sb.ToString();
+                if (c != '\\') { sb.Append(c); continue; }
+                char e = s[i++];
+                switch (e)
+                {
+                    case 'n': sb.Append('\n'); break;
+                    case 'r': sb.Append('\r'); break;
+                    case 't': sb.Append('\t'); break;
+                    case 'b': sb.Append('\b'); break;
+                    case 'f': sb.Append('\f'); break;
+                    case 'u':
+                        sb.Append((char)Convert.ToInt32(s.Substring(i, 4), 16));
+                        i += 4;
+                        break;
+                    default: sb.Append(e); break;
+                }
+            }
+        }
+    }
+}
