@@ -58,9 +58,8 @@ def test_semi_clusters_from_positions():
 
 def test_decentralized_gossip_reduces_consensus_distance():
     cs = clients(5)
-    eng = engine(cs, paradigm="decentralized", local_steps=3, gossip_steps=10)
+    eng = engine(cs, paradigm="decentralized", local_steps=3, gossip_steps=10, radio_range_m=1.5)
     pos = {f"d{i}": (float(i), 0.0, 1.6) for i in range(5)}  # a path 0-1-2-3-4 with range 1.5
-    eng.cfg.radio_range_m = 1.5
     rec = eng.run_round(0, positions_m=pos)
     assert rec.links["uplink"]["bytes"] == 0 and rec.links["downlink"]["bytes"] == 0
     assert rec.links["d2d"]["messages"] == 8 * 10
@@ -110,3 +109,18 @@ def test_dp_without_noise_equals_mean_of_clipped_deltas():
     for k, v in cs[0].get_update().items():
         assert torch.allclose(v, plain.executor.clients["d0"].get_update()[k], atol=1e-5), k
     assert set(start) == set(cs[0].get_update())
+
+
+def test_decentralized_and_semi_with_heterogeneous_ranks_mix_within_rank_groups():
+    def mixed_clients():
+        return [SyntheticClient("a", "meta_quest_3", rank=4, seed=0), SyntheticClient("b", "meta_quest_3", rank=4, seed=1),
+                SyntheticClient("c", "ray_ban_meta", rank=1, seed=2)]
+
+    pos = {"a": (0.0, 0.0, 1.6), "b": (1.0, 0.0, 1.6), "c": (2.0, 0.0, 1.6)}
+    dec = engine(mixed_clients(), paradigm="decentralized", local_steps=2, radio_range_m=5.0).run_round(0, positions_m=pos)
+    assert dec.consensus_distance_after < dec.consensus_distance_before
+    cs = mixed_clients()
+    semi = engine(cs, strategy="exact_lora", paradigm="semi", local_steps=2, radio_range_m=5.0)
+    rec = semi.run_round(0, positions_m=pos)
+    # one cluster; the rank-1 LoRA factors need their own uplink next to the shared heads and rank-4 factors
+    assert rec.links["uplink"]["messages"] == 2 and cs[2].get_update()["encoders.rgb.lora_A"].shape == (1, 6)

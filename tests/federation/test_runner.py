@@ -1,0 +1,97 @@
+import json
+
+import pytest
+
+from federation.config import AggregatorConfig, DeviceConfig, DPConfig, ExperimentConfig, RoundsConfig
+from federation.errors import CheckpointError
+from federation.report import compare_runs
+from federation.runner import ExperimentRunner, phase_of_round, read_metrics
+from federation.synthetic import SyntheticClient
+
+DEVICES = [("q3", "meta_quest_3", ("rgb", "audio"), ("object_recognition",)),
+           ("avp", "apple_vision_pro", ("rgb", "gaze"), ("object_recognition", "intent_prediction")),
+           ("rb", "ray_ban_meta", ("rgb",), ("object_recognition",))]
+
+
+def config(paradigm="centralized", rounds=4, dp=False):
+    return ExperimentConfig(
+        name="t", devices=[DeviceConfig(i, p, list(t)) for i, p, _, t in DEVICES], phases=2,
+        aggregator=AggregatorConfig("fedavg"), dp=DPConfig(enabled=dp, noise_multiplier=0.5),
+        rounds=RoundsConfig(paradigm=paradigm, rounds=rounds, local_steps=3, availability=0.9, radio_range_m=3.0))
+
+
+def factories():
+    return {i: (lambda i=i, p=p, m=m, t=t, s=s: SyntheticClient(i, p, modalities=m, tasks=t, seed=s))
+            for s, (i, p, m, t) in enumerate(DEVICES)}
+
+
+POS = {"q3": (0.0, 0.0, 1.6), "avp": (2.0, 0.0, 1.6), "rb": (9.0, 0.0, 1.6)}
+
+
+def runner(cfg, out, **kw):
+    return ExperimentRunner(cfg, out, client_factories=factories(), positions_fn=lambda r, ph: POS,
+                            progress=False, **kw)
+
+
+def deterministic(rows):
+    keep = ("accuracy_global", "accuracy_local", "train_loss", "bytes_sent", "bytes_received", "status",
+            "battery_frac", "comm_joules")
+    return [(r["round"], r["links"], r["epsilon"], {d: {k: v[k] for k in keep} for d, v in r["devices"].items()})
+            for r in rows]
+
+
+def test_phase_schedule():
+    assert [phase_of_round(r, 5, 2) for r in range(5)] == [0, 0, 0, 1, 1]
+
+
+def test_run_writes_run_dir_and_report(tmp_path):
+    summary = runner(config(paradigm="semi"), tmp_path / "run").run()
+    rd = tmp_path / "run"
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "report.md", "report.html", "plots/accuracy.png",
+                 "plots/links.png", "plots/latency.png", "checkpoint/engine.json"):
+        assert (rd / name).exists(), name
+    assert len(read_metrics(rd)) == 4
+    assert set(summary["devices"]) == {"q3", "avp", "rb"}
+    assert summary["devices"]["q3"]["forgetting"] is not None
+    assert summary["devices"]["avp"]["active_modules"] == 4  # rgb + gaze encoders, two task heads
+    assert 0.0 <= summary["devices"]["q3"]["mia_auc"] <= 1.0
+    assert "| q3 |" in (rd / "report.md").read_text()
+    table = compare_runs([rd])
+    assert "semi" in table.splitlines()[2]
+
+
+def test_resume_after_kill_reproduces_uninterrupted_run(tmp_path):
+    # Prepare: a reference run
+    runner(config(dp=True), tmp_path / "a").run()
+    ref = read_metrics(tmp_path / "a")
+
+    # Execute: kill during round 2's checkpoint (its metrics line is already written), then resume
+    class Killed(ExperimentRunner):
+        def _write_checkpoint(self, completed_round):
+            if completed_round == 2:
+                raise KeyboardInterrupt
+            super()._write_checkpoint(completed_round)
+
+    killed = Killed(config(dp=True), tmp_path / "b", client_factories=factories(),
+                    positions_fn=lambda r, ph: POS, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        killed.run()
+    assert len(read_metrics(tmp_path / "b")) == 3  # round 2 logged but not checkpointed
+    runner(config(dp=True), tmp_path / "b").run(resume=True)
+
+    # Assert: same rounds once each, same figures
+    got = read_metrics(tmp_path / "b")
+    assert [r["round"] for r in got] == [0, 1, 2, 3]
+    assert deterministic(got) == deterministic(ref)
+    sa, sb = (json.loads((tmp_path / x / "summary.json").read_text()) for x in ("a", "b"))
+    assert sa["mean_final_accuracy"] == sb["mean_final_accuracy"] and sa["epsilon"] == sb["epsilon"]
+
+
+def test_stop_and_resume_and_refusals(tmp_path):
+    r = runner(config(), tmp_path / "c")
+    assert r.run(stop_after=1) is None
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        runner(config(), tmp_path / "c").run()
+    with pytest.raises(CheckpointError, match="different config"):
+        runner(config(rounds=5), tmp_path / "c").run(resume=True)
+    assert runner(config(), tmp_path / "c").run(resume=True)["rounds"] == 4
