@@ -23,13 +23,18 @@ with continuous phase, so that block boundaries (the simulator's steps) never cl
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import math
+import os
+import subprocess
+import sys
 import threading
 import warnings
 import zlib
 from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 from scipy import signal
@@ -85,7 +90,7 @@ class FallbackVoiceWarning(UserWarning):
 
 # ----------------------------------------------------------------------------------------------- espeak-ng
 class _Espeak:
-    """The process-wide espeak-ng engine. The library keeps global state, so every call holds one lock."""
+    """Loads and initialises espeak-ng once, to tell whether it works on this machine."""
 
     _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
@@ -118,33 +123,7 @@ class _Espeak:
         )
         if rate != ESPEAK_SAMPLE_RATE_HZ:
             raise OSError(f"espeak_Initialize returned {rate}, expected sample rate {ESPEAK_SAMPLE_RATE_HZ}")
-        self._lib = lib
-        self._chunks: list[np.ndarray] = []
-        self._callback = self._CALLBACK(self._on_audio)  # kept referenced: the library stores the pointer
-        lib.espeak_SetSynthCallback(self._callback)
-        self.lock = threading.Lock()
-
-    def _on_audio(self, wav, n, _events) -> int:  # noqa: ANN001 - ctypes callback
-        if wav and n > 0:
-            self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
-        return 0  # 0 = continue synthesis
-
-    def synth(self, text: str, *, voice_name: str, pitch_param: int, rate_wpm: int) -> np.ndarray:
-        """int16 samples at 22.05 kHz for ``text``; synchronous mode returns only once synthesis is complete."""
-        data = text.encode("utf-8")
-        with self.lock:
-            lib = self._lib
-            if lib.espeak_SetVoiceByName(voice_name.encode()) != 0:
-                raise VoiceError(f"espeak-ng has no voice {voice_name!r}")
-            lib.espeak_SetParameter(_PARAM_RATE, int(rate_wpm), 0)
-            lib.espeak_SetParameter(_PARAM_PITCH, int(pitch_param), 0)
-            lib.espeak_SetParameter(_PARAM_RANGE, _PITCH_RANGE, 0)
-            self._chunks = []
-            err = lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
-            chunks, self._chunks = self._chunks, []
-        if err != 0:
-            raise VoiceError(f"espeak_Synth failed with error code {err} for {text!r}")
-        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+        self._lib = lib  # loaded and initialised: espeak-ng works here (words are synthesized in a fresh process)
 
 
 _ENGINE: _Espeak | None = None
@@ -166,6 +145,75 @@ def _engine() -> _Espeak | None:
             ) as exc:  # not installed / broken wheel
                 _ENGINE_ERROR = f"{type(exc).__name__}: {exc}"
         return _ENGINE
+
+
+# espeak-ng carries state from one utterance to the next (its wave buffers and random generator: the same word
+# comes out a few samples longer or shorter depending on what was said before, and neither re-initialising nor
+# reseeding resets it), while its first utterance in a fresh process is always the same. So each word is
+# synthesized once in a fresh subprocess and kept on disk: speech is a pure function of (word, voice, pitch,
+# rate), identical across processes -- what makes a scene deterministic under a seed, and what lets the stand-in
+# Unity player reproduce the in-process scene sample for sample.
+_SYNTH_SCRIPT = r"""
+import ctypes, sys
+import espeakng_loader
+word, voice, pitch, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+lib = ctypes.CDLL(espeakng_loader.get_library_path())
+lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+CB = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+chunks = []
+def on_audio(wav, n, events):
+    if wav and n > 0:
+        chunks.append(ctypes.string_at(wav, 2 * n))
+    return 0
+cb = CB(on_audio)
+if lib.espeak_Initialize(2, 0, espeakng_loader.get_data_path().encode(), 0x8000) <= 0:
+    sys.exit(3)
+lib.espeak_SetSynthCallback(cb)
+if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+    sys.exit(4)
+lib.espeak_SetParameter(1, rate, 0)
+lib.espeak_SetParameter(3, pitch, 0)
+lib.espeak_SetParameter(4, %d, 0)
+data = word.encode("utf-8")
+lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
+                             ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+if lib.espeak_Synth(data, len(data) + 1, 0, 1, 0, 1, None, None) != 0:
+    sys.exit(5)
+sys.stdout.buffer.write(b"".join(chunks))
+"""
+
+
+def _speech_cache_dir() -> Path:
+    base = os.environ.get("XRFED_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "xrfed")
+    return Path(base) / "speech"
+
+
+def _synth_isolated(word: str, *, voice_name: str, pitch_param: int, rate_wpm: int) -> np.ndarray:
+    """int16 samples at 22.05 kHz of ``word`` from a fresh espeak-ng engine (cached on disk; see above)."""
+    key = hashlib.sha256(f"{word}|{voice_name}|{pitch_param}|{rate_wpm}|{_PITCH_RANGE}".encode()).hexdigest()[:24]
+    path = _speech_cache_dir() / f"{key}.npy"
+    try:
+        return np.load(path)
+    except (OSError, ValueError):
+        pass
+    with _ENGINE_LOCK:  # one synthesis at a time, and a concurrent caller finds the file afterwards
+        try:
+            return np.load(path)
+        except (OSError, ValueError):
+            pass
+        r = subprocess.run(
+            [sys.executable, "-c", _SYNTH_SCRIPT % _PITCH_RANGE, word, voice_name, str(pitch_param), str(rate_wpm)],
+            capture_output=True, timeout=60,
+        )
+        if r.returncode != 0 or not r.stdout:
+            raise VoiceError(f"espeak-ng synthesis of {word!r} failed (exit {r.returncode}): "
+                             f"{r.stderr.decode(errors='replace')[-300:]}")
+        samples = np.frombuffer(r.stdout, dtype=np.int16).copy()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, samples)
+        os.replace(tmp, path)
+        return samples
 
 
 def espeak_available() -> bool:
@@ -355,7 +403,7 @@ class Voice:
         if self._engine is not None:
             name, pitch_param = _espeak_voice_params(self.pitch_hz)
             rate = int(round(min(max(self.rate_wpm, _RATE_MIN_WPM), _RATE_MAX_WPM)))
-            raw = self._engine.synth(word, voice_name=name, pitch_param=pitch_param, rate_wpm=rate)
+            raw = _synth_isolated(word, voice_name=name, pitch_param=pitch_param, rate_wpm=rate)
             wav = raw.astype(np.float64)
             frac = Fraction(self.sample_rate_hz, ESPEAK_SAMPLE_RATE_HZ)
             if frac != 1:
