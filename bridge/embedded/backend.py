@@ -129,6 +129,7 @@ class EmbeddedBackend(SimBackend):
         self._model = self._data = self._renderer = None
         self._avatars: list[_Avatar] = []
         self._executor: ThreadPoolExecutor | None = None
+        self._prep_executor: ThreadPoolExecutor | None = None
         self._t = 0.0
         self._k = 0
 
@@ -230,9 +231,10 @@ class EmbeddedBackend(SimBackend):
         return self._advance(commands)
 
     def _close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        for ex in (self._executor, self._prep_executor):
+            if ex is not None:
+                ex.shutdown(wait=True)
+        self._executor = self._prep_executor = None
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
@@ -299,9 +301,15 @@ class EmbeddedBackend(SimBackend):
         # GIL, so on two cores the audio costs little wall time. The audio thread only touches audio state (its
         # own random streams, caches and speech queues), so results do not depend on the interleaving.
         audio_job = self._pool().submit(self._timed_audio, self._k) if self._audio is not None else None
+        # Pipeline: a worker prepares avatar i+1 (gaze, hands, labels: Python) while this thread renders avatar i
+        # (MuJoCo's renderer releases the GIL). Each avatar's state is touched by one job at a time.
         pending = []
-        for a in self._avatars:
-            pending.append(self._sense(a, room_light))
+        prep = self._prep_pool().submit(self._prepare, self._avatars[0], room_light)
+        for i, a in enumerate(self._avatars):
+            p = prep.result()
+            if i + 1 < len(self._avatars):
+                prep = self._prep_pool().submit(self._prepare, self._avatars[i + 1], room_light)
+            pending.append(self._render(a, p))
         t2 = time.perf_counter()
         audio, audio_s = audio_job.result() if audio_job is not None else ({}, 0.0)
         t3 = time.perf_counter()
@@ -327,6 +335,11 @@ class EmbeddedBackend(SimBackend):
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xrfed-audio")
         return self._executor
 
+    def _prep_pool(self) -> ThreadPoolExecutor:
+        if self._prep_executor is None:
+            self._prep_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xrfed-prep")
+        return self._prep_executor
+
     def _room_of(self, a: _Avatar) -> str:
         r = self.scenario.room_at(*a.motion.xy)
         return r.name if r is not None else self.scenario.avatars[a.index].start_room
@@ -341,7 +354,11 @@ class EmbeddedBackend(SimBackend):
             wav = self._audio.voice(a).say(word)
             a.speech.append((base + int(off_s * hz), wav, word))
 
-    def _sense(self, a: _Avatar, room_light: Mapping[str, RoomLight]) -> dict[str, Any]:
+    def _prepare(self, a: _Avatar, room_light: Mapping[str, RoomLight]) -> dict[str, Any]:
+        """Everything about one avatar's step except rendering: events, gaze, hands, ray-cast ground truth.
+
+        Pure Python and read-only MuJoCo queries (``mj_ray``), so it runs on a worker thread while the main thread
+        renders the previous avatar."""
         mj, m, d = self._mj, self._model, self._data
         seg = a.segment
         assert seg is not None
@@ -384,7 +401,12 @@ class EmbeddedBackend(SimBackend):
         obj = int(self._index.geom_object[geomid[0]]) if geomid[0] >= 0 else -1
         out["pointed_object"] = obj
         out["gaze_hit_m"] = float(dist) if dist >= 0 else None
-        # render
+        return out
+
+    def _render(self, a: _Avatar, out: dict[str, Any]) -> dict[str, Any]:
+        """The avatar's egocentric images (main thread: the GL context lives here)."""
+        mj, m, d = self._mj, self._model, self._data
+        rl, events = out["light"], out["events"]
         t0 = time.perf_counter()
         dropped = self._dropped(a, events)
         has = set(a.profile.modalities) - dropped
