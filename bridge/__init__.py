@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from .backend import BackendState, DeviceInfo, SceneCommand, SetLighting, SetModality, ShowPrediction, SimBackend
+from .backend import (
+    BackendState,
+    DeviceInfo,
+    SceneCommand,
+    SetLighting,
+    SetModality,
+    ShowPrediction,
+    SimBackend,
+)
 from .devices import DeviceProfile, device_names, get_device, register_device
 from .errors import (
     BackendError,

@@ -26,7 +26,7 @@ import yaml
 
 from .devices import device_names
 from .errors import ScenarioError
-from .tasks import ACTIVITIES, COMMANDS, GESTURES, MODALITIES, OBJECT_CATEGORIES, ROOM_TYPES, TASKS
+from .tasks import ACTIVITIES, COMMANDS, GESTURES, OBJECT_CATEGORIES, ROOM_TYPES, TASKS
 
 __all__ = [
     "Room", "SceneObject", "SoundSpec", "Light", "LightingKeyframe", "UserTraits", "Avatar", "Segment",

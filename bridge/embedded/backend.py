@@ -201,7 +201,7 @@ class EmbeddedBackend(SimBackend):
         self._t, self._k = 0.0, 0
         self.stats = EmbeddedStats()
         self._avatars = []
-        for i, (av, dev, child) in enumerate(zip(self.scenario.avatars, self._devices, children)):
+        for i, (av, dev, child) in enumerate(zip(self.scenario.avatars, self._devices, children, strict=True)):
             streams = [np.random.default_rng(s) for s in child.spawn(5)]
             prof = get_device(av.device)
             room = self.scenario.room(av.start_room)
@@ -313,7 +313,7 @@ class EmbeddedBackend(SimBackend):
         t2 = time.perf_counter()
         audio, audio_s = audio_job.result() if audio_job is not None else ({}, 0.0)
         t3 = time.perf_counter()
-        for a, p in zip(self._avatars, pending):
+        for a, p in zip(self._avatars, pending, strict=True):
             frames[a.device_id] = self._frame(a, p, audio.get(a.device_id))
         self._k += 1
         self.stats.steps += 1

@@ -52,7 +52,7 @@ def _one(scenario: str, n_avatars: int, size: int, steps: int, warmup: int, seed
         t1 = time.perf_counter()
         mj.mj_kinematics(m, d)
         mj.mj_camlight(m, d)
-        for cam, (rgb, depth) in zip(cams, passes):
+        for cam, (rgb, depth) in zip(cams, passes, strict=True):
             r.update_scene(d, camera=cam)
             if rgb:
                 r.render()

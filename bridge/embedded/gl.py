@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from functools import lru_cache
+from functools import cache
 
 from ..errors import BackendError
 
@@ -23,7 +23,7 @@ _PROBE = (
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _works(backend: str) -> bool:
     env = {**os.environ, "MUJOCO_GL": backend, "PYOPENGL_PLATFORM": backend if backend != "glfw" else ""}
     try:

@@ -129,7 +129,7 @@ class ScriptRunner:
             return []
         # Spread the words over the segment at random, independent moments (no link to gestures or activity).
         slots = np.sort(self.rng.uniform(0.2, max(0.3, duration_s - 0.9), size=len(words)))
-        return [(float(t), w) for t, w in zip(slots, words)]
+        return [(float(t), w) for t, w in zip(slots, words, strict=True)]
 
     # -- random segments
     def _random_segment(self, pos_xy, room: str, rs) -> SegmentPlan:
@@ -146,7 +146,7 @@ class ScriptRunner:
             r: Room = self.scenario.room(dest_room)
             goal = r.to_world((rng.uniform(0.8, r.size_m[0] - 0.8), rng.uniform(0.8, r.size_m[1] - 0.8)))
             path = _plan_path(self.scenario, self._graph, pos_xy, room, dest_room, goal)
-            length = sum(math.dist(a, b) for a, b in zip([pos_xy] + path[:-1], path))
+            length = sum(math.dist(a, b) for a, b in zip([pos_xy] + path[:-1], path, strict=True))
             duration = max(duration, length / self.avatar.user.gait_speed_mps + 1.0)
         in_room = [i for i, o in enumerate(self.scenario.objects) if o.room == dest_room]
         look = list(rng.choice(in_room, size=min(len(in_room), int(rng.integers(2, 5))), replace=False)) if in_room else []

@@ -15,8 +15,10 @@ def _scene(raw, **kw):
 
 
 def test_same_seed_same_frames_other_seed_differs(tiny_raw):
+    tiny_raw["task_scripts"]["stare"]["segments"][0]["commands"] = ["stop", "next"]  # speech in the audio too
+
     def run(seed):
-        with _scene(tiny_raw, seed=seed) as env:
+        with _scene(tiny_raw, seed=seed, audio=True) as env:
             env.reset()
             for _ in range(4):
                 frames = env.step()
@@ -25,6 +27,7 @@ def test_same_seed_same_frames_other_seed_differs(tiny_raw):
     a, b, c = run(3), run(3), run(4)
     np.testing.assert_array_equal(a.rgb, b.rgb)
     np.testing.assert_array_equal(a.depth_m, b.depth_m)
+    np.testing.assert_array_equal(a.audio.samples, b.audio.samples)
     assert a.gaze.yaw_rad == b.gaze.yaw_rad and a.labels == b.labels
     assert not np.array_equal(a.rgb, c.rgb)  # sensor noise and gaze differ with the seed
 
