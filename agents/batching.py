@@ -1,0 +1,168 @@
+"""Live frames -> model batches, in exactly the layout of :func:`bridge.dataset.collate_frames`.
+
+A recorded step (from :class:`bridge.dataset.XRDataset`) and a live :class:`~bridge.frame.DeviceFrame` must reach
+the model the same way, or a model trained on recordings would see different inputs live. So live frames go
+through :func:`bridge.arrays.frame_to_arrays` (the one flat layout) into dataset-style items, and items are
+batched by the dataset's own collate function. Two normalisations make items of different devices batchable:
+
+* images are resized to the model's ``image_size_px`` (bilinear for RGB, nearest for depth, as the dataset does);
+* audio keeps the outermost two channels (left and right of the array; a mono device repeats its channel), which
+  is all the model's channel-count-agnostic tokenizer uses (the mean of those two and their level difference).
+
+:class:`FrameWindow` keeps the last ``window`` frames of one device so time-series modalities arrive as windows,
+with ``window_valid`` rows False before the first frame and where a modality was absent.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bridge.arrays import frame_to_arrays
+from bridge.dataset import collate_frames
+from bridge.frame import DeviceFrame
+from bridge.tasks import MODALITIES
+
+from .errors import AgentError
+
+__all__ = ["FrameWindow", "frame_to_item", "frames_to_batch", "items_to_batch", "SERIES", "edge_channels",
+           "DEPTH_FAR_M"]
+
+SERIES: tuple[str, ...] = ("gaze", "pose", "imu", "hands")
+#: value that replaces inf (no hit) in depth, as XRDataset's default ``depth_far_m``
+DEPTH_FAR_M = 20.0
+
+
+def edge_channels(audio: torch.Tensor) -> torch.Tensor:
+    """[C, N] -> [2, N]: the first and last microphone (a mono device repeats its one channel)."""
+    return audio[[0, audio.shape[0] - 1]]
+
+
+def _image(x: np.ndarray, size: int | None, depth: bool) -> torch.Tensor:
+    if depth:
+        t = torch.from_numpy(np.asarray(x, dtype=np.float32))[None]  # [1, H, W]
+        t = torch.where(torch.isinf(t), torch.tensor(DEPTH_FAR_M), t)
+    else:
+        t = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1).to(torch.float32).div_(255.0)  # [3, H, W]
+    if size is not None and tuple(t.shape[1:]) != (size, size):
+        if depth:
+            t = F.interpolate(t[None], size=(size, size), mode="nearest")[0]
+        else:
+            t = F.interpolate(t[None], size=(size, size), mode="bilinear", align_corners=False,
+                              antialias=True)[0].clamp_(0.0, 1.0)
+    return t
+
+
+def frame_to_item(frame: DeviceFrame, *, previous: Sequence[DeviceFrame] = (), window: int = 1,
+                  image_size: int | None = None, modalities: Sequence[str] | None = None) -> dict[str, Any]:
+    """One frame (plus up to ``window - 1`` previous frames of the same device, oldest first) as a dataset item.
+
+    ``modalities`` restricts the item to a device's modalities: a modality outside it is absent even if the
+    frame carries it.
+    """
+    allowed = tuple(MODALITIES if modalities is None else modalities)
+    hist = list(previous)[-(window - 1):] if window > 1 else []
+    rows = [frame_to_arrays(f) for f in hist] + [frame_to_arrays(frame)]
+    cur = rows[-1]
+    item: dict[str, Any] = {"present": {}, "window_valid": {}, "labels": {}, "client_id": frame.device_id,
+                            "step": frame.step, "episode": 0}
+    for m in allowed:
+        here = bool(cur["present"][m])
+        item["present"][m] = torch.tensor(here)
+        if not here:
+            continue
+        if m == "rgb":
+            item["rgb"] = _image(cur["rgb"], image_size, depth=False)
+        elif m == "depth":
+            item["depth"] = _image(cur["depth_m"], image_size, depth=True)
+        elif m == "audio":
+            item["audio"] = edge_channels(torch.from_numpy(np.asarray(cur["audio"], dtype=np.float32)))
+        else:
+            pad = window - len(rows)
+            valid = np.zeros(window, dtype=bool)
+            data = None
+            for i, r in enumerate(rows):
+                if r["present"][m]:
+                    v = np.asarray(r[m], dtype=np.float32).reshape(-1)
+                    if data is None:
+                        data = np.zeros((window, v.shape[0]), dtype=np.float32)
+                    data[pad + i] = v
+                    valid[pad + i] = True
+            item[m] = torch.from_numpy(data)
+            item["window_valid"][m] = torch.from_numpy(valid)
+            if m == "gaze":
+                gv = np.zeros(window, dtype=bool)
+                for i, r in enumerate(rows):
+                    gv[pad + i] = bool(r.get("gaze_valid", False)) and bool(r["present"]["gaze"])
+                item["gaze_valid"] = torch.from_numpy(gv)
+            if m == "hands":
+                hv = np.zeros((window, 2), dtype=bool)
+                for i, r in enumerate(rows):
+                    if r["present"]["hands"]:
+                        hv[pad + i] = np.asarray(r["hands_valid"], dtype=bool)
+                item["hands_valid"] = torch.from_numpy(hv)
+    for t, v in cur["labels"].items():
+        item["labels"][t] = torch.tensor(int(v), dtype=torch.int64)
+    item["audio_hz"] = int(cur["audio_hz"]) if "audio_hz" in cur else None
+    item["camera_fov_y_deg"] = float(frame.camera_fov_y_deg) if frame.camera_fov_y_deg else float("nan")
+    return item
+
+
+def items_to_batch(items: Sequence[Mapping[str, Any]], tasks: Sequence[str] = ()) -> dict[str, Any]:
+    """Collate dataset-style items (from XRDataset or :func:`frame_to_item`) into one batch.
+
+    Labels missing from an item become -1 for the ``tasks`` asked for (items of different tasks can mix), and
+    ``audio_hz`` / ``camera_fov_y_deg`` are carried when the items have them.
+    """
+    if not items:
+        raise AgentError("items_to_batch: expected at least one item, got none")
+    label_tasks = list(dict.fromkeys([*tasks, *(t for it in items for t in it["labels"])]))
+    fixed = []
+    for it in items:
+        labels = {t: it["labels"].get(t, torch.tensor(-1, dtype=torch.int64)) for t in label_tasks}
+        fixed.append({**it, "labels": labels})
+    batch = collate_frames(fixed)
+    rates = {it.get("audio_hz") for it in items if it.get("audio_hz")}
+    if len(rates) > 1:
+        raise AgentError(f"one batch mixes audio rates {sorted(rates)}; resample or batch per device")
+    if rates:
+        batch["audio_hz"] = rates.pop()
+    batch["camera_fov_y_deg"] = torch.tensor([float(it.get("camera_fov_y_deg", float("nan"))) for it in items])
+    return batch
+
+
+def frames_to_batch(frames: Sequence[DeviceFrame], *, window: int = 1, image_size: int | None = None,
+                    histories: Sequence[Sequence[DeviceFrame]] | None = None,
+                    modalities: Sequence[str] | None = None) -> dict[str, Any]:
+    """Batch live frames (one per sample; ``histories[i]`` = earlier frames of sample i's device)."""
+    hs = histories if histories is not None else [()] * len(frames)
+    if len(hs) != len(frames):
+        raise AgentError(f"frames_to_batch: {len(frames)} frames but {len(hs)} histories")
+    return items_to_batch([frame_to_item(f, previous=h, window=window, image_size=image_size, modalities=modalities)
+                           for f, h in zip(frames, hs, strict=True)])
+
+
+class FrameWindow:
+    """The last ``window`` frames of one device, for windows of the time-series modalities."""
+
+    def __init__(self, window: int):
+        if window < 1:
+            raise AgentError(f"FrameWindow: window must be >= 1, got {window}")
+        self.window = window
+        self._frames: deque[DeviceFrame] = deque(maxlen=max(1, window - 1))
+
+    def item(self, frame: DeviceFrame, *, image_size: int | None = None,
+             modalities: Sequence[str] | None = None) -> dict[str, Any]:
+        """The item of ``frame`` with the stored history, then remember ``frame``."""
+        it = frame_to_item(frame, previous=tuple(self._frames) if self.window > 1 else (), window=self.window,
+                           image_size=image_size, modalities=modalities)
+        self._frames.append(frame)
+        return it
+
+    def clear(self) -> None:
+        self._frames.clear()

@@ -1,0 +1,271 @@
+"""On-device personalization (the seed paper's Table 4): what is tuned, what is shared, what stays on the device.
+
+:class:`PersonalizationConfig` picks a method:
+
+==========  ============================================================================================
+``lora``     peft LoRA on the named ``nn.Linear`` projections (``targets``, default ``q_proj``/``v_proj``;
+             peft regexes work too), rank ``rank``, scale ``alpha / rank``; the base stays frozen
+``adapter``  a bottleneck adapter (``d -> rank -> d``, zero-initialised) after every block's feed-forward
+``prompt``   ``prompt_tokens`` learned tokens prepended to every sequence (prompt tuning)
+``expert``   only the selected mixture-of-experts experts (``experts``; empty = chosen from local usage)
+``full``     every parameter (the baseline)
+==========  ============================================================================================
+
+With ``tune_heads`` (default) the heads of the device's own tasks are trained and shared too (task-aware
+aggregation averages them only among devices running that task). With ``personal`` the device also gets a
+**personal** prompt and personal residual classifiers (zero-initialised, under ``personal.``): trained locally,
+never returned by :func:`shared_state`, so they never leave the device.
+
+:func:`apply_personalization` freezes the base and returns a :class:`Personalized` record; :func:`shared_state`
+returns exactly the tunable, shareable tensors (LoRA keys in peft's adapter state-dict naming,
+``...q_proj.lora_A.weight``), :func:`state_nbytes` their exact byte size. Apply personalization *after* loading the
+base checkpoint: peft wraps the targeted layers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ConfigError, PersonalizationError
+from .model import Bottleneck, M3TModel, MoE
+
+__all__ = [
+    "METHODS",
+    "PersonalizationConfig",
+    "Personalized",
+    "apply_personalization",
+    "shared_state",
+    "personal_state",
+    "trainable_state",
+    "load_shared_state",
+    "load_trainable_state",
+    "state_nbytes",
+    "select_experts",
+]
+
+METHODS: tuple[str, ...] = ("lora", "adapter", "prompt", "expert", "full")
+
+
+@dataclass(frozen=True)
+class PersonalizationConfig:
+    """How a device tunes the foundation model locally (see the module docstring for the methods)."""
+
+    method: str = "lora"
+    rank: int = 4
+    alpha: float = 8.0
+    targets: tuple[str, ...] = ("q_proj", "v_proj")
+    lora_dropout: float = 0.0
+    prompt_tokens: int = 4
+    experts: tuple[int, ...] = ()
+    tune_heads: bool = True
+    personal: bool = False
+    personal_prompt_tokens: int = 2
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError("method", "unknown personalization method", value=self.method, allowed=list(METHODS))
+        for n in ("rank", "prompt_tokens", "personal_prompt_tokens"):
+            v = getattr(self, n)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(n, "must be an integer >= 1", value=v)
+        for n in ("alpha", "learning_rate"):
+            v = getattr(self, n)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ConfigError(n, "must be a positive number", value=v)
+        if not 0 <= self.lora_dropout < 1 or self.weight_decay < 0:
+            raise ConfigError("lora_dropout", "lora_dropout in [0, 1) and weight_decay >= 0",
+                              value=(self.lora_dropout, self.weight_decay))
+        object.__setattr__(self, "targets", tuple(self.targets))
+        object.__setattr__(self, "experts", tuple(int(e) for e in self.experts))
+        if self.method == "lora" and not self.targets:
+            raise ConfigError("targets", "LoRA needs at least one target module name")
+
+    @property
+    def lora_scale(self) -> float:
+        return self.alpha / self.rank
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["targets"], d["experts"] = list(self.targets), list(self.experts)
+        return d
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> PersonalizationConfig:
+        names = set(cls.__dataclass_fields__)
+        unknown = sorted(set(raw) - names)
+        if unknown:
+            raise ConfigError(unknown[0], "unknown field", allowed=sorted(names))
+        kw = dict(raw)
+        for k in ("targets", "experts"):
+            if k in kw:
+                kw[k] = tuple(kw[k])
+        return cls(**kw)
+
+
+@dataclass
+class Personalized:
+    """What :func:`apply_personalization` did: the method, tasks, and the parameter names by role."""
+
+    config: PersonalizationConfig
+    tasks: tuple[str, ...]
+    shared_names: tuple[str, ...]  # model parameter names that are tuned and shared
+    personal_names: tuple[str, ...]  # tuned, never shared
+    experts: tuple[int, ...] = ()
+
+
+def _canonical(name: str) -> str:
+    """peft's adapter state-dict name of a parameter (the adapter name ``default`` removed)."""
+    return name.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B.")
+
+
+def select_experts(model: M3TModel, count: int) -> tuple[int, ...]:
+    """The ``count`` experts the last forward used most (summed over layers): what expert tuning should tune."""
+    moes = [b.ff for b in model.blocks if isinstance(b.ff, MoE)]
+    if not moes:
+        raise PersonalizationError("expert tuning needs a mixture-of-experts model (config num_experts > 0)")
+    e = len(moes[0].experts)
+    counts = torch.zeros(e)
+    for m in moes:
+        if m.last_choice is not None:
+            counts += torch.bincount(m.last_choice.reshape(-1), minlength=e).float()
+    order = torch.argsort(counts, descending=True, stable=True)
+    return tuple(sorted(int(i) for i in order[:count]))
+
+
+def apply_personalization(model: M3TModel, cfg: PersonalizationConfig, tasks: Sequence[str]) -> Personalized:
+    """Freeze the base, add the method's modules, mark what trains. ``tasks`` are the device's tasks."""
+    tasks = model.check_tasks(tasks)
+    d = model.cfg.d_model
+    if cfg.method == "lora":
+        from peft import LoraConfig, inject_adapter_in_model
+
+        names = {n.rsplit(".", 1)[-1] for n, mod in model.named_modules() if isinstance(mod, nn.Linear)}
+        plain = [t for t in cfg.targets if t.isidentifier()]
+        missing = [t for t in plain if t not in names]
+        if missing:
+            raise PersonalizationError(f"LoRA targets {missing} name no nn.Linear in the model; linear layers: "
+                                       f"{sorted(names)}")
+        target: str | list[str] = list(cfg.targets) if len(plain) == len(cfg.targets) else cfg.targets[0]
+        lcfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.lora_dropout, target_modules=target,
+                          bias="none")
+        inject_adapter_in_model(lcfg, model)
+    elif cfg.method == "adapter":
+        for blk in model.blocks:
+            blk.adapter = Bottleneck(d, cfg.rank)
+    elif cfg.method == "prompt":
+        model.prompt["shared"] = nn.Parameter(torch.randn(cfg.prompt_tokens, d) * 0.02)
+    elif cfg.method == "expert" and not any(isinstance(b.ff, MoE) for b in model.blocks):
+        raise PersonalizationError("expert tuning needs a mixture-of-experts model (config num_experts > 0); "
+                                   "use a preset with experts or set num_experts")
+    if cfg.personal:
+        model.personal.prompt = nn.Parameter(torch.randn(cfg.personal_prompt_tokens, d) * 0.02)
+        for t in tasks:
+            lin = nn.Linear(d, model.cfg.num_classes(t))
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+            model.personal.heads[t] = lin
+
+    experts: tuple[int, ...] = ()
+    if cfg.method == "expert":
+        n_exp = model.cfg.num_experts
+        experts = cfg.experts or tuple(range(model.cfg.top_k))
+        bad = [e for e in experts if not 0 <= e < n_exp]
+        if bad:
+            raise PersonalizationError(f"experts {bad} do not exist; the model has experts 0..{n_exp - 1}")
+
+    shared, personal = [], []
+    for name, p in model.named_parameters():
+        if name.startswith("personal."):
+            role = "personal"
+        elif cfg.method == "full":
+            role = "shared"
+        elif cfg.method == "lora" and ("lora_A" in name or "lora_B" in name):
+            role = "shared"
+        elif cfg.method == "adapter" and ".adapter." in name:
+            role = "shared"
+        elif cfg.method == "prompt" and name.startswith("prompt."):
+            role = "shared"
+        elif cfg.method == "expert" and any(f".ff.experts.{e}." in name for e in experts):
+            role = "shared"
+        elif cfg.tune_heads and any(name.startswith(f"heads.{t}.") for t in tasks):
+            role = "shared"
+        else:
+            role = "frozen"
+        p.requires_grad_(role != "frozen")
+        (shared if role == "shared" else personal if role == "personal" else []).append(name)
+    return Personalized(cfg, tasks, tuple(shared), tuple(personal), experts)
+
+
+def _params(model: nn.Module) -> dict[str, nn.Parameter]:
+    return dict(model.named_parameters())
+
+
+def shared_state(model: nn.Module, info: Personalized) -> dict[str, torch.Tensor]:
+    """The tuned tensors that may leave the device (detached copies), keyed in peft's naming for LoRA."""
+    params = _params(model)
+    return {_canonical(n): params[n].detach().clone() for n in info.shared_names}
+
+
+def personal_state(model: nn.Module, info: Personalized) -> dict[str, torch.Tensor]:
+    """The device's personal tensors (never shared)."""
+    params = _params(model)
+    return {n: params[n].detach().clone() for n in info.personal_names}
+
+
+def trainable_state(model: nn.Module, info: Personalized) -> dict[str, torch.Tensor]:
+    """Shared and personal tensors together: everything the device keeps between rounds."""
+    return {**shared_state(model, info), **personal_state(model, info)}
+
+
+def load_shared_state(model: nn.Module, info: Personalized, state: Mapping[str, torch.Tensor], *,
+                      strict: bool = False) -> list[str]:
+    """Copy received shared tensors in; returns the keys that were loaded.
+
+    A device may receive a subset (partial aggregation skips keys it does not hold) unless ``strict``; an unknown
+    key or a shape mismatch is an error, and a ``personal.`` key is refused: personal state is never received.
+    """
+    params = _params(model)
+    by_canon = {_canonical(n): n for n in info.shared_names}
+    loaded = []
+    for k, v in state.items():
+        if k.startswith("personal.") or ".personal." in k:
+            raise PersonalizationError(f"refusing to load personal tensor {k!r} from outside the device")
+        if k not in by_canon:
+            raise PersonalizationError(f"{k!r} is not a shared tensor of this model ({info.config.method}); "
+                                       f"expected keys like {sorted(by_canon)[:3]}")
+        p = params[by_canon[k]]
+        if tuple(v.shape) != tuple(p.shape):
+            raise PersonalizationError(f"{k!r}: expected shape {tuple(p.shape)}, got {tuple(v.shape)}")
+        with torch.no_grad():
+            p.copy_(v.to(p.dtype))
+        loaded.append(k)
+    if strict:
+        missing = sorted(set(by_canon) - set(loaded))
+        if missing:
+            raise PersonalizationError(f"missing shared tensors {missing[:5]}")
+    return loaded
+
+
+def load_trainable_state(model: nn.Module, info: Personalized, state: Mapping[str, torch.Tensor]) -> None:
+    """Restore a device's own checkpoint (shared and personal tensors)."""
+    personal = {k: v for k, v in state.items() if k.startswith("personal.")}
+    load_shared_state(model, info, {k: v for k, v in state.items() if not k.startswith("personal.")})
+    params = _params(model)
+    for k, v in personal.items():
+        if k not in info.personal_names:
+            raise PersonalizationError(f"{k!r} is not a personal tensor of this device")
+        with torch.no_grad():
+            params[k].copy_(v)
+
+
+def state_nbytes(state: Mapping[str, torch.Tensor]) -> int:
+    """Exact payload bytes of a tensor dict (elements x element size; headers not counted)."""
+    return int(sum(t.numel() * t.element_size() for t in state.values()))

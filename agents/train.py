@@ -1,0 +1,189 @@
+"""Training and evaluation loops shared by pretraining and the device agents, and recorded-data loading.
+
+The loss is the mean over tasks of cross-entropy on the samples that carry a label for the task (label -1 =
+none) and at least one modality token; a mixture-of-experts model adds its load-balancing term. Compute is
+metered with a stated model (no hardware counters): a forward pass's FLOPs are counted once per input signature
+with :class:`torch.utils.flop_counter.FlopCounterMode`, and a training step costs 3x the forward (forward +
+backward for activations and weights, the usual rule of thumb; parameter-efficient methods skip most weight
+gradients, so this is an upper bound).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .batching import items_to_batch
+from .config import ModelConfig
+from .errors import AgentError
+from .model import M3TModel
+
+__all__ = ["TrainStats", "EvalStats", "multitask_loss", "train_steps", "evaluate_items", "load_items",
+           "forward_flops", "TRAIN_FLOPS_FACTOR"]
+
+#: training FLOPs per sample = TRAIN_FLOPS_FACTOR x forward FLOPs (stated model, see module docstring)
+TRAIN_FLOPS_FACTOR = 3.0
+
+
+@dataclass
+class TrainStats:
+    steps: int
+    num_samples: int
+    loss: float
+    wall_time_s: float
+    flops: float
+
+
+@dataclass
+class EvalStats:
+    accuracy: dict[str, float]
+    loss: float
+    num_samples: int
+    per_sample_loss: list[float] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    latency_ms: float = float("nan")
+
+
+def multitask_loss(logits: Mapping[str, torch.Tensor], labels: Mapping[str, torch.Tensor],
+                   has_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean loss over tasks with labelled samples, per-sample loss summed over tasks [B])."""
+    b = has_input.shape[0]
+    per_sample = torch.zeros(b)
+    terms = []
+    for t, lg in logits.items():
+        y = labels.get(t)
+        if y is None:
+            continue
+        y = torch.where(has_input, y, torch.full_like(y, -1))
+        ok = y >= 0
+        if not ok.any():
+            continue
+        ce = F.cross_entropy(lg, y.clamp(min=0), reduction="none") * ok
+        per_sample = per_sample + ce.detach()
+        terms.append(ce.sum() / ok.sum())
+    loss = torch.stack(terms).mean() if terms else torch.zeros((), requires_grad=True)
+    return loss, per_sample
+
+
+_FLOP_CACHE: dict[tuple[Any, ...], float] = {}
+
+
+def forward_flops(model: M3TModel, batch: Mapping[str, Any], tasks: Sequence[str]) -> float:
+    """FLOPs of one forward pass per sample for this batch's modality signature (cached)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    present = batch.get("present", {})
+    sig = (id(model), tuple(sorted(m for m, v in present.items() if bool(torch.as_tensor(v).any()) and m in batch)),
+           tuple(tasks), tuple(sorted(n for n, p in model.named_parameters() if p.requires_grad))[:4])
+    if sig not in _FLOP_CACHE:
+        b = int(next(iter(present.values())).shape[0])
+        was = model.training
+        model.eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            model(batch, tasks)
+        model.train(was)
+        _FLOP_CACHE[sig] = float(fc.get_total_flops()) / max(1, b)
+    return _FLOP_CACHE[sig]
+
+
+def train_steps(model: M3TModel, next_batch: Callable[[], dict[str, Any]], steps: int, tasks: Sequence[str],
+                optimizer: torch.optim.Optimizer, *, moe_aux_weight: float = 0.01) -> TrainStats:
+    """``steps`` optimiser steps on batches from ``next_batch()``; returns loss, samples, wall time and FLOPs."""
+    model.train()
+    t0 = time.perf_counter()
+    losses, n, flops = [], 0, 0.0
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise AgentError("nothing to train: every parameter is frozen")
+    for _ in range(steps):
+        batch = next_batch()
+        logits = model(batch, tasks)
+        loss, _ = multitask_loss(logits, batch["labels"], model.sample_has_input())
+        if model.cfg.num_experts:
+            loss = loss + moe_aux_weight * model.moe_aux_loss()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        bsz = int(model.sample_has_input().shape[0])
+        n += bsz
+        flops += TRAIN_FLOPS_FACTOR * forward_flops(model, batch, tasks) * bsz
+    model.eval()
+    return TrainStats(steps, n, float(np.mean(losses)) if losses else float("nan"), time.perf_counter() - t0, flops)
+
+
+@torch.no_grad()
+def evaluate_items(model: M3TModel, items: Sequence[Mapping[str, Any]], tasks: Sequence[str], *,
+                   batch_size: int = 64) -> EvalStats:
+    """Accuracy per task on labelled samples with input, mean loss, per-sample loss."""
+    model.eval()
+    correct = dict.fromkeys(tasks, 0)
+    total = dict.fromkeys(tasks, 0)
+    per_sample: list[float] = []
+    for i in range(0, len(items), batch_size):
+        batch = items_to_batch(items[i:i + batch_size], tasks)
+        try:
+            logits = model(batch, tasks)
+        except Exception as exc:
+            from .errors import EmptyFrameError
+
+            if isinstance(exc, EmptyFrameError):
+                continue
+            raise
+        has = model.sample_has_input()
+        _, ps = multitask_loss(logits, batch["labels"], has)
+        per_sample.extend(float(v) for v, h in zip(ps, has, strict=True) if h)
+        for t in tasks:
+            y = batch["labels"][t]
+            ok = (y >= 0) & has
+            correct[t] += int(((logits[t].argmax(dim=-1) == y) & ok).sum())
+            total[t] += int(ok.sum())
+    acc = {t: correct[t] / total[t] for t in tasks if total[t]}
+    return EvalStats(acc, float(np.mean(per_sample)) if per_sample else float("nan"), len(per_sample), per_sample,
+                     {t: total[t] for t in tasks})
+
+
+def load_items(root: str | os.PathLike[str], cfg: ModelConfig, *, clients: Sequence[str] | None = None,
+               split: str = "all", modalities: Sequence[str] | None = None,
+               tasks: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Every step of a recorded dataset as model-ready items (images at the model size, 2 audio channels).
+
+    Each item also carries ``audio_hz`` and ``camera_fov_y_deg`` from its file, so the model resamples audio
+    and places the fovea as it would live.
+    """
+    import h5py
+
+    from bridge.dataset import XRDataset
+
+    mods = [m for m in (modalities or cfg.modalities) if m in cfg.modalities]
+    ds = XRDataset(root, clients=clients, split=split, modalities=mods, tasks=tasks, window=cfg.window,
+                   image_size=(cfg.image_size_px, cfg.image_size_px), audio_channels=2)
+    facts: dict[tuple[str, int], tuple[int, np.ndarray]] = {}
+    for f in ds._files:  # per-file rate and field of view (small arrays, read once)
+        with h5py.File(f.path, "r") as h5:
+            fov = np.asarray(h5["camera_fov_y_deg"][:], dtype=np.float64) if "camera_fov_y_deg" in h5 else None
+            hz = int(h5.attrs.get("audio_hz", cfg.audio_hz))
+        facts[(f.client_id, f.episode)] = (hz, fov if fov is not None else np.full(len(f.steps), np.nan))
+    items = []
+    try:
+        for i in range(len(ds)):
+            it = ds[i]
+            hz, fov = facts[(it["client_id"], it["episode"])]
+            row = int(ds._index[i][1])
+            it["audio_hz"] = hz
+            it["camera_fov_y_deg"] = float(fov[row]) if row < len(fov) else float("nan")
+            items.append(it)
+    finally:
+        ds.close()
+    if not items:
+        raise AgentError(f"{Path(root)}: no steps for clients {clients} in split {split!r}")
+    return items
