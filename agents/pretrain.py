@@ -103,7 +103,7 @@ def pretrain(data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], 
              progress: bool = False, log: Any = None) -> dict[str, Any]:
     """Train the base model on every client of a recorded dataset; write the checkpoint; return the card facts."""
     from .batching import items_to_batch
-    from .train import evaluate_items, load_items, train_steps
+    from .train import class_weights, evaluate_items, load_items, train_steps
 
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
@@ -113,6 +113,7 @@ def pretrain(data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], 
     test = load_items(data_dir, mcfg, split="test")
     tasks = mcfg.tasks
     model = M3TModel(mcfg)
+    weights = class_weights(train, tasks)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.learning_rate, total_steps=cfg.steps,
                                                 pct_start=0.1)
@@ -129,7 +130,7 @@ def pretrain(data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], 
             calls[0] += 1
             return items_to_batch([train[rng.randrange(len(train))] for _ in range(cfg.batch_size)], tasks)
 
-        st = train_steps(model, next_batch, n, tasks, opt)
+        st = train_steps(model, next_batch, n, tasks, opt, weights=weights)
         losses.append(st.loss)
         done += n
         if log is not None:
@@ -146,7 +147,10 @@ def pretrain(data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], 
                  "clients": [c["client_id"] for c in man["clients"]], "train_steps": len(train),
                  "test_steps": len(test), "split": man.get("split_policy")},
         "heldout_accuracy": ev.accuracy,
+        "heldout_balanced_accuracy": ev.balanced_accuracy,
         "heldout_majority_baseline": {t: _majority(test, t) for t in tasks},
+        "heldout_classes": {t: len({int(it["labels"][t]) for it in test if t in it["labels"] and int(it["labels"][t]) >= 0})
+                            for t in tasks},
         "heldout_counts": ev.counts,
         "final_loss": losses[-1],
         "train_time_s": time.perf_counter() - t0,
@@ -160,6 +164,8 @@ def _card(f: dict[str, Any]) -> str:
     r, d = f["recipe"], f["data"]
     rows = "\n".join(
         f"| {t} | {f['heldout_accuracy'].get(t, float('nan')):.3f} | {f['heldout_majority_baseline'][t]:.3f} | "
+        f"{f.get('heldout_balanced_accuracy', {}).get(t, float('nan')):.3f} | "
+        f"{1.0 / max(1, f.get('heldout_classes', {}).get(t, 1)):.3f} | "
         f"{f['heldout_counts'].get(t, 0)} |" for t in f["model_config"]["tasks"])
     return f"""# xrfed M3T foundation checkpoint ({r['preset']})
 
@@ -174,12 +180,12 @@ Scenario `{d['scenario']}` recorded with the embedded backend, seed {d['seed']},
 ## Recipe
 Preset `{r['preset']}`, {r['steps']} optimiser steps of batch {r['batch_size']}, AdamW one-cycle max lr
 {r['learning_rate']}, seed {r['seed']}, modality dropout {f['model_config']['modality_dropout']}; the loss is the
-mean over tasks of the cross-entropy on labelled steps. Final training loss {f['final_loss']:.3f}; wall time
+mean over tasks of the class-weighted (inverse square-root frequency) cross-entropy on labelled steps. Final training loss {f['final_loss']:.3f}; wall time
 {f['train_time_s']:.0f} s (torch {f['torch']}).
 
 ## Held-out accuracy per task
-| task | accuracy | majority-class baseline | held-out steps |
-|---|---|---|---|
+| task | accuracy | majority-class baseline | balanced accuracy | chance (balanced) | held-out steps |
+|---|---|---|---|---|---|
 {rows}
 
 ## Limits

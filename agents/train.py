@@ -26,7 +26,7 @@ from .config import ModelConfig
 from .errors import AgentError
 from .model import M3TModel
 
-__all__ = ["TrainStats", "EvalStats", "multitask_loss", "train_steps", "evaluate_items", "load_items",
+__all__ = ["TrainStats", "EvalStats", "class_weights", "multitask_loss", "train_steps", "evaluate_items", "load_items",
            "forward_flops", "TRAIN_FLOPS_FACTOR"]
 
 #: training FLOPs per sample = TRAIN_FLOPS_FACTOR x forward FLOPs (stated model, see module docstring)
@@ -50,11 +50,41 @@ class EvalStats:
     per_sample_loss: list[float] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     latency_ms: float = float("nan")
+    #: mean per-class recall over the classes present in the evaluated labels: unlike accuracy it cannot be won by
+    #: always answering the majority class (speech_command is "none" most of the time)
+    balanced_accuracy: dict[str, float] = field(default_factory=dict)
+
+
+def class_weights(items: Sequence[Mapping[str, Any]], tasks: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Per task, inverse-square-root class-frequency weights (mean 1 over the labelled samples).
+
+    XR labels are heavily imbalanced (no command is spoken most of the time, users are mostly idle); unweighted
+    cross-entropy then settles on the majority class. The square root keeps rare classes from dominating.
+    """
+    from bridge.tasks import TASKS
+
+    out: dict[str, torch.Tensor] = {}
+    for t in tasks:
+        counts = np.zeros(TASKS[t].num_classes)
+        for it in items:
+            y = int(it["labels"][t]) if t in it.get("labels", {}) else -1
+            if y >= 0:
+                counts[y] += 1
+        if counts.sum() == 0:
+            continue
+        w = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1)), 0.0)
+        w *= counts.sum() / float((w * counts).sum())  # labelled samples keep an average weight of 1
+        out[t] = torch.tensor(w, dtype=torch.float32)
+    return out
 
 
 def multitask_loss(logits: Mapping[str, torch.Tensor], labels: Mapping[str, torch.Tensor],
-                   has_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean loss over tasks with labelled samples, per-sample loss summed over tasks [B])."""
+                   has_input: torch.Tensor, weights: Mapping[str, torch.Tensor] | None = None,
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean loss over tasks with labelled samples, per-sample loss summed over tasks [B]).
+
+    ``weights`` (task -> [classes]) rescales each sample's loss by its class weight (see :func:`class_weights`);
+    the per-sample losses returned for privacy audits are always unweighted."""
     b = has_input.shape[0]
     per_sample = torch.zeros(b)
     terms = []
@@ -68,7 +98,11 @@ def multitask_loss(logits: Mapping[str, torch.Tensor], labels: Mapping[str, torc
             continue
         ce = F.cross_entropy(lg, y.clamp(min=0), reduction="none") * ok
         per_sample = per_sample + ce.detach()
-        terms.append(ce.sum() / ok.sum())
+        if weights is not None and t in weights:
+            w = weights[t][y.clamp(min=0)] * ok
+            terms.append((ce * w).sum() / w.sum().clamp(min=1e-6))
+        else:
+            terms.append(ce.sum() / ok.sum())
     loss = torch.stack(terms).mean() if terms else torch.zeros((), requires_grad=True)
     return loss, per_sample
 
@@ -95,7 +129,8 @@ def forward_flops(model: M3TModel, batch: Mapping[str, Any], tasks: Sequence[str
 
 
 def train_steps(model: M3TModel, next_batch: Callable[[], dict[str, Any]], steps: int, tasks: Sequence[str],
-                optimizer: torch.optim.Optimizer, *, moe_aux_weight: float = 0.01) -> TrainStats:
+                optimizer: torch.optim.Optimizer, *, moe_aux_weight: float = 0.01,
+                weights: Mapping[str, torch.Tensor] | None = None) -> TrainStats:
     """``steps`` optimiser steps on batches from ``next_batch()``; returns loss, samples, wall time and FLOPs."""
     model.train()
     t0 = time.perf_counter()
@@ -106,7 +141,7 @@ def train_steps(model: M3TModel, next_batch: Callable[[], dict[str, Any]], steps
     for _ in range(steps):
         batch = next_batch()
         logits = model(batch, tasks)
-        loss, _ = multitask_loss(logits, batch["labels"], model.sample_has_input())
+        loss, _ = multitask_loss(logits, batch["labels"], model.sample_has_input(), weights)
         if model.cfg.num_experts:
             loss = loss + moe_aux_weight * model.moe_aux_loss()
         optimizer.zero_grad(set_to_none=True)
@@ -128,6 +163,7 @@ def evaluate_items(model: M3TModel, items: Sequence[Mapping[str, Any]], tasks: S
     model.eval()
     correct = dict.fromkeys(tasks, 0)
     total = dict.fromkeys(tasks, 0)
+    hits: dict[str, dict[int, list[int]]] = {t: {} for t in tasks}  # task -> class -> [correct, total]
     per_sample: list[float] = []
     for i in range(0, len(items), batch_size):
         batch = items_to_batch(items[i:i + batch_size], tasks)
@@ -145,11 +181,17 @@ def evaluate_items(model: M3TModel, items: Sequence[Mapping[str, Any]], tasks: S
         for t in tasks:
             y = batch["labels"][t]
             ok = (y >= 0) & has
-            correct[t] += int(((logits[t].argmax(dim=-1) == y) & ok).sum())
+            right = (logits[t].argmax(dim=-1) == y) & ok
+            correct[t] += int(right.sum())
             total[t] += int(ok.sum())
+            for c, r in zip(y[ok].tolist(), right[ok].tolist(), strict=True):
+                h = hits[t].setdefault(int(c), [0, 0])
+                h[0] += int(r)
+                h[1] += 1
     acc = {t: correct[t] / total[t] for t in tasks if total[t]}
+    bal = {t: float(np.mean([c / n for c, n in hits[t].values()])) for t in tasks if hits[t]}
     return EvalStats(acc, float(np.mean(per_sample)) if per_sample else float("nan"), len(per_sample), per_sample,
-                     {t: total[t] for t in tasks})
+                     {t: total[t] for t in tasks}, balanced_accuracy=bal)
 
 
 def load_items(root: str | os.PathLike[str], cfg: ModelConfig, *, clients: Sequence[str] | None = None,
