@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the simulated devices (default 1)")
     p.set_defaults(func=run_experiment)
 
     c = subparsers.add_parser(
@@ -52,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--out", metavar="DIR", help="parent run directory (default: runs/demo-<timestamp>)")
     d.add_argument("--rounds", type=int, help="override the number of rounds")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    d.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the simulated devices (default 1)")
     d.set_defaults(func=run_demo)
 
 
@@ -64,7 +66,8 @@ def run_experiment(args: argparse.Namespace) -> int:
     if args.resume and not args.out:
         raise ConfigError("--out", "--resume needs the run directory to continue")
     out = Path(args.out) if args.out else default_out_dir(cfg.name)
-    summary = ExperimentRunner(cfg, out, progress=not args.no_progress).run(resume=args.resume)
+    summary = ExperimentRunner(cfg, out, progress=not args.no_progress,
+                               torch_threads=args.threads).run(resume=args.resume)
     if summary is not None:
         from .report import compare_runs
 
@@ -98,7 +101,7 @@ def run_demo(args: argparse.Namespace) -> int:
     dirs = []
     for paradigm in PARADIGMS:
         sub = with_paradigm(cfg, paradigm)
-        ExperimentRunner(sub, parent / paradigm, progress=not args.no_progress).run()
+        ExperimentRunner(sub, parent / paradigm, progress=not args.no_progress, torch_threads=args.threads).run()
         dirs.append(parent / paradigm)
     table = compare_runs(dirs)
     (parent / "comparison.md").write_text(table + "\n")

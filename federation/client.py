@@ -124,7 +124,12 @@ class RayExecutor(Executor):
             raise ExecutorError("executor 'ray' needs Ray: pip install 'ray>=2.9'") from exc
         self._ray = ray
         if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+            kw: dict[str, Any] = {}
+            if address is None:
+                # A local cluster stays on loopback: Ray otherwise binds its GCS and object store to the machine's
+                # network address, which a single-machine experiment has no reason to expose.
+                kw["_node_ip_address"] = "127.0.0.1"
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, **kw)
 
         @ray.remote(num_cpus=num_cpus_per_device)
         class _Actor:
