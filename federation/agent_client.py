@@ -126,7 +126,14 @@ class AgentClient:
             gflop = float(flops) / 1e9
         return TrainReport(num_samples=int(_get(rep, "num_samples", "samples", default=1)),
                            loss=float(_get(rep, "loss", "train_loss", default=float("nan"))), steps=steps,
-                           compute_gflop=float(gflop), wall_time_s=float(_get(rep, "wall_time_s", default=0.0)))
+                           compute_gflop=float(gflop), wall_time_s=float(_get(rep, "wall_time_s", default=0.0)),
+                           storage_bytes=self._storage_bytes())
+
+    def _storage_bytes(self) -> int | None:
+        metrics = getattr(self.agent, "metrics", None)
+        if metrics is None:
+            return None
+        return int(metrics(with_gain=False).storage_mb * 1024 * 1024)
 
     def get_update(self) -> dict[str, torch.Tensor]:
         state = dict(self.agent.shared_state())

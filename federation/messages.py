@@ -38,6 +38,9 @@ class TrainReport:
     steps: int
     compute_gflop: float
     wall_time_s: float = 0.0
+    #: the model as deployed on the device (base + shared and personal adapters), Table 6's storage footprint;
+    #: None when the client does not know it (the round engine then counts the update's bytes)
+    storage_bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -225,7 +225,7 @@ class RoundEngine:
                 "missed_deadline" if late else "participant", accuracy_local=ev.mean_accuracy,
                 personalization_gain=None if before is None else ev.mean_accuracy - before,
                 train_loss=rep.loss, train_time_s=compute_s, train_wall_s=rep.wall_time_s, compute_joules=compute_j,
-                storage_bytes=tensor_nbytes(upd),
+                storage_bytes=rep.storage_bytes if rep.storage_bytes is not None else tensor_nbytes(upd),
                 active_modules=len({m for k in upd for m in (agg.key_modality(k), agg.key_task(k)) if m}))
             if not late:
                 on_time.append(d)

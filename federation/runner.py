@@ -283,7 +283,7 @@ class ExperimentRunner:
                 "train_time_s": float(sum(vals("train_time_s"))),
                 "rounds_participated": sum(1 for x in per_round if x["status"] == "participant"),
                 "rounds_missed_deadline": sum(1 for x in per_round if x["status"] == "missed_deadline"),
-                "storage_mb": (max(storage) / 1e6) if storage else None,
+                "storage_mb": (max(storage) / (1024 * 1024)) if storage else None,
                 "active_modules": max(vals("active_modules"), default=None),
                 "bytes_sent": int(sum(vals("bytes_sent"))),
                 "bytes_received": int(sum(vals("bytes_received"))),
