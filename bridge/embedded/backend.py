@@ -164,6 +164,9 @@ class EmbeddedBackend(SimBackend):
         self._mj = mujoco
         self._model = mujoco.MjModel.from_xml_string(build_mjcf(self.scenario))
         self._data = mujoco.MjData(self._model)
+        # Ray casts run on the prepare worker while the main thread renders; MuJoCo functions use MjData's scratch
+        # stack, so the worker gets its own copy of the step's state.
+        self._ray_data = mujoco.MjData(self._model)
         self._index = index_model(self._model, self.scenario)
         r = self.scenario.render
         try:
@@ -288,6 +291,7 @@ class EmbeddedBackend(SimBackend):
             d.mocap_quat[self._index.torso_mocap[a.index]] = [math.cos(yaw / 2), 0, 0, math.sin(yaw / 2)]
             a._imu = (f_head, w_head)  # type: ignore[attr-defined]
         mj.mj_forward(m, d)
+        mj.mj_copyData(self._ray_data, m, d)
         self._t = t_end
         # 3. lighting per room
         room_light = {r.name: self._lighting.at(r.name, self._t) for r in self.scenario.rooms}
@@ -357,9 +361,9 @@ class EmbeddedBackend(SimBackend):
     def _prepare(self, a: _Avatar, room_light: Mapping[str, RoomLight]) -> dict[str, Any]:
         """Everything about one avatar's step except rendering: events, gaze, hands, ray-cast ground truth.
 
-        Pure Python and read-only MuJoCo queries (``mj_ray``), so it runs on a worker thread while the main thread
-        renders the previous avatar."""
-        mj, m, d = self._mj, self._model, self._data
+        Pure Python plus ``mj_ray`` on its own copy of the step's state (``_ray_data``), so it runs on a worker thread
+        while the main thread renders the previous avatar."""
+        mj, m = self._mj, self._model
         seg = a.segment
         assert seg is not None
         pos, R = a.motion.position, a.motion.R
@@ -397,7 +401,7 @@ class EmbeddedBackend(SimBackend):
         dir_head = g.true_dir_head * _FWD if use_eye else np.array([0.0, 0.0, -1.0])
         dir_world = R @ dir_head
         geomid = np.array([-1], dtype=np.int32)
-        dist = mj.mj_ray(m, d, pos, dir_world, None, 1, self._index.head_body[a.index], geomid)
+        dist = mj.mj_ray(m, self._ray_data, pos, dir_world, None, 1, self._index.head_body[a.index], geomid)
         obj = int(self._index.geom_object[geomid[0]]) if geomid[0] >= 0 else -1
         out["pointed_object"] = obj
         out["gaze_hit_m"] = float(dist) if dist >= 0 else None
