@@ -472,7 +472,10 @@ class EmbeddedBackend(SimBackend):
             return
         joints, valid = viewer.last_hands  # [2, 26, 3] OpenXR head frame
         R, p = viewer.motion.R, viewer.motion.position
-        world = joints.astype(np.float64) @ R.T + p  # [2, 26, 3]
+        # Elementwise rather than ``joints @ R.T``: BLAS may pick another kernel (threads, alignment) from one process
+        # to the next, and a last-bit change of a capsule end flips silhouette pixels; this stays bit-reproducible.
+        j = joints.astype(np.float64)
+        world = j[..., 0:1] * R[:, 0] + j[..., 1:2] * R[:, 1] + j[..., 2:3] * R[:, 2] + p  # [2, 26, 3]
         zeros, eye = np.zeros(3), np.eye(3).ravel()
         capsule = mj.mjtGeom.mjGEOM_CAPSULE
         for h in range(2):
