@@ -56,8 +56,11 @@ def experiment_dataset(experiment: Any) -> Path:
     avatars = tuple(dataclasses.replace(a, device=profiles[a.name]) for a in sc.avatars if a.name in profiles)
     sc = dataclasses.replace(sc, avatars=avatars)
     steps = experiment.episode_steps * experiment.phases
+    from bridge.embedded import SIM_VERSION
+
     key = hashlib.sha256(json.dumps({"yaml": sc.source_yaml, "avatars": profiles, "steps": steps,
-                                     "seed": experiment.seed}, sort_keys=True).encode()).hexdigest()[:16]
+                                     "seed": experiment.seed, "sim_version": SIM_VERSION},
+                                    sort_keys=True).encode()).hexdigest()[:16]
     out = cache_root() / "datasets" / f"{sc.name}-{key}"
     with _locked(cache_root() / "datasets" / f"{sc.name}-{key}.lock"):
         if (out / "manifest.json").is_file():

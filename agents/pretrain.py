@@ -75,13 +75,20 @@ def cache_root() -> Path:
     return Path(os.environ.get("XRFED_CACHE", "~/.cache/xrfed")).expanduser()
 
 
+#: bump when the training code changes what a recipe produces (loss, sampling, data pipeline), so cached
+#: checkpoints built by older code are not reused. 2: class-balanced loss.
+RECIPE_VERSION = 2
+
+
 def checkpoint_key(cfg: PretrainConfig) -> str:
-    """Hash of everything that determines the checkpoint (scenario content, recipe, model config)."""
+    """Hash of everything that determines the checkpoint (scenario content, recipe and its code version, model)."""
+    from bridge.embedded import SIM_VERSION
     from bridge.scenario import load_scenario
 
     sc = load_scenario(cfg.scenario)
     raw = json.dumps({"scenario": sc.name, "scenario_hash": hashlib.sha256(sc.source_yaml.encode()).hexdigest(),
-                      "recipe": asdict(cfg), "model": cfg.model_config().to_dict()}, sort_keys=True)
+                      "recipe": asdict(cfg), "recipe_version": RECIPE_VERSION, "sim_version": SIM_VERSION,
+                      "model": cfg.model_config().to_dict()}, sort_keys=True)
     return f"{sc.name}-{cfg.preset}-{hashlib.sha256(raw.encode()).hexdigest()[:12]}"
 
 

@@ -220,11 +220,13 @@ def record_experiment_data(cfg: ExperimentConfig, *, progress: bool = False) -> 
     """Record (once, cached) ``episode_steps x phases`` scene steps of every experiment device."""
     from agents.pretrain import cache_root
     from bridge.cli_sim import record
+    from bridge.embedded import SIM_VERSION
 
     sc = experiment_scenario(cfg)
     steps = cfg.episode_steps * cfg.phases
     key = json.dumps({"scenario": sc.name, "yaml": hashlib.sha256(sc.source_yaml.encode()).hexdigest(),
-                      "avatars": [(a.name, a.device) for a in sc.avatars], "steps": steps, "seed": cfg.seed},
+                      "avatars": [(a.name, a.device) for a in sc.avatars], "steps": steps, "seed": cfg.seed,
+                      "sim_version": SIM_VERSION},
                      sort_keys=True)
     out = cache_root() / "federation-data" / f"{sc.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     with _locked(out.with_name(out.name + ".lock")):
