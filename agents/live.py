@@ -179,7 +179,7 @@ setTimeout(tick,300)}tick();
 
 def serve(session: LiveSession, *, host: str = "127.0.0.1", port: int = 8765, steps: int | None = None,
           step_hz: float = 5.0, on_ready: Any = None) -> None:
-    """Run the scene in a thread and serve the viewer until interrupted (or ``steps`` scene steps are done)."""
+    """Step the scene on the calling thread and serve the viewer until interrupted (or ``steps`` are done)."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from urllib.parse import parse_qs, urlparse
 
@@ -232,8 +232,13 @@ def serve(session: LiveSession, *, host: str = "127.0.0.1", port: int = 8765, st
             return self._send(b"not found", "text/plain", 404)
 
     server = ThreadingHTTPServer((host, port), Handler)
-
-    def run() -> None:
+    # The scene steps on THIS thread: an OpenGL context (EGL/OSMesa) is current on the thread that created the
+    # renderer, so stepping it from another thread fails. The web server gets the background thread instead.
+    web = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+    web.start()
+    if on_ready is not None:
+        on_ready(server.server_address)
+    try:
         n = 0
         while not stop.is_set() and (steps is None or n < steps):
             t0 = time.perf_counter()
@@ -241,16 +246,8 @@ def serve(session: LiveSession, *, host: str = "127.0.0.1", port: int = 8765, st
                 session.step()
             n += 1
             stop.wait(max(0.0, 1.0 / step_hz - (time.perf_counter() - t0)))
-        if steps is not None:
-            server.shutdown()
-
-    th = threading.Thread(target=run, daemon=True)
-    th.start()
-    if on_ready is not None:
-        on_ready(server.server_address)
-    try:
-        server.serve_forever(poll_interval=0.2)
     finally:
         stop.set()
-        th.join(timeout=5)
+        server.shutdown()
+        web.join(timeout=5)
         server.server_close()
