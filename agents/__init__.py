@@ -3,7 +3,7 @@
 Modules: :mod:`agents.config` (ModelConfig, presets), :mod:`agents.model` (M3TModel), :mod:`agents.batching`
 (frames -> batches), :mod:`agents.personalize` (PersonalizationConfig: LoRA / adapter / prompt / expert / full),
 :mod:`agents.agent` (DeviceAgent), :mod:`agents.checkpoint` and :mod:`agents.pretrain` (foundation checkpoints),
-:mod:`agents.federated` (one agent per experiment device), :mod:`agents.bench`, :mod:`agents.live`,
+:mod:`agents.bench`, :mod:`agents.live`,
 :mod:`agents.cli`. Heavy modules load on first attribute access, so ``import agents`` stays cheap.
 """
 
@@ -27,7 +27,6 @@ __all__ = [
     "load_checkpoint",
     "foundation_checkpoint",
     "PretrainConfig",
-    "build_federated_agent",
 ]
 
 _WHERE = {
@@ -35,7 +34,6 @@ _WHERE = {
     "PersonalizationConfig": "personalize", "DeviceAgent": "agent", "AgentConfig": "agent", "Prediction": "agent",
     "TrainReport": "agent", "frames_to_batch": "batching", "save_checkpoint": "checkpoint",
     "load_checkpoint": "checkpoint", "foundation_checkpoint": "pretrain", "PretrainConfig": "pretrain",
-    "build_federated_agent": "federated",
 }
 
 
