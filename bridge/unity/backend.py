@@ -20,6 +20,7 @@ mlagents-envs is imported only when the backend connects (the optional ``unity``
 
 from __future__ import annotations
 
+import atexit
 import logging
 import time
 from collections.abc import Sequence
@@ -204,9 +205,9 @@ class UnityBackend(SimBackend):
                  f"the player {cfg.file_name!r} on port {cfg.port}: check that it starts, that Behavior Type is "
                  "Default and that the avatars request decisions; see its log")
         try:
-            self._env = UnityEnvironment(
-                file_name=cfg.file_name, worker_id=cfg.worker_id, base_port=cfg.base_port, seed=self.seed,
-                no_graphics=cfg.no_graphics, no_graphics_monitor=cfg.no_graphics_monitor,
+            self._env = _construct_without_stray_atexit(
+                UnityEnvironment, file_name=cfg.file_name, worker_id=cfg.worker_id, base_port=cfg.base_port,
+                seed=self.seed, no_graphics=cfg.no_graphics, no_graphics_monitor=cfg.no_graphics_monitor,
                 timeout_wait=cfg.timeout_wait_s, additional_args=list(cfg.additional_args) or None,
                 side_channels=channels, log_folder=cfg.log_folder, num_areas=cfg.num_areas)
         except UnityWorkerInUseException as exc:
@@ -315,3 +316,27 @@ def _channels_first(spec: Any) -> bool:
         if len(o.shape) == 3:
             return int(o.dimension_property[0]) == 1
     return True
+
+
+def _construct_without_stray_atexit(cls: Any, **kwargs: Any) -> Any:
+    """Build a ``UnityEnvironment``; if its constructor fails, drop the atexit hook it registered.
+
+    mlagents-envs registers ``self._close`` with atexit before opening its communicator, so a failed connection
+    (port in use, nothing answering) otherwise leaves a hook that raises AttributeError at interpreter exit.
+    """
+    registered: list[Any] = []
+    real_register = atexit.register
+
+    def capture(fn: Any, *a: Any, **k: Any) -> Any:
+        registered.append(fn)
+        return real_register(fn, *a, **k)
+
+    atexit.register = capture  # type: ignore[assignment]
+    try:
+        return cls(**kwargs)
+    except BaseException:
+        for fn in registered:
+            atexit.unregister(fn)
+        raise
+    finally:
+        atexit.register = real_register  # type: ignore[assignment]

@@ -34,6 +34,7 @@ from mlagents_envs.side_channel.raw_bytes_channel import RawBytesChannel  # noqa
 from mlagents_envs.side_channel.stats_side_channel import StatsSideChannel  # noqa: E402
 
 from bridge.unity import codec  # noqa: E402
+from bridge.unity.backend import _construct_without_stray_atexit  # noqa: E402
 from bridge.unity.errors import MessageTooLargeError  # noqa: E402
 from bridge.unity.player import PlayerConfig, StandInPlayer  # noqa: E402
 from bridge.unity.synthetic import SyntheticBackend, SyntheticConfig  # noqa: E402
@@ -87,7 +88,7 @@ def test_wrong_communication_version_is_rejected_and_player_gets_400():
                                                             connect_timeout_s=20)).start()
     try:
         with pytest.raises(UnityEnvironmentException, match="not compatible"):
-            UnityEnvironment(base_port=port, timeout_wait=20)
+            _construct_without_stray_atexit(UnityEnvironment, base_port=port, timeout_wait=20)
         assert player.join(10) == 0
         # status 400, or (when the client's server.stop() wins the race) the same close seen as a lost call
         assert player.record.exit_reason in ("the client closed (status 400)", "the client closed (status None)")
@@ -228,7 +229,7 @@ def test_two_workers_at_once_and_port_in_use():
         env_b.reset()
         port = env_a._port
         with pytest.raises(UnityWorkerInUseException):
-            UnityEnvironment(base_port=port, timeout_wait=1)
+            _construct_without_stray_atexit(UnityEnvironment, base_port=port, timeout_wait=1)
 
 
 def test_player_refuses_a_message_over_the_limit():
