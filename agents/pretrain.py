@@ -35,7 +35,7 @@ from .errors import AgentError, ConfigError
 from .model import M3TModel
 
 __all__ = ["PretrainConfig", "pretrain", "record_dataset", "foundation_checkpoint", "checkpoint_key", "cache_root",
-           "PRETRAIN_SEED_OFFSET", "DEFAULT_PRETRAIN"]
+           "PRETRAIN_SEED_OFFSET", "DEFAULT_PRETRAIN", "file_lock"]
 
 #: the pretraining recording's seed is ``seed + PRETRAIN_SEED_OFFSET`` (never the federated devices' episode)
 PRETRAIN_SEED_OFFSET = 7919
@@ -202,7 +202,8 @@ episode (temporal), so it measures generalisation over time within one scene, no
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
+    """Exclusive lock on ``path`` across processes (building a cached checkpoint or recording once)."""
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -219,7 +220,7 @@ def foundation_checkpoint(cfg: PretrainConfig = DEFAULT_PRETRAIN, *, progress: b
     """The cached checkpoint directory for ``cfg``, built once (record + pretrain) when missing."""
     key = checkpoint_key(cfg)
     out = cache_root() / "checkpoints" / key
-    with _locked(cache_root() / "checkpoints" / f"{key}.lock"):
+    with file_lock(cache_root() / "checkpoints" / f"{key}.lock"):
         if (out / WEIGHTS_NAME).is_file() and (out / CONFIG_NAME).is_file() and not rebuild:
             return out
         tmp = out.with_name(out.name + ".building")

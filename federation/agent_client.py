@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -184,23 +184,6 @@ class AgentClient:
         self._n = {k[len("ewc.n."):]: int(v) for k, v in state.items() if k.startswith("ewc.n.")}
 
 
-def _locked(path: Path) -> Any:
-    import contextlib
-    import fcntl
-
-    @contextlib.contextmanager
-    def lock() -> Iterator[None]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-
-    return lock()
-
-
 def experiment_scenario(cfg: ExperimentConfig) -> Any:
     """The config's scenario with only the experiment's avatars, each wearing the config's device profile."""
     import dataclasses
@@ -218,7 +201,7 @@ def experiment_scenario(cfg: ExperimentConfig) -> Any:
 
 def record_experiment_data(cfg: ExperimentConfig, *, progress: bool = False) -> Path:
     """Record (once, cached) ``episode_steps x phases`` scene steps of every experiment device."""
-    from agents.pretrain import cache_root
+    from agents.pretrain import cache_root, file_lock
     from bridge.cli_sim import record
     from bridge.embedded import SIM_VERSION
 
@@ -229,7 +212,7 @@ def record_experiment_data(cfg: ExperimentConfig, *, progress: bool = False) -> 
                       "sim_version": SIM_VERSION},
                      sort_keys=True)
     out = cache_root() / "federation-data" / f"{sc.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-    with _locked(out.with_name(out.name + ".lock")):
+    with file_lock(out.with_name(out.name + ".lock")):
         if not (out / "manifest.json").is_file():
             tmp = out.with_name(out.name + ".recording")
             shutil.rmtree(tmp, ignore_errors=True)

@@ -10,6 +10,13 @@ from bridge.embedded.backend import EmbeddedBackend
 from bridge.scenario import parse_scenario
 
 
+def _stand_still(raw):
+    """Every avatar idles with no look targets: the head stays level and faces its start yaw."""
+    raw["task_scripts"] = {"still": {"segments": [{"duration_s": 100, "activity": "idle"}]}}
+    for a in raw["avatars"]:
+        a["script"] = "still"
+
+
 def _scene(raw, **kw):
     return EmbeddedBackend(parse_scenario(raw), seed=kw.pop("seed", 0), audio=kw.pop("audio", False), **kw)
 
@@ -61,9 +68,7 @@ def test_depth_matches_known_geometry(tiny_raw):
     # One avatar at x=1.5 facing +x; no look targets -> the head stays level; the east wall stands inside the room's
     # 6 m footprint, so its inner face is at x = 6 - 0.1.
     tiny_raw["objects"] = []
-    tiny_raw["task_scripts"] = {"still": {"segments": [{"duration_s": 100, "activity": "idle"}]}}
-    for a in tiny_raw["avatars"]:
-        a["script"] = "still"
+    _stand_still(tiny_raw)
     with _scene(tiny_raw) as env:
         env.reset()
         f = env.step()["u1-apple_vision_pro"]
@@ -144,9 +149,7 @@ def test_depth_is_exact_on_oblique_surfaces(tiny_raw):
     # Floor and ceiling are seen at grazing angles, where a colour pass's z-buffer drifts by 1-2 %: ray-plane
     # intersections give the exact depth along the optical axis for every pixel.
     tiny_raw["objects"] = []
-    tiny_raw["task_scripts"] = {"still": {"segments": [{"duration_s": 100, "activity": "idle"}]}}
-    for a in tiny_raw["avatars"]:
-        a["script"] = "still"
+    _stand_still(tiny_raw)
     with _scene(tiny_raw) as env:
         env.reset()
         f = env.step()["u1-apple_vision_pro"]
@@ -167,9 +170,7 @@ def test_audio_louder_at_the_microphone_facing_the_source(tiny_raw):
                                 "size_m": [0.3, 0.3, 1.6],
                                 "sound": {"kind": "alarm", "level_db": 85, "freq_hz": 2000, "on_s": 10}})
     tiny_raw["objects"] = [o for o in tiny_raw["objects"] if o["name"] != "plant"]
-    tiny_raw["task_scripts"] = {"still": {"segments": [{"duration_s": 100, "activity": "idle"}]}}
-    for a in tiny_raw["avatars"]:
-        a["script"] = "still"
+    _stand_still(tiny_raw)
     with _scene(tiny_raw, audio=True) as env:
         env.reset()
         frames = [env.step()["u1-apple_vision_pro"] for _ in range(8)]
