@@ -91,15 +91,16 @@ def arrays_to_frame(arr: dict[str, Any], *, device_id: str, user_id: str, profil
     """Inverse of :func:`frame_to_arrays` (labels given as indices or names)."""
     gaze = None
     if "gaze" in arr:
-        g = np.asarray(arr["gaze"], dtype=np.float64)
+        g = np.asarray(arr["gaze"], dtype=np.float64).tolist()
         gaze = Gaze(g[0], g[1], g[2:5], g[5], g[6], bool(arr.get("gaze_valid", True)), g[7])
     audio = Audio(np.asarray(arr["audio"], dtype=np.float32), int(arr["audio_hz"])) if "audio" in arr else None
     pose = Pose(arr["pose"][:3], arr["pose"][3:]) if "pose" in arr else None
     imu = Imu(arr["imu"][:3], arr["imu"][3:]) if "imu" in arr else None
-    hands = Hands(arr["hands"], arr.get("hands_valid", np.ones(2, bool))) if "hands" in arr else None
+    hands = Hands(arr["hands"], arr["hands_valid"] if "hands_valid" in arr else np.ones(2, bool)) \
+        if "hands" in arr else None
     lighting = None
     if "lighting" in arr:
-        li = arr["lighting"]
+        li = np.asarray(arr["lighting"]).tolist()
         lighting = LightingState(float(li[0]), float(li[1]), float(li[2]), bool(li[3] > 0.5))
     labels = {}
     for t, v in dict(arr.get("labels", {})).items():

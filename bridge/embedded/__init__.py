@@ -7,4 +7,4 @@ simulator versions.
 
 __all__ = ["SIM_VERSION"]
 
-SIM_VERSION = 3
+SIM_VERSION = 4  # 4: image-source order cap 20 -> 10

@@ -18,10 +18,12 @@ Deterministic under a seed: every random stream derives from ``numpy.random.Seed
 
 from __future__ import annotations
 
+import copy
 import math
+import os
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +37,7 @@ from ..scenario import EVENT_KINDS, Scenario, load_scenario
 from ..tasks import MODALITIES, TASKS
 from .lighting import LightingSchedule, RoomLight, cct_to_rgb
 from .motion import AvatarMotion, ScriptRunner, SegmentPlan, matrix_to_quat
+from .views import FrustumCuller, RenderedView, add_capsules
 
 __all__ = ["EmbeddedBackend", "EmbeddedStats"]
 
@@ -46,7 +49,7 @@ _MIC_NOISE_RMS = 6e-4  # ~30 dB SPL self-noise of MEMS microphones
 _GESTURE_S = 1.4
 _GESTURE_GAP_S = 0.4
 _HEARING_RANGE_M = 6.0
-_SKIN_RGBA = np.array([0.87, 0.68, 0.56, 1.0], dtype=np.float32)
+_SMALL_VIEW_PX = 256 * 256  # up to this many pixels per image, render in the calling thread (see _build)
 # OpenXR joint indices: 0 palm, 1 wrist, 2-5 thumb (metacarpal..tip), then index/middle/ring/little, each
 # metacarpal, proximal, intermediate, distal, tip.
 _HAND_SEGMENTS = (
@@ -68,7 +71,7 @@ class EmbeddedStats:
     frames: int = 0
     render_s: float = 0.0
     audio_s: float = 0.0
-    audio_wait_s: float = 0.0  # main-thread time spent waiting for the audio thread
+    wait_s: float = 0.0  # time the stepping thread waited for the render process or its worker threads
     other_s: float = 0.0
     ir_hits: int = 0
     ir_misses: int = 0
@@ -106,7 +109,7 @@ class EmbeddedBackend(SimBackend):
 
     def __init__(self, scenario: str | Scenario = "default", *, seed: int = 0, render_size: tuple[int, int] | None = None,
                  gl: str | None = None, segmentation: bool | None = None, audio: bool = True,
-                 max_avatars: int | None = None):
+                 max_avatars: int | None = None, render_process: bool | None = None):
         super().__init__()
         sc = load_scenario(scenario)
         kw: dict[str, Any] = {}
@@ -116,6 +119,8 @@ class EmbeddedBackend(SimBackend):
             kw["gl"] = gl
         if segmentation is not None:
             kw["segmentation"] = segmentation
+        if render_process is not None:
+            kw["process"] = "on" if render_process else "off"
         if kw:
             sc = sc.with_render(**kw)
         if max_avatars is not None:
@@ -127,8 +132,11 @@ class EmbeddedBackend(SimBackend):
         self.stats = EmbeddedStats()
         self._devices = tuple(DeviceInfo(f"{a.name}-{a.device}", a.name, a.device) for a in sc.avatars)
         self._model = self._data = self._renderer = None
+        self._rproc: Any = None
+        self._cull: FrustumCuller | None = None
         self._avatars: list[_Avatar] = []
         self._executor: ThreadPoolExecutor | None = None
+        self.last_views: list[RenderedView] = []  # this step's renders, in avatar order (for ``xrfed bench sim``)
         self._prep_executor: ThreadPoolExecutor | None = None
         self._t = 0.0
         self._k = 0
@@ -155,6 +163,14 @@ class EmbeddedBackend(SimBackend):
         from .gl import ensure_mujoco_context, select_gl
 
         self.gl_backend = select_gl(self.scenario.render.gl)
+        r = self.scenario.render
+        if r.width_px * r.height_px <= _SMALL_VIEW_PX and "LP_NUM_THREADS" not in os.environ:
+            # Mesa's software rasterizer (llvmpipe) splits each image into 64x64 tiles across worker threads. For
+            # headset-sized sensor images that hand-off costs more than it saves (a 128x128 RGB + depth render takes
+            # 3.0 ms in the calling thread vs 3.7 ms with 2 threads, measured) and it would take the second core
+            # from the audio and post-processing workers. Read once, when the first GL context is made; set
+            # LP_NUM_THREADS yourself to override.
+            os.environ["LP_NUM_THREADS"] = "0"
         import mujoco
 
         ensure_mujoco_context(self.gl_backend)
@@ -162,21 +178,55 @@ class EmbeddedBackend(SimBackend):
         from .mjcf import build_mjcf, index_model
 
         self._mj = mujoco
-        self._model = mujoco.MjModel.from_xml_string(build_mjcf(self.scenario))
+        xml = build_mjcf(self.scenario)
+        self._model = mujoco.MjModel.from_xml_string(xml)
         self._data = mujoco.MjData(self._model)
         # Ray casts run on the prepare worker while the main thread renders; MuJoCo functions use MjData's scratch
         # stack, so the worker gets its own copy of the step's state.
         self._ray_data = mujoco.MjData(self._model)
+        # ... and its own copy of the model: the renderer hides culled geoms by zeroing their alpha for the length of
+        # one ``update_scene``, and ``mj_ray`` skips geoms with alpha 0.
+        self._ray_model = copy.deepcopy(self._model)
         self._index = index_model(self._model, self.scenario)
-        r = self.scenario.render
-        try:
-            self._renderer = mujoco.Renderer(self._model, r.height_px, r.width_px)
-        except Exception as exc:  # mujoco raises plain exceptions for GL failures
-            raise BackendError(f"could not create a {self.gl_backend} renderer: {exc}") from exc
+        cull = r.cull and not (r.shadows or r.reflections)
+        use_process = {"on": True, "off": False}.get(r.process, (os.cpu_count() or 1) >= 2)
+        if use_process:
+            from .render_proc import RenderProcess
+
+            self._rproc = RenderProcess(xml, r.height_px, r.width_px, len(self.scenario.avatars), cull=cull)
+        else:
+            self._renderer = self._new_renderer()
         self._scene_opt = mujoco.MjvOption()
         self._base_light = np.array(self._model.light_diffuse).copy()
         self._obj_centres = np.array([self._object_centre(i) for i in range(len(self.scenario.objects))]).reshape(-1, 3)
         self._zfar = float(self._model.vis.map.zfar * self._model.stat.extent)
+        self._cull = FrustumCuller(self._model, r.width_px / r.height_px) if cull else None
+
+    def _new_renderer(self) -> Any:
+        r = self.scenario.render
+        try:
+            return self._mj.Renderer(self._model, r.height_px, r.width_px)
+        except Exception as exc:  # mujoco raises plain exceptions for GL failures
+            raise BackendError(f"could not create a {self.gl_backend} renderer: {exc}") from exc
+
+    def bare_renderer(self) -> Any:
+        """A ``mujoco.Renderer`` of this scene in this process (the benchmark's bare loop uses it; the backend's own
+        renders may happen in the render process)."""
+        if self._renderer is None:
+            self._renderer = self._new_renderer()
+        return self._renderer
+
+    @property
+    def render_process(self) -> bool:
+        """Whether this backend renders in a child process (``render.process``)."""
+        return self._rproc is not None
+
+    @property
+    def cull_stats(self) -> tuple[int, int]:
+        """(geoms culled, geoms kept), summed over every view rendered so far."""
+        if self._rproc is not None:
+            return self._rproc.culled, self._rproc.kept
+        return (self._cull.culled, self._cull.kept) if self._cull is not None else (0, 0)
 
     def _object_centre(self, i: int) -> np.ndarray:
         from .mjcf import CATEGORY_PARTS
@@ -241,6 +291,9 @@ class EmbeddedBackend(SimBackend):
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
+        if self._rproc is not None:
+            self._rproc.close()
+            self._rproc = None
 
     # -- the step ---------------------------------------------------------------------------------------
     def _apply(self, commands: tuple[SceneCommand, ...]) -> None:
@@ -299,35 +352,79 @@ class EmbeddedBackend(SimBackend):
             rl = room_light[self._index.light_room[li]]
             scale = self.scenario.lights[li].intensity * rl.intensity
             m.light_diffuse[lid] = self._base_light[lid] * scale * cct_to_rgb(rl.color_temperature_k)
-        t1 = time.perf_counter()
-        frames: dict[str, DeviceFrame] = {}
-        # Audio runs in a worker thread while this thread renders: MuJoCo's renderer and numpy's FFTs release the
-        # GIL, so on two cores the audio costs little wall time. The audio thread only touches audio state (its
-        # own random streams, caches and speech queues), so results do not depend on the interleaving.
-        audio_job = self._pool().submit(self._timed_audio, self._k) if self._audio is not None else None
-        # Pipeline: a worker prepares avatar i+1 (gaze, hands, labels: Python) while this thread renders avatar i
-        # (MuJoCo's renderer releases the GIL). Each avatar's state is touched by one job at a time.
-        pending = []
-        prep = self._prep_pool().submit(self._prepare, self._avatars[0], room_light)
-        for i, a in enumerate(self._avatars):
-            p = prep.result()
-            if i + 1 < len(self._avatars):
-                prep = self._prep_pool().submit(self._prepare, self._avatars[i + 1], room_light)
-            pending.append(self._render(a, p))
-        t2 = time.perf_counter()
-        audio, audio_s = audio_job.result() if audio_job is not None else ({}, 0.0)
-        t3 = time.perf_counter()
-        for a, p in zip(self._avatars, pending, strict=True):
-            frames[a.device_id] = self._frame(a, p, audio.get(a.device_id))
+        self.last_views = []
+        if self._rproc is not None:
+            frames, render_s, wait_s = self._images_in_child(room_light)
+        else:
+            frames, render_s, wait_s = self._images_in_process(room_light)
         self._k += 1
         self.stats.steps += 1
         self.stats.frames += len(frames)
-        t4 = time.perf_counter()
-        self.stats.render_s += p_render_total(pending)
-        self.stats.audio_s += audio_s  # thread time, mostly hidden behind rendering
-        self.stats.audio_wait_s += t3 - t2
-        self.stats.other_s += (t1 - t0) + (t2 - t1 - p_render_total(pending)) + (t4 - t3)
+        self.stats.render_s += render_s
+        self.stats.wait_s += wait_s
+        in_this_thread = render_s if self._rproc is None else 0.0
+        self.stats.other_s += time.perf_counter() - t0 - in_this_thread - wait_s
         return frames
+
+    def _images_in_child(self, room_light: Mapping[str, RoomLight]) -> tuple[dict[str, DeviceFrame], float, float]:
+        """The step with a render process: this thread does all the Python work in one sequence while the child
+        rasterizes. Each view goes out as soon as its hands are posed; audio and labels are computed while the child
+        renders; frames are finished in avatar order as their images arrive."""
+        rp = self._rproc
+        assert rp is not None
+        d, avatars = self._data, self._avatars
+        rp.begin_step(d.qpos, d.mocap_pos, d.mocap_quat, self._model.light_diffuse)
+        render0 = rp.render_s
+        prepared: list[tuple[dict[str, Any], RenderedView | None]] = []
+        for i, a in enumerate(avatars):
+            p = self._prepare_view(a, room_light)
+            v = p["view"] = self._view(a, p)
+            if v is not None:
+                rp.submit(i, v)
+                self.last_views.append(v)
+            prepared.append((p, v))
+        audio, audio_s = self._timed_audio(self._k) if self._audio is not None else ({}, 0.0)
+        self.stats.audio_s += audio_s
+        fields = []
+        for a, (p, _v) in zip(avatars, prepared, strict=True):
+            self._prepare_labels(a, p)
+            fields.append(self._frame_fields(a, p, audio.get(a.device_id)))
+        frames, wait_s = {}, 0.0
+        for i, (a, (p, v)) in enumerate(zip(avatars, prepared, strict=True)):
+            w0 = time.perf_counter()
+            images = rp.wait(i, v) if v is not None else {"rgb": None, "depth": None, "seg": None}
+            wait_s += time.perf_counter() - w0
+            frames[a.device_id] = self._finish(a, p, images, fields[i])
+        return frames, rp.render_s - render0, wait_s
+
+    def _images_in_process(self, room_light: Mapping[str, RoomLight]) -> tuple[dict[str, DeviceFrame], float, float]:
+        """The step without a render process: this thread does nothing but OpenGL (MuJoCo's renderer releases the GIL
+        while it rasterizes) and two workers do the rest:
+        * audio for every avatar (only touches audio state: its own random streams, caches, speech queues);
+        * on one FIFO worker: first every avatar's hands + events (the render draws the hands), then per avatar gaze +
+          ray-cast labels (while it renders) and, after its render, exposure, depth clean-up and the validated
+          DeviceFrame (once the audio is in).
+        Each avatar's state is touched by one job at a time and every avatar has its own random streams, so results do
+        not depend on the interleaving."""
+        pool, avatars = self._prep_pool(), self._avatars
+        before = [pool.submit(self._prepare_view, a, room_light) for a in avatars]
+        audio_job = self._pool().submit(self._timed_audio, self._k) if self._audio is not None else None
+        finished = []
+        render_s = 0.0
+        for i, a in enumerate(avatars):
+            p = before[i].result()
+            pool.submit(self._prepare_labels, a, p)
+            r0 = time.perf_counter()
+            v = p["view"] = self._view(a, p)
+            images = self._draw(v) if v is not None else {"rgb": None, "depth": None, "seg": None}
+            if v is not None:
+                self.last_views.append(v)
+            render_s += time.perf_counter() - r0
+            finished.append(pool.submit(self._finish_after_audio, a, p, images, audio_job))
+        t2 = time.perf_counter()
+        frames = {a.device_id: f.result() for a, f in zip(avatars, finished, strict=True)}
+        self.stats.audio_s += audio_job.result()[1] if audio_job is not None else 0.0
+        return frames, render_s, time.perf_counter() - t2
 
     def _timed_audio(self, k: int) -> tuple[dict[str, np.ndarray], float]:
         t = time.perf_counter()
@@ -358,34 +455,16 @@ class EmbeddedBackend(SimBackend):
             wav = self._audio.voice(a).say(word)
             a.speech.append((base + int(off_s * hz), wav, word))
 
-    def _prepare(self, a: _Avatar, room_light: Mapping[str, RoomLight]) -> dict[str, Any]:
-        """Everything about one avatar's step except rendering: events, gaze, hands, ray-cast ground truth.
-
-        Pure Python plus ``mj_ray`` on its own copy of the step's state (``_ray_data``), so it runs on a worker thread
-        while the main thread renders the previous avatar."""
-        mj, m = self._mj, self._model
+    def _prepare_view(self, a: _Avatar, room_light: Mapping[str, RoomLight]) -> dict[str, Any]:
+        """What the render of one avatar needs: its room and light, the modality events in force, and the hands
+        (drawn into the view). Worker thread."""
         seg = a.segment
         assert seg is not None
-        pos, R = a.motion.position, a.motion.R
         room = self._room_of(a)
-        rl = room_light[room]
-        out: dict[str, Any] = {"room": room, "light": rl, "pos": pos.copy(), "R": R.copy()}
         events = {e.kind for e in self.scenario.modality_events
                   if e.avatar == self.scenario.avatars[a.index].name and e.start_s <= self._t < e.end_s}
-        out["events"] = events
-        # gaze targets: the script's look targets (the upcoming interaction weighted up), in the +z-forward head frame
-        look = list(seg.look_at)
-        weights = [3.0 if (seg.interact is not None and i == seg.interact) else 1.0 for i in look]
-        if not look:
-            look = [i for i, o in enumerate(self.scenario.objects) if o.room == room][:4]
-            weights = [1.0] * len(look)
-        pts_world = self._obj_centres[look] if look else np.zeros((0, 3))
-        pts_head = ((pts_world - pos) @ R) * _FWD
-        luminance = rl.illuminance_lux * 0.25 / math.pi
-        g = a.gaze.step(self.step_dt_s, targets_head=pts_head, weights=np.array(weights) if look else None,
-                        luminance_cd_m2=luminance)
-        a.fixated = look[g.target_index] if 0 <= g.target_index < len(look) else -1
-        out["gaze"] = g
+        out: dict[str, Any] = {"room": room, "light": room_light[room], "pos": a.motion.position.copy(),
+                               "R": a.motion.R.copy(), "events": events}
         # hands: the current gesture from the segment timeline (gesture, gap, gesture, ...)
         gesture = "none"
         if seg.gestures and not a.motion.walking:
@@ -396,47 +475,96 @@ class EmbeddedBackend(SimBackend):
         joints, valid = a.hands.step(self.step_dt_s, gesture)
         a.last_hands = (np.asarray(joints, np.float32) * _FWD.astype(np.float32), np.asarray(valid, bool))
         out["gesture"] = gesture
+        return out
+
+    def _prepare_labels(self, a: _Avatar, out: dict[str, Any]) -> None:
+        """Eye gaze and the ray-cast ground truth of one avatar, into ``out``. Worker thread, while the avatar
+        renders: pure Python plus ``mj_ray`` on its own copy of the step's state (``_ray_data``)."""
+        mj = self._mj
+        seg = a.segment
+        assert seg is not None
+        pos, R, rl = out["pos"], out["R"], out["light"]
+        # gaze targets: the script's look targets (the upcoming interaction weighted up), in the +z-forward head frame
+        look = list(seg.look_at)
+        weights = [3.0 if (seg.interact is not None and i == seg.interact) else 1.0 for i in look]
+        if not look:
+            look = [i for i, o in enumerate(self.scenario.objects) if o.room == out["room"]][:4]
+            weights = [1.0] * len(look)
+        pts_world = self._obj_centres[look] if look else np.zeros((0, 3))
+        pts_head = ((pts_world - pos) @ R) * _FWD
+        luminance = rl.illuminance_lux * 0.25 / math.pi
+        g = a.gaze.step(self.step_dt_s, targets_head=pts_head, weights=np.array(weights) if look else None,
+                        luminance_cd_m2=luminance)
+        a.fixated = look[g.target_index] if 0 <= g.target_index < len(look) else -1
+        out["gaze"] = g
         # ground truth: the pointing ray (eye gaze when tracked and valid, else head gaze = view centre)
-        use_eye = a.profile.has_eye_tracking and g.valid and "gaze" not in self._dropped(a, events)
+        use_eye = a.profile.has_eye_tracking and g.valid and "gaze" not in self._dropped(a, out["events"])
         dir_head = g.true_dir_head * _FWD if use_eye else np.array([0.0, 0.0, -1.0])
         dir_world = R @ dir_head
         geomid = np.array([-1], dtype=np.int32)
-        dist = mj.mj_ray(m, self._ray_data, pos, dir_world, None, 1, self._index.head_body[a.index], geomid)
+        dist = mj.mj_ray(self._ray_model, self._ray_data, pos, dir_world, None, 1, self._index.head_body[a.index], geomid)
         obj = int(self._index.geom_object[geomid[0]]) if geomid[0] >= 0 else -1
         out["pointed_object"] = obj
         out["gaze_hit_m"] = float(dist) if dist >= 0 else None
+
+    def _view(self, a: _Avatar, p: dict[str, Any]) -> RenderedView | None:
+        """What to render for one avatar this step (None: no camera image at all)."""
+        if not ("rgb" in a.profile.modalities or "depth" in a.profile.modalities or self.scenario.render.segmentation):
+            return None
+        has = set(a.profile.modalities) - self._dropped(a, p["events"])
+        ambient = 0.04 + 0.10 * min(1.0, p["light"].intensity)
+        return RenderedView(self._index.camera[a.index], ambient, "rgb" in has, "depth" in has,
+                            self.scenario.render.segmentation, self._hand_capsules(a))
+
+    def _draw(self, v: RenderedView) -> dict[str, np.ndarray | None]:
+        """Render one view in this process (the GL context lives in this thread)."""
+        d, r = self._data, self._renderer
+        self._model.vis.headlight.ambient[:] = v.ambient
+        if self._cull is not None:
+            with self._cull.hidden(d, v.camera):
+                r.update_scene(d, camera=v.camera, scene_option=self._scene_opt)
+        else:
+            r.update_scene(d, camera=v.camera, scene_option=self._scene_opt)
+        add_capsules(self._mj, r.scene, v.capsules)
+        out: dict[str, np.ndarray | None] = {"rgb": None, "depth": None, "seg": None}
+        out["rgb"], out["depth"] = self._render_rgbd(want_rgb=v.rgb, want_depth=v.depth)
+        if v.segmentation:
+            r.enable_segmentation_rendering()
+            out["seg"] = r.render()
+            r.disable_segmentation_rendering()
         return out
 
-    def _render(self, a: _Avatar, out: dict[str, Any]) -> dict[str, Any]:
-        """The avatar's egocentric images (main thread: the GL context lives here)."""
-        mj, m, d = self._mj, self._model, self._data
-        rl, events = out["light"], out["events"]
-        t0 = time.perf_counter()
-        dropped = self._dropped(a, events)
-        has = set(a.profile.modalities) - dropped
-        r = self._renderer
-        out["rgb"] = out["depth"] = out["seg"] = None
-        if "rgb" in a.profile.modalities or "depth" in a.profile.modalities or self.scenario.render.segmentation:
-            ambient = 0.04 + 0.10 * min(1.0, rl.intensity)
-            m.vis.headlight.ambient[:] = ambient
-            r.update_scene(d, camera=self._index.camera[a.index], scene_option=self._scene_opt)
-            self._draw_hands(a)
-            rgb, depth = self._render_rgbd(want_rgb="rgb" in has, want_depth="depth" in has)
-            if rgb is not None:
-                out["rgb"] = self._expose(a, rgb, rl)
-            if depth is not None:
-                depth[depth >= self._zfar * 0.999] = np.inf
-                out["depth"] = depth
-            if self.scenario.render.segmentation:
-                r.enable_segmentation_rendering()
-                seg_img = r.render()
-                r.disable_segmentation_rendering()
-                ids = seg_img[..., 0]
-                is_geom = seg_img[..., 1] == int(mj.mjtObj.mjOBJ_GEOM)
-                lut = self._index.geom_object
-                out["seg"] = np.where(is_geom & (ids >= 0), lut[np.clip(ids, 0, len(lut) - 1)], -1).astype(np.int32)
-        out["render_s"] = time.perf_counter() - t0
-        return out
+    def _finish_after_audio(self, a: _Avatar, p: dict[str, Any], images: dict[str, np.ndarray | None],
+                            audio_job: Future[tuple[dict[str, np.ndarray], float]] | None) -> DeviceFrame:
+        audio = audio_job.result()[0] if audio_job is not None else {}
+        return self._finish(a, p, images, self._frame_fields(a, p, audio.get(a.device_id)))
+
+    def _noise_offset(self, a: _Avatar, n: int) -> int:
+        """Where this frame's sensor noise starts in the avatar's noise table (drawn before the image exists, so
+        the random streams are consumed in the same order whether the image is rendered here or in the child)."""
+        table = a.noise_table
+        if table is None or table.size < 2 * n:
+            # A per-device table of unit Gaussian noise read at a random offset each frame: the same statistics as
+            # fresh draws at a fraction of the cost (drawing 50k normals per frame was a third of the overhead).
+            table = a.noise_table = a.rng.standard_normal(8 * n, dtype=np.float32)
+        return int(a.rng.integers(0, table.size - n))
+
+    def _finish(self, a: _Avatar, p: dict[str, Any], images: dict[str, np.ndarray | None],
+                fields: dict[str, Any]) -> DeviceFrame:
+        """Exposure and sensor noise, depth clean-up, segmentation ids, then the validated frame."""
+        rgb = self._expose(a, images["rgb"], fields.pop("_noise_offset")) if images["rgb"] is not None else None
+        depth = images["depth"]
+        if depth is not None:
+            depth[depth >= self._zfar * 0.999] = np.inf
+        seg = None
+        if images["seg"] is not None:
+            seg_img = images["seg"]
+            ids = seg_img[..., 0]
+            is_geom = seg_img[..., 1] == int(self._mj.mjtObj.mjOBJ_GEOM)
+            lut = self._index.geom_object
+            seg = np.where(is_geom & (ids >= 0), lut[np.clip(ids, 0, len(lut) - 1)], -1).astype(np.int32)
+        fields.pop("_noise_offset", None)
+        return DeviceFrame(rgb=rgb, depth_m=depth if fields.pop("_has_depth") else None, segmentation=seg, **fields)
 
     def _render_rgbd(self, *, want_rgb: bool, want_depth: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Colour and metric depth of the scene already in the renderer.
@@ -458,38 +586,25 @@ class EmbeddedBackend(SimBackend):
     def _dropped(self, a: _Avatar, events: set[str]) -> set[str]:
         return {EVENT_KINDS[e] for e in events} | a.disabled
 
-    def _draw_hands(self, viewer: _Avatar) -> None:
-        """Add this avatar's raised hands to the renderer's scene: 12 capsules per hand (two per finger, the thumb,
-        the palm and the knuckle line).
+    def _hand_capsules(self, viewer: _Avatar) -> list[tuple[float, np.ndarray, np.ndarray]]:
+        """The wearer's raised hands as capsules in the world frame: 12 per hand (two per finger, the thumb, the palm
+        and the knuckle line), each ``(radius_m, end_a, end_b)``.
 
         Software OpenGL pays per drawn geom, so a full 35-bone hand cost ~1 ms per frame; two segments per finger
         keep every gesture's shape (curl, extension, pinch) at a third of that. Only the wearer's own hands are
         drawn: other users' hands are rarely more than a few pixels at these resolutions.
         """
-        mj = self._mj
-        scn = self._renderer.scene
         if viewer.last_hands is None or not viewer.last_hands[1].any():
-            return
+            return []
         joints, valid = viewer.last_hands  # [2, 26, 3] OpenXR head frame
         R, p = viewer.motion.R, viewer.motion.position
         # Elementwise rather than ``joints @ R.T``: BLAS may pick another kernel (threads, alignment) from one process
         # to the next, and a last-bit change of a capsule end flips silhouette pixels; this stays bit-reproducible.
         j = joints.astype(np.float64)
         world = j[..., 0:1] * R[:, 0] + j[..., 1:2] * R[:, 1] + j[..., 2:3] * R[:, 2] + p  # [2, 26, 3]
-        zeros, eye = np.zeros(3), np.eye(3).ravel()
-        capsule = mj.mjtGeom.mjGEOM_CAPSULE
-        for h in range(2):
-            if not valid[h]:
-                continue
-            for (i, j), radius in _HAND_SEGMENTS:
-                if scn.ngeom >= scn.maxgeom:
-                    return
-                g = scn.geoms[scn.ngeom]
-                mj.mjv_initGeom(g, capsule, zeros, zeros, eye, _SKIN_RGBA)
-                mj.mjv_connector(g, capsule, radius, world[h, i], world[h, j])
-                scn.ngeom += 1
+        return [(radius, world[h, i], world[h, k]) for h in range(2) if valid[h] for (i, k), radius in _HAND_SEGMENTS]
 
-    def _expose(self, a: _Avatar, rgb: np.ndarray, rl: RoomLight) -> np.ndarray:
+    def _expose(self, a: _Avatar, rgb: np.ndarray, off: int) -> np.ndarray:
         """Auto-exposure with lag and a gain cap, plus gain-dependent sensor noise: dark scenes come out darker
         *and* noisier, as on real headsets."""
         luma = float(rgb[::4, ::4].mean()) + 1.0
@@ -498,21 +613,23 @@ class EmbeddedBackend(SimBackend):
         noise_sd = 1.0 + 2.5 * a.ae_gain
         n = rgb.size
         table = a.noise_table
-        if table is None or table.size < 2 * n:
-            # A per-device table of unit Gaussian noise read at a random offset each frame: the same statistics as
-            # fresh draws at a fraction of the cost (drawing 50k normals per frame was a third of the overhead).
-            table = a.noise_table = a.rng.standard_normal(8 * n, dtype=np.float32)
-        off = int(a.rng.integers(0, table.size - n))
+        assert table is not None
         img = rgb.astype(np.float32)
         img *= a.ae_gain
         img += table[off:off + n].reshape(rgb.shape) * np.float32(noise_sd)
         np.clip(img, 0, 255, out=img)
         return img.astype(np.uint8)
 
-    def _frame(self, a: _Avatar, p: dict[str, Any], audio_block: np.ndarray | None) -> DeviceFrame:
+    def _frame_fields(self, a: _Avatar, p: dict[str, Any], audio_block: np.ndarray | None) -> dict[str, Any]:
+        """Everything of the avatar's DeviceFrame but its images (computed while the images render)."""
         prof = a.profile
         dropped = self._dropped(a, p["events"])
         has = set(prof.modalities) - dropped
+        v: RenderedView | None = p.get("view")
+        noise_offset = None
+        if v is not None and v.rgb:
+            r = self.scenario.render
+            noise_offset = self._noise_offset(a, r.height_px * r.width_px * 3)
         g = p["gaze"]
         gaze = None
         if "gaze" in has:
@@ -545,19 +662,15 @@ class EmbeddedBackend(SimBackend):
             "activity_recognition": a.motion.current_activity,
             "intent_prediction": self.scenario.objects[seg.interact].category if seg.interact is not None else "none",
         }
-        return DeviceFrame(
+        return dict(
             device_id=a.device_id, user_id=self.scenario.avatars[a.index].name, profile=prof.name,
-            step=self._k, sim_time_s=self._t, wall_time_ns=time.time_ns(),
-            rgb=p["rgb"], depth_m=p["depth"] if "depth" in has else None, segmentation=p["seg"], gaze=gaze,
+            step=self._k, sim_time_s=self._t, wall_time_ns=time.time_ns(), gaze=gaze,
             audio=audio, head_pose=pose, imu=imu, hands=hands,
             lighting=LightingState(rl.intensity, rl.illuminance_lux, rl.color_temperature_k, rl.lights_on),
             camera_fov_y_deg=float(self._model.cam_fovy[self._index.camera[a.index]]),
             labels=labels, active_tasks=seg.tasks or tuple(TASKS), room=p["room"], events=tuple(sorted(p["events"])),
+            _noise_offset=noise_offset, _has_depth="depth" in has,
         )
-
-
-def p_render_total(pending: list[dict[str, Any]]) -> float:
-    return float(sum(p.get("render_s", 0.0) for p in pending))
 
 
 class _AudioScene:

@@ -22,6 +22,7 @@ oversized message raises :class:`StreamProtocolError` whose ``reason`` is a shor
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -147,6 +148,9 @@ class Compression:
         return getattr(self, name, "raw") if name in ("rgb", "depth_m", "segmentation", "audio") else "raw"
 
 
+_DEFAULT_COMPRESSION = Compression()
+
+
 @dataclass(frozen=True)
 class Limits:
     """What a decoder accepts. Anything larger is rejected (and counted) before it is decompressed or allocated."""
@@ -216,6 +220,7 @@ def _check_topic_name(what: str, name: str) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=4096)
 def frame_topic(device_id: str, channel: str = "frame") -> bytes:
     """``xrfed/<device_id>/<channel>`` as bytes."""
     return f"{FRAME_TOPIC_PREFIX}{_check_topic_name('device_id', device_id)}/" \
@@ -237,16 +242,43 @@ def _le(arr: np.ndarray) -> np.ndarray:
     return a
 
 
-def _encode_part(name: str, arr: np.ndarray, encoding: str, comp: Compression) -> tuple[dict[str, Any], Any]:
-    a = _le(np.asarray(arr))
-    dtype = "bool" if a.dtype == np.bool_ else a.dtype.name
-    if dtype not in _WIRE_DTYPES:
-        raise StreamProtocolError("bad_dtype", f"part {name!r}: dtype {a.dtype} is not a wire dtype {_WIRE_DTYPES}")
-    desc: dict[str, Any] = {"name": name, "dtype": dtype, "shape": list(a.shape), "encoding": encoding,
-                            "nbytes": int(a.nbytes)}
-    spec = PART_SPECS.get(name)
-    if spec is not None:
-        desc["units"] = spec.units
+# Descriptors depend only on (name, dtype, shape, encoding[, quality]), which stay the same frame after frame, so
+# both sides keep them ready: the encoder their JSON text, the decoder their parsed and checked form (bounded caches;
+# a publisher with ever-changing shapes just misses).
+_CACHE_MAX = 256
+_DESC_JSON: dict[tuple[Any, ...], bytes] = {}
+
+
+def _wire_dtype(dt: np.dtype) -> str:
+    return "bool" if dt == np.bool_ else dt.name
+
+
+def _desc_json(name: str, a: np.ndarray, encoding: str, comp: Compression) -> bytes:
+    key = (name, a.dtype, a.shape, encoding, comp.jpeg_quality if encoding == "jpeg" else None)
+    js = _DESC_JSON.get(key)
+    if js is None:
+        dtype = _wire_dtype(a.dtype)
+        if dtype not in _WIRE_DTYPES:
+            raise StreamProtocolError("bad_dtype", f"part {name!r}: dtype {a.dtype} is not a wire dtype {_WIRE_DTYPES}")
+        desc: dict[str, Any] = {"name": name, "dtype": dtype, "shape": list(a.shape), "encoding": encoding,
+                                "nbytes": int(a.nbytes)}
+        spec = PART_SPECS.get(name)
+        if spec is not None:
+            desc["units"] = spec.units
+        if encoding == "jpeg":
+            desc["quality"] = int(comp.jpeg_quality)
+        js = _json(desc)
+        if len(_DESC_JSON) >= _CACHE_MAX:
+            _DESC_JSON.clear()
+        _DESC_JSON[key] = js
+    return js
+
+
+def _encode_part(name: str, arr: np.ndarray, encoding: str, comp: Compression) -> tuple[bytes, Any]:
+    """The descriptor (JSON text) and the payload of one array."""
+    a = arr if (type(arr) is np.ndarray and arr.flags.c_contiguous and arr.dtype.byteorder in "=|<"
+                and (np.little_endian or arr.dtype.byteorder != "=")) else _le(np.asarray(arr))
+    desc = _desc_json(name, a, encoding, comp)
     if encoding == "raw":
         payload: Any = a.data if a.nbytes >= 4096 else a.tobytes()
     elif encoding == "zlib":
@@ -261,7 +293,6 @@ def _encode_part(name: str, arr: np.ndarray, encoding: str, comp: Compression) -
             Image.fromarray(a).save(buf, format="PNG", compress_level=1)
         else:
             Image.fromarray(a).save(buf, format="JPEG", quality=int(comp.jpeg_quality))
-            desc["quality"] = int(comp.jpeg_quality)
         payload = buf.getvalue()
     else:
         raise StreamProtocolError("bad_encoding", f"part {name!r}: unknown encoding {encoding!r}, known {ENCODINGS}")
@@ -279,14 +310,17 @@ def encode_arrays_message(topic: bytes, header: Mapping[str, Any], arrays: Mappi
 
     ``header`` must already hold ``proto``/``v``/``kind`` and the metadata; ``parts`` is filled in here.
     """
-    comp = compression or Compression()
+    comp = compression or _DEFAULT_COMPRESSION
     descs, payloads = [], []
     names = [n for n in _PART_ORDER if n in arrays] + sorted(n for n in arrays if n not in PART_SPECS)
     for name in names:
         d, p = _encode_part(name, arrays[name], comp.encoding_for(name), comp)
         descs.append(d)
         payloads.append(p)
-    return [topic, _json({**header, "parts": descs}), *payloads]
+    # "parts" goes last, spliced in as ready-made JSON text (see _DESC_JSON)
+    meta = _json({k: v for k, v in header.items() if k != "parts"})
+    head = meta[:-1] + (b',"parts":[' if len(meta) > 2 else b'{"parts":[') + b",".join(descs) + b"]}"
+    return [topic, head, *payloads]
 
 
 def encode_frame(frame: DeviceFrame, *, seq: int, session: str, publisher: str, channel: str = "frame",
@@ -340,7 +374,20 @@ def _require(cond: bool, reason: str, detail: str) -> None:
         raise StreamProtocolError(reason, detail)
 
 
-def _decode_part(desc: Any, payload: memoryview, limits: Limits) -> tuple[str, np.ndarray]:
+@dataclass(frozen=True)
+class _Part:
+    """A checked buffer descriptor: everything decoding needs but the limits (checked per message)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    count: int
+    nbytes: int
+    encoding: str
+
+
+def _check_desc(desc: Any) -> _Part:
+    """Check one buffer descriptor against the wire format (not the limits)."""
     _require(isinstance(desc, dict), "bad_header", f"part descriptor must be an object, got {type(desc).__name__}")
     name, dtype, shape, enc = desc.get("name"), desc.get("dtype"), desc.get("shape"), desc.get("encoding", "raw")
     _require(isinstance(name, str) and bool(name), "bad_header", f"part name must be a string, got {name!r}")
@@ -353,42 +400,87 @@ def _decode_part(desc: Any, payload: memoryview, limits: Limits) -> tuple[str, n
         _require(dtype == spec.dtype, "bad_dtype", f"part {name!r}: expected dtype {spec.dtype}, got {dtype}")
         _require(spec.ndim is None or len(shape) == spec.ndim, "bad_shape",
                  f"part {name!r}: expected {spec.ndim} dimensions, got shape {shape}")
+    _require(enc in ENCODINGS, "bad_encoding", f"part {name!r}: unknown encoding {enc!r}, known {ENCODINGS}")
+    if enc in ("png", "jpeg"):
+        _require(dtype == "uint8" and (len(shape) == 2 or (len(shape) == 3 and shape[2] == 3)), "bad_encoding",
+                 f"part {name!r}: {enc} carries uint8 [H, W] or [H, W, 3], header says {dtype} {shape}")
     np_dtype = np.dtype(np.bool_) if dtype == "bool" else np.dtype(dtype).newbyteorder("<")
     count = math.prod(shape)
-    nbytes = count * np_dtype.itemsize
-    _require(nbytes <= limits.max_part_bytes, "oversized",
-             f"part {name!r}: {nbytes} decoded bytes > limit {limits.max_part_bytes}")
+    return _Part(name, np_dtype, tuple(shape), count, count * np_dtype.itemsize, enc)
+
+
+_PARTS_SEP = b',"parts":'
+_PARTS_CACHE: dict[bytes, tuple[tuple[Any, ...], tuple[_Part, ...]]] = {}
+
+
+def _parse_header(raw: bytes) -> tuple[Any, tuple[_Part, ...] | None]:
+    """``json.loads(raw)``, with the descriptors of a ``"parts"`` array that ends the header parsed and checked once
+    per distinct array text (frame after frame it is the same text). Equivalent to a full parse: the cache is used
+    only when the text before ``,"parts":`` closed with ``}`` is itself a non-empty JSON object, so the whole is
+    that object plus the key ``parts``."""
+    cut = raw.rfind(_PARTS_SEP)
+    if cut > 1 and raw.endswith(b"]}"):
+        tail = raw[cut + len(_PARTS_SEP):-1]
+        hit = _PARTS_CACHE.get(tail)
+        if hit is not None:
+            try:
+                head = json.loads(raw[:cut] + b"}")
+            except ValueError:
+                head = None
+            if isinstance(head, dict) and head:
+                head["parts"] = [dict(d) for d in hit[0]]
+                return head, hit[1]
+    header = json.loads(raw)
+    if isinstance(header, dict) and cut > 1 and raw.endswith(b"]}") and isinstance(header.get("parts"), list):
+        # remember this descriptor array if it is well-formed (a malformed one raises on use, never cached)
+        tail = raw[cut + len(_PARTS_SEP):-1]
+        try:
+            if json.loads(tail) == header["parts"]:
+                checked = tuple(_check_desc(d) for d in header["parts"])
+                if len(_PARTS_CACHE) >= _CACHE_MAX:
+                    _PARTS_CACHE.clear()
+                _PARTS_CACHE[tail] = (tuple(header["parts"]), checked)
+        except (ValueError, StreamProtocolError):
+            pass
+    return header, None
+
+
+def _decode_part(desc: Any, payload: memoryview, limits: Limits, part: _Part | None = None) -> tuple[str, np.ndarray]:
+    """One buffer as an array; ``part`` is ``desc`` already checked (from the header cache)."""
+    if part is None:
+        part = _check_desc(desc)
+    name, nbytes, enc = part.name, part.nbytes, part.encoding
+    if not (nbytes <= limits.max_part_bytes):
+        raise StreamProtocolError("oversized", f"part {name!r}: {nbytes} decoded bytes > limit {limits.max_part_bytes}")
     if enc == "raw":
-        _require(payload.nbytes == nbytes, "size_mismatch",
-                 f"part {name!r}: shape {shape} {dtype} needs {nbytes} bytes, buffer has {payload.nbytes}")
-        a = np.frombuffer(payload, dtype=np_dtype, count=count)
+        if not (payload.nbytes == nbytes):
+            raise StreamProtocolError("size_mismatch", f"part {name!r}: shape {list(part.shape)} {part.dtype.name} needs {nbytes} bytes, buffer has "
+                 f"{payload.nbytes}")
+        a = np.frombuffer(payload, dtype=part.dtype, count=part.count)
     elif enc == "zlib":
         d = zlib.decompressobj()
         try:
             raw = d.decompress(payload, nbytes + 1)  # bounded: a zip bomb cannot inflate past the declared size
         except zlib.error as exc:
             raise StreamProtocolError("bad_payload", f"part {name!r}: zlib: {exc}") from None
-        _require(len(raw) == nbytes and d.eof, "size_mismatch",
-                 f"part {name!r}: zlib payload does not inflate to exactly {nbytes} bytes")
-        a = np.frombuffer(raw, dtype=np_dtype, count=count)
-    elif enc in ("png", "jpeg"):
-        _require(dtype == "uint8" and (len(shape) == 2 or (len(shape) == 3 and shape[2] == 3)), "bad_encoding",
-                 f"part {name!r}: {enc} carries uint8 [H, W] or [H, W, 3], header says {dtype} {shape}")
+        if not (len(raw) == nbytes and d.eof):
+            raise StreamProtocolError("size_mismatch", f"part {name!r}: zlib payload does not inflate to exactly {nbytes} bytes")
+        a = np.frombuffer(raw, dtype=part.dtype, count=part.count)
+    else:  # png / jpeg (checked: uint8 [H, W] or [H, W, 3])
         from PIL import Image
 
+        shape = part.shape
         try:
             with Image.open(io.BytesIO(payload)) as im:
                 # Check the declared size before decoding pixels, so a lying header cannot allocate more.
-                _require(im.size == (shape[1], shape[0]), "size_mismatch",
-                         f"part {name!r}: image is {im.size[0]}x{im.size[1]}, header says {shape[1]}x{shape[0]}")
+                if not (im.size == (shape[1], shape[0])):
+                    raise StreamProtocolError("size_mismatch", f"part {name!r}: image is {im.size[0]}x{im.size[1]}, header says {shape[1]}x{shape[0]}")
                 a = np.asarray(im.convert("RGB" if len(shape) == 3 else "L"))
         except StreamProtocolError:
             raise
         except Exception as exc:  # Pillow raises many types for corrupt data
             raise StreamProtocolError("bad_payload", f"part {name!r}: {enc}: {exc}") from None
-    else:
-        raise StreamProtocolError("bad_encoding", f"part {name!r}: unknown encoding {enc!r}, known {ENCODINGS}")
-    return name, a.reshape(shape)
+    return name, a.reshape(part.shape)
 
 
 def decode_message(parts: Sequence[Any], limits: Limits | None = None, *, arrays: bool = True) -> StreamMessage:
@@ -398,42 +490,54 @@ def decode_message(parts: Sequence[Any], limits: Limits | None = None, *, arrays
     ``arrays=False`` checks the header only (what a latest-only drain needs for messages it will skip).
     """
     lim = limits or Limits()
-    _require(len(parts) >= 2, "too_few_parts", f"expected [topic, header, buffers...], got {len(parts)} part(s)")
-    _require(len(parts) - 2 <= lim.max_parts, "oversized", f"{len(parts) - 2} buffers > limit {lim.max_parts}")
+    if not (len(parts) >= 2):
+        raise StreamProtocolError("too_few_parts", f"expected [topic, header, buffers...], got {len(parts)} part(s)")
+    if not (len(parts) - 2 <= lim.max_parts):
+        raise StreamProtocolError("oversized", f"{len(parts) - 2} buffers > limit {lim.max_parts}")
     views = [_buffer(p) for p in parts]
     total = sum(v.nbytes for v in views)
-    _require(total <= lim.max_message_bytes, "oversized", f"{total} bytes > limit {lim.max_message_bytes}")
-    _require(views[1].nbytes <= lim.max_header_bytes, "oversized",
-             f"header of {views[1].nbytes} bytes > limit {lim.max_header_bytes}")
+    if not (total <= lim.max_message_bytes):
+        raise StreamProtocolError("oversized", f"{total} bytes > limit {lim.max_message_bytes}")
+    if not (views[1].nbytes <= lim.max_header_bytes):
+        raise StreamProtocolError("oversized", f"header of {views[1].nbytes} bytes > limit {lim.max_header_bytes}")
     try:
         topic = views[0].tobytes().decode()
-        header = json.loads(views[1].tobytes().decode())
+        raw_header = views[1].tobytes()
+        raw_header.decode()  # UTF-8 or nothing (json.loads would also take UTF-16/32 bytes)
+        header, checked = _parse_header(raw_header)
     except (UnicodeDecodeError, ValueError) as exc:
         raise StreamProtocolError("bad_header", f"topic/header is not UTF-8 JSON: {exc}") from None
-    _require(isinstance(header, dict), "bad_header", f"header must be a JSON object, got {type(header).__name__}")
-    _require(header.get("proto") == PROTOCOL, "bad_proto", f"proto must be {PROTOCOL!r}, got {header.get('proto')!r}")
-    _require(header.get("v") == VERSION, "bad_version", f"protocol version {header.get('v')!r}; this reader "
+    if not (isinstance(header, dict)):
+        raise StreamProtocolError("bad_header", f"header must be a JSON object, got {type(header).__name__}")
+    if not (header.get("proto") == PROTOCOL):
+        raise StreamProtocolError("bad_proto", f"proto must be {PROTOCOL!r}, got {header.get('proto')!r}")
+    if not (header.get("v") == VERSION):
+        raise StreamProtocolError("bad_version", f"protocol version {header.get('v')!r}; this reader "
                                                          f"speaks {VERSION}")
     kind = header.get("kind")
-    _require(kind in ("frame", "heartbeat"), "bad_header", f"kind must be 'frame' or 'heartbeat', got {kind!r}")
+    if kind not in ("frame", "heartbeat"):
+        raise StreamProtocolError("bad_header", f"kind must be 'frame' or 'heartbeat', got {kind!r}")
     descs = header.get("parts", [])
-    _require(isinstance(descs, list) and len(descs) == len(parts) - 2, "part_count",
-             f"header lists {len(descs) if isinstance(descs, list) else descs!r} parts, message has "
+    if not (isinstance(descs, list) and len(descs) == len(parts) - 2):
+        raise StreamProtocolError("part_count", f"header lists {len(descs) if isinstance(descs, list) else descs!r} parts, message has "
              f"{len(parts) - 2} buffers")
     if kind == "frame":
         for key, typ in (("device_id", str), ("step", int), ("sim_time_s", (int, float)), ("seq", int)):
-            _require(isinstance(header.get(key), typ) and not isinstance(header.get(key), bool), "bad_header",
-                     f"frame header field {key!r} missing or of the wrong type: {header.get(key)!r}")
-        _require(topic.startswith(f"{FRAME_TOPIC_PREFIX}{header['device_id']}/"), "topic_mismatch",
-                 f"topic {topic!r} does not belong to device {header['device_id']!r}")
+            if not (isinstance(header.get(key), typ) and not isinstance(header.get(key), bool)):
+                raise StreamProtocolError("bad_header", f"frame header field {key!r} missing or of the wrong type: {header.get(key)!r}")
+        if not (topic.startswith(f"{FRAME_TOPIC_PREFIX}{header['device_id']}/")):
+            raise StreamProtocolError("topic_mismatch", f"topic {topic!r} does not belong to device {header['device_id']!r}")
     else:
-        _require(topic.startswith(HEARTBEAT_TOPIC_PREFIX), "topic_mismatch", f"heartbeat on topic {topic!r}")
+        if not (topic.startswith(HEARTBEAT_TOPIC_PREFIX)):
+            raise StreamProtocolError("topic_mismatch", f"heartbeat on topic {topic!r}")
     out: dict[str, np.ndarray] = {}
     if arrays:
-        for desc, payload in zip(descs, views[2:], strict=True):
-            name, a = _decode_part(desc, payload, lim)
-            _require(name not in out, "bad_header", f"part {name!r} appears twice")
+        for i, (desc, payload) in enumerate(zip(descs, views[2:], strict=True)):
+            name, a = _decode_part(desc, payload, lim, checked[i] if checked is not None else None)
+            if not (name not in out):
+                raise StreamProtocolError("bad_header", f"part {name!r} appears twice")
             out[name] = a
         if "audio" in out:
-            _require(isinstance(header.get("audio_hz"), int), "bad_header", "an audio part needs an integer audio_hz")
+            if not (isinstance(header.get("audio_hz"), int)):
+                raise StreamProtocolError("bad_header", "an audio part needs an integer audio_hz")
     return StreamMessage(topic=topic, header=header, arrays=out, wire_bytes=total)

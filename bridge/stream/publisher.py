@@ -33,6 +33,9 @@ __all__ = ["PublisherConfig", "PublisherStats", "Publisher", "SocketState"]
 
 _SUBSET_NAMES = (*MODALITY_ATTR, "segmentation")
 
+_SNDMORE = 2  # zmq.SNDMORE
+_ZERO_COPY_MIN = 16384  # bytes; smaller parts are copied into the message
+
 
 class SocketState(enum.Enum):
     UNOPENED = "unopened"
@@ -158,7 +161,11 @@ class Publisher:
 
         sock = self._open_sock().sock
         try:
-            sock.send_multipart(parts, copy=False)
+            # send_multipart, minus its per-part checks: small parts copied (cheaper than a zero-copy frame), large
+            # ones zero-copy. Half the cost of send_multipart for a 12-part frame (measured).
+            last = len(parts) - 1
+            for i, p in enumerate(parts):
+                sock.send(p, _SNDMORE if i < last else 0, copy=memoryview(p).nbytes < _ZERO_COPY_MIN)
         except zmq.Again as exc:
             raise TransportError(f"publisher: lossless send blocked for {self.config.send_timeout_s} s (subscriber "
                                  f"not reading?)") from exc

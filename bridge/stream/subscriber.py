@@ -196,9 +196,18 @@ class Subscriber:
 
         sock = self._open_sock().sock
         try:
-            if timeout_s > 0 and not sock.poll(int(timeout_s * 1000), zmq.POLLIN):
-                return None
-            return sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            try:  # a message already queued needs no poll (one system call less per message in a busy stream)
+                first = sock.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                if timeout_s <= 0 or not sock.poll(int(timeout_s * 1000), zmq.POLLIN):
+                    return None
+                first = sock.recv(zmq.NOBLOCK, copy=False)
+            # recv_multipart, reading each frame's ``more`` flag instead of a RCVMORE socket option per part: half
+            # its cost for a 12-part frame (measured). ZeroMQ delivers the rest of a multipart message atomically.
+            parts = [first]
+            while parts[-1].more:
+                parts.append(sock.recv(copy=False))
+            return parts
         except zmq.Again:
             return None
         except zmq.ZMQError as exc:

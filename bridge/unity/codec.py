@@ -255,14 +255,20 @@ def _plain(v: Any) -> Any:
     return v
 
 
+_EMBEDDED_ONLY_RENDER_KEYS = ("cull", "process")
+
+
 def scenario_to_dict(sc: Scenario) -> dict[str, Any]:
     """Every field of a validated scenario (defaults filled in), as the ``load_scenario`` message carries it.
 
     The C# ``ScenarioModel`` reads exactly these keys, so a scene built in Unity and the embedded scene start from
-    the same numbers. ``source_yaml`` stays behind (the scene needs the values, not the text).
+    the same numbers. ``source_yaml`` stays behind (the scene needs the values, not the text), and so do the
+    embedded renderer's own performance switches (``render.cull``, ``render.process``), which change no pixel.
     """
     d = asdict(sc)
     d.pop("source_yaml", None)
+    for key in _EMBEDDED_ONLY_RENDER_KEYS:
+        d["render"].pop(key, None)
     d["task_scripts"] = {name: asdict(s) for name, s in sc.task_scripts.items()}
     return _plain(d)
 

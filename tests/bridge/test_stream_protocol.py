@@ -163,3 +163,44 @@ def test_topics_reject_separators_and_compression_rejects_unknown_codecs():
         Compression(depth_m="jpeg")
     assert Compression.parse("rgb=jpeg,depth=zlib,jpeg_quality=70") == Compression(rgb="jpeg", depth_m="zlib",
                                                                                     jpeg_quality=70)
+
+
+# -- the decoder's cache of descriptor arrays must never change what a header means ----------------------------
+def _with_header(parts, header_text: bytes):
+    return [parts[0], header_text, *parts[2:]]
+
+
+def test_cached_descriptors_decode_like_a_full_parse():
+    parts = _valid_parts()
+    first, second = decode_message(parts), decode_message(parts)  # the second one uses the cache
+    assert first.header == second.header == json.loads(parts[1])
+    for name in first.arrays:
+        np.testing.assert_array_equal(first.arrays[name], second.arrays[name])
+    second.header["parts"][0]["name"] = "mutated"  # a caller's header is its own
+    assert decode_message(parts).header["parts"][0]["name"] == "rgb"
+
+
+def test_header_tricks_around_the_cache():
+    parts = _valid_parts()
+    decode_message(parts)  # cache this descriptor array
+    text = parts[1]
+    cut = text.rfind(b',"parts":')
+    tail = text[cut:]
+    # "parts" first (no ',"parts":' at all): a plain parse, same arrays
+    head = json.loads(text)
+    reordered = json.dumps({"parts": head["parts"], **{k: v for k, v in head.items() if k != "parts"}}).encode()
+    assert decode_message(_with_header(parts, reordered)).arrays.keys() == decode_message(parts).arrays.keys()
+    # a broken text before the cached tail is still a broken header
+    with pytest.raises(StreamProtocolError) as e:
+        decode_message(_with_header(parts, b'{"proto":"xrfed-stream",' + tail))
+    assert e.value.reason == "bad_header"
+    # an empty object before the tail ('{,"parts":...}') is not JSON
+    with pytest.raises(StreamProtocolError) as e:
+        decode_message(_with_header(parts, b"{" + tail))
+    assert e.value.reason == "bad_header"
+    # the tail quoted inside a string value is not the parts array
+    sneaky = json.dumps({**{k: v for k, v in head.items() if k != "parts"},
+                         "room": tail.decode() + "}"}).encode()[:-1] + b',"parts":[]}'
+    with pytest.raises(StreamProtocolError) as e:
+        decode_message(_with_header(parts, sneaky))
+    assert e.value.reason == "part_count"
