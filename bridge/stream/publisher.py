@@ -17,7 +17,6 @@ of every topic and the device list, so subscribers detect tail losses, learn the
 
 from __future__ import annotations
 
-import enum
 import secrets
 import time
 from collections.abc import Iterable, Mapping
@@ -27,7 +26,7 @@ from typing import Any
 from ..errors import BridgeError, TransportError
 from ..frame import MODALITY_ATTR, DeviceFrame
 from .protocol import Compression, encode_frame, encode_heartbeat, frame_topic
-from .security import CurveConfig, SecuredSocket
+from .security import CurveConfig, SecuredSocket, SocketEndpoint, SocketState
 
 __all__ = ["PublisherConfig", "PublisherStats", "Publisher", "SocketState"]
 
@@ -35,12 +34,6 @@ _SUBSET_NAMES = (*MODALITY_ATTR, "segmentation")
 
 _SNDMORE = 2  # zmq.SNDMORE
 _ZERO_COPY_MIN = 16384  # bytes; smaller parts are copied into the message
-
-
-class SocketState(enum.Enum):
-    UNOPENED = "unopened"
-    OPEN = "open"
-    CLOSED = "closed"
 
 
 @dataclass(frozen=True)
@@ -93,16 +86,17 @@ class PublisherStats:
     heartbeats: int = 0
 
 
-class Publisher:
+class Publisher(SocketEndpoint):
     """A stream publisher. ``open()`` (or ``with``) binds/connects; ``publish(frame)``; ``close()``."""
 
+    _role = "publisher"
+
     def __init__(self, config: PublisherConfig, *, step_dt_s: float | None = None):
+        super().__init__()
         self.config = config
         self.step_dt_s = step_dt_s
         self.session = secrets.token_hex(8)
         self.stats = PublisherStats()
-        self._state = SocketState.UNOPENED
-        self._sock: SecuredSocket | None = None
         self._seq: dict[str, int] = {}
         self._devices: dict[str, dict[str, str]] = {}
         self._next_hb = 0.0
@@ -110,22 +104,9 @@ class Publisher:
         self._subscriptions: list[bytes] = []
 
     # -- lifecycle ------------------------------------------------------------------------------------
-    @property
-    def state(self) -> SocketState:
-        return self._state
-
-    @property
-    def endpoint(self) -> str:
-        """The bound endpoint with the real port (after ``open``), or the connect endpoints."""
-        return self._open_sock().endpoint
-
-    def open(self) -> Publisher:
+    def _make_socket(self) -> SecuredSocket:
         import zmq
 
-        if self._state is SocketState.CLOSED:
-            raise TransportError("publisher: open() after close()")
-        if self._state is SocketState.OPEN:
-            return self
         cfg = self.config
         hwm = cfg.sndhwm if cfg.sndhwm is not None else (16 if cfg.mode == "latest" else 10_000)
         opts: dict[int, Any] = {zmq.SNDHWM: hwm}
@@ -133,27 +114,7 @@ class Publisher:
             opts[zmq.XPUB_NODROP] = 1
             opts[zmq.SNDTIMEO] = int(cfg.send_timeout_s * 1000)
         # XPUB (not PUB) so wait_for_subscriber() can see subscriptions arrive (the "slow joiner" problem).
-        self._sock = SecuredSocket(zmq.XPUB, bind=cfg.bind, connect=cfg.connect, curve=cfg.curve, options=opts)
-        self._state = SocketState.OPEN
-        return self
-
-    def close(self) -> None:
-        """Close the socket and its context. Idempotent."""
-        if self._sock is not None:
-            self._sock.close()
-        self._state = SocketState.CLOSED
-
-    def __enter__(self) -> Publisher:
-        return self.open()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _open_sock(self) -> SecuredSocket:
-        if self._state is not SocketState.OPEN or self._sock is None:
-            raise TransportError(f"publisher is {self._state.value}; call open() first"
-                                 if self._state is SocketState.UNOPENED else "publisher used after close()")
-        return self._sock
+        return SecuredSocket(zmq.XPUB, bind=cfg.bind, connect=cfg.connect, curve=cfg.curve, options=opts)
 
     # -- sending --------------------------------------------------------------------------------------
     def _send(self, parts: list[Any]) -> int:

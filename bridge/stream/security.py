@@ -10,13 +10,14 @@ publisher keys).
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from ..errors import BridgeError
+from ..errors import BridgeError, TransportError
 
 __all__ = ["CurveConfig", "generate_keypair", "load_key_file", "SecuredSocket"]
 
@@ -162,3 +163,70 @@ class SecuredSocket:
             self.auth = None
         if not self.ctx.closed:
             self.ctx.term()
+
+
+class SocketState(enum.Enum):
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+_E = TypeVar("_E", bound="SocketEndpoint")
+
+
+class SocketEndpoint:
+    """The lifecycle a stream publisher and subscriber share: ``open()`` (or ``with``) makes the socket once,
+    ``close()`` ends it for good (idempotent), and using it outside that window is a clear error."""
+
+    _role = "endpoint"  # for messages: "publisher" / "subscriber"
+
+    def __init__(self) -> None:
+        self._state = SocketState.UNOPENED
+        self._sock: SecuredSocket | None = None
+
+    def _make_socket(self) -> SecuredSocket:
+        raise NotImplementedError
+
+    def _opened(self) -> None:
+        """Called once the socket exists."""
+
+    @property
+    def state(self) -> SocketState:
+        return self._state
+
+    @property
+    def endpoint(self) -> str:
+        """The bound endpoint with the real port (after ``open``), or the connect endpoints."""
+        return self._open_sock().endpoint
+
+    @property
+    def denied_keys(self) -> int:
+        """Handshakes refused by the CURVE allow-list (binding side with ``allowed_keys`` only)."""
+        return self._sock.denied_keys if self._sock is not None else 0
+
+    def open(self: _E) -> _E:
+        if self._state is SocketState.CLOSED:
+            raise TransportError(f"{self._role}: open() after close()")
+        if self._state is SocketState.UNOPENED:
+            self._sock = self._make_socket()
+            self._state = SocketState.OPEN
+            self._opened()
+        return self
+
+    def close(self) -> None:
+        """Close the socket and its context. Idempotent."""
+        if self._sock is not None:
+            self._sock.close()
+        self._state = SocketState.CLOSED
+
+    def __enter__(self: _E) -> _E:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _open_sock(self) -> SecuredSocket:
+        if self._state is not SocketState.OPEN or self._sock is None:
+            raise TransportError(f"{self._role} is {self._state.value}; call open() first"
+                                 if self._state is SocketState.UNOPENED else f"{self._role} used after close()")
+        return self._sock

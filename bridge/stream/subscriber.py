@@ -31,8 +31,7 @@ from .protocol import (
     StreamProtocolError,
     decode_message,
 )
-from .publisher import SocketState
-from .security import CurveConfig, SecuredSocket
+from .security import CurveConfig, SecuredSocket, SocketEndpoint
 
 __all__ = ["SubscriberConfig", "SubscriberStats", "PublisherInfo", "GapEvent", "Subscriber"]
 
@@ -107,32 +106,20 @@ class PublisherInfo:
     step_dt_s: float | None = None
 
 
-class Subscriber:
+class Subscriber(SocketEndpoint):
     """A stream subscriber (see module docstring). ``open()`` (or ``with``) connects/binds; ``close()``."""
 
+    _role = "subscriber"
+
     def __init__(self, config: SubscriberConfig):
+        super().__init__()
         self.config = config
         self.stats = SubscriberStats()
         self.publishers: dict[str, PublisherInfo] = {}
-        self._state = SocketState.UNOPENED
-        self._sock: SecuredSocket | None = None
         self._last_seq: dict[str, tuple[str, int]] = {}  # topic -> (session, seq)
         self._last_activity = time.monotonic()
 
     # -- lifecycle ------------------------------------------------------------------------------------
-    @property
-    def state(self) -> SocketState:
-        return self._state
-
-    @property
-    def endpoint(self) -> str:
-        return self._open_sock().endpoint
-
-    @property
-    def denied_keys(self) -> int:
-        """Handshakes refused by the CURVE allow-list (binding side with ``allowed_keys`` only)."""
-        return self._sock.denied_keys if self._sock is not None else 0
-
     def _make_socket(self) -> SecuredSocket:
         import zmq
 
@@ -145,31 +132,9 @@ class Subscriber:
             s.sock.setsockopt(zmq.SUBSCRIBE, t.encode())
         return s
 
-    def open(self) -> Subscriber:
-        if self._state is SocketState.CLOSED:
-            raise TransportError("subscriber: open() after close()")
-        if self._state is SocketState.UNOPENED:
-            self._sock = self._make_socket()
-            self._state = SocketState.OPEN
-            self._last_activity = time.monotonic()
-        return self
+    def _opened(self) -> None:
+        self._last_activity = time.monotonic()
 
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-        self._state = SocketState.CLOSED
-
-    def __enter__(self) -> Subscriber:
-        return self.open()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _open_sock(self) -> SecuredSocket:
-        if self._state is not SocketState.OPEN or self._sock is None:
-            raise TransportError(f"subscriber is {self._state.value}; call open() first"
-                                 if self._state is SocketState.UNOPENED else "subscriber used after close()")
-        return self._sock
 
     # -- liveness -------------------------------------------------------------------------------------
     def alive(self, publisher: str | None = None) -> bool:
