@@ -37,7 +37,7 @@ from ..scenario import EVENT_KINDS, Scenario, load_scenario
 from ..tasks import MODALITIES, TASKS
 from .lighting import LightingSchedule, RoomLight, cct_to_rgb
 from .motion import AvatarMotion, ScriptRunner, SegmentPlan, matrix_to_quat
-from .views import FrustumCuller, RenderedView, add_capsules
+from .views import FrustumCuller, RenderedView, render_view
 
 __all__ = ["EmbeddedBackend", "EmbeddedStats"]
 
@@ -518,21 +518,7 @@ class EmbeddedBackend(SimBackend):
 
     def _draw(self, v: RenderedView) -> dict[str, np.ndarray | None]:
         """Render one view in this process (the GL context lives in this thread)."""
-        d, r = self._data, self._renderer
-        self._model.vis.headlight.ambient[:] = v.ambient
-        if self._cull is not None:
-            with self._cull.hidden(d, v.camera):
-                r.update_scene(d, camera=v.camera, scene_option=self._scene_opt)
-        else:
-            r.update_scene(d, camera=v.camera, scene_option=self._scene_opt)
-        add_capsules(self._mj, r.scene, v.capsules)
-        out: dict[str, np.ndarray | None] = {"rgb": None, "depth": None, "seg": None}
-        out["rgb"], out["depth"] = self._render_rgbd(want_rgb=v.rgb, want_depth=v.depth)
-        if v.segmentation:
-            r.enable_segmentation_rendering()
-            out["seg"] = r.render()
-            r.disable_segmentation_rendering()
-        return out
+        return render_view(self._mj, self._renderer, self._data, v, self._scene_opt, culler=self._cull)
 
     def _finish_after_audio(self, a: _Avatar, p: dict[str, Any], images: dict[str, np.ndarray | None],
                             audio_job: Future[tuple[dict[str, np.ndarray], float]] | None) -> DeviceFrame:
@@ -552,7 +538,8 @@ class EmbeddedBackend(SimBackend):
     def _finish(self, a: _Avatar, p: dict[str, Any], images: dict[str, np.ndarray | None],
                 fields: dict[str, Any]) -> DeviceFrame:
         """Exposure and sensor noise, depth clean-up, segmentation ids, then the validated frame."""
-        rgb = self._expose(a, images["rgb"], fields.pop("_noise_offset")) if images["rgb"] is not None else None
+        noise_offset = fields.pop("_noise_offset")
+        rgb = self._expose(a, images["rgb"], noise_offset) if images["rgb"] is not None else None
         depth = images["depth"]
         if depth is not None:
             depth[depth >= self._zfar * 0.999] = np.inf
@@ -563,25 +550,7 @@ class EmbeddedBackend(SimBackend):
             is_geom = seg_img[..., 1] == int(self._mj.mjtObj.mjOBJ_GEOM)
             lut = self._index.geom_object
             seg = np.where(is_geom & (ids >= 0), lut[np.clip(ids, 0, len(lut) - 1)], -1).astype(np.int32)
-        fields.pop("_noise_offset", None)
         return DeviceFrame(rgb=rgb, depth_m=depth if fields.pop("_has_depth") else None, segmentation=seg, **fields)
-
-    def _render_rgbd(self, *, want_rgb: bool, want_depth: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Colour and metric depth of the scene already in the renderer.
-
-        Depth gets its own pass: MuJoCo's depth pass (segmentation flags on) matches analytic geometry exactly,
-        while the z-buffer left by the colour pass is 1-2 % off on surfaces seen at grazing angles (measured
-        against ray-plane intersections; see ``tests/bridge/test_embedded.py``), so reading both buffers from one
-        render is not worth its saving.
-        """
-        r = self._renderer
-        rgb = r.render() if want_rgb else None
-        depth = None
-        if want_depth:
-            r.enable_depth_rendering()
-            depth = r.render()
-            r.disable_depth_rendering()
-        return rgb, depth
 
     def _dropped(self, a: _Avatar, events: set[str]) -> set[str]:
         return {EVENT_KINDS[e] for e in events} | a.disabled

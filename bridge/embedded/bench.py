@@ -89,30 +89,12 @@ def _one(scenario: str, n_avatars: int, size: int, steps: int, warmup: int, seed
 def bare_render(env: Any, *, hands: bool = True) -> list[dict[str, np.ndarray]]:
     """Render every view of ``env``'s last step again with bare MuJoCo calls (see the module docstring); returns the
     raw images per view (``rgb``/``depth``/``seg``)."""
-    from .views import add_capsules
+    from .views import render_view
 
     mj, m, d, r = env._mj, env.model, env.data, env.bare_renderer()
     mj.mj_kinematics(m, d)
     mj.mj_camlight(m, d)
-    out = []
-    for v in env.last_views:
-        m.vis.headlight.ambient[:] = v.ambient
-        r.update_scene(d, camera=v.camera, scene_option=env._scene_opt)
-        if hands:
-            add_capsules(mj, r.scene, v.capsules)
-        images = {}
-        if v.rgb:
-            images["rgb"] = r.render()
-        if v.depth:
-            r.enable_depth_rendering()
-            images["depth"] = r.render()
-            r.disable_depth_rendering()
-        if v.segmentation:
-            r.enable_segmentation_rendering()
-            images["seg"] = r.render()
-            r.disable_segmentation_rendering()
-        out.append(images)
-    return out
+    return [render_view(mj, r, d, v, env._scene_opt, hands=hands) for v in env.last_views]
 
 
 def bench_sim(scenario: str = "default", avatars: tuple[int, ...] = (1, 4, 8), sizes: tuple[int, ...] = (96, 128),

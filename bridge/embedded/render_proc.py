@@ -65,7 +65,7 @@ def _serve(conn: Connection) -> None:
         import mujoco
 
         from .gl import ensure_mujoco_context
-        from .views import FrustumCuller, add_capsules
+        from .views import FrustumCuller, render_view
 
         ensure_mujoco_context(os.environ.get("MUJOCO_GL", ""))
         m = mujoco.MjModel.from_xml_string(xml)
@@ -102,23 +102,8 @@ def _serve(conn: Connection) -> None:
                 continue
             _, slot, v = msg
             t0 = time.perf_counter()
-            m.vis.headlight.ambient[:] = v.ambient
-            if culler is not None:
-                with culler.hidden(d, v.camera):
-                    r.update_scene(d, camera=v.camera, scene_option=opt)
-            else:
-                r.update_scene(d, camera=v.camera, scene_option=opt)
-            add_capsules(mujoco, r.scene, v.capsules)
-            if v.rgb:
-                r.render(out=rgb[slot])
-            if v.depth:
-                r.enable_depth_rendering()
-                r.render(out=depth[slot])
-                r.disable_depth_rendering()
-            if v.segmentation:
-                r.enable_segmentation_rendering()
-                r.render(out=seg[slot])
-                r.disable_segmentation_rendering()
+            render_view(mujoco, r, d, v, opt, culler=culler, out={"rgb": rgb[slot], "depth": depth[slot],
+                                                                   "seg": seg[slot]})
             conn.send(("done", slot, time.perf_counter() - t0,
                        (culler.culled, culler.kept) if culler is not None else (0, 0)))
         del rgb, depth, seg
