@@ -464,7 +464,7 @@ def parse_scenario(raw: Any, *, source_yaml: str = "", default_name: str = "scen
         schedule.append(LightingKeyframe(
             t_s=kd.num("t_s", lo=0.0), intensity=kd.num("intensity", 1.0, lo=0.0, hi=10.0),
             color_temperature_k=kd.num("color_temperature_k", 4000.0, lo=1500.0, hi=12000.0),
-            lights_off=bool(kd.get("lights_off", False)), flicker_hz=kd.num("flicker_hz", 0.0, lo=0.0, hi=60.0),
+            lights_off=kd.flag("lights_off", False), flicker_hz=kd.num("flicker_hz", 0.0, lo=0.0, hi=60.0),
             flicker_depth=kd.num("flicker_depth", 0.6, lo=0.0, hi=1.0), rooms=kd.strings("rooms", room_names, ()),
         ))
     if [k.t_s for k in schedule] != sorted(k.t_s for k in schedule):
@@ -516,7 +516,7 @@ def parse_scenario(raw: Any, *, source_yaml: str = "", default_name: str = "scen
         if not segs and rnd is None:
             raise ScenarioError(sp, "needs 'segments' or 'random'")
         scripts[str(sname)] = TaskScript(name=str(sname), segments=tuple(segs), random=rnd,
-                                         loop=bool(sd.get("loop", True)))
+                                         loop=sd.flag("loop", True))
 
     avatars: list[Avatar] = []
     raw_avatars = top.get("avatars")
