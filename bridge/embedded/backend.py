@@ -35,6 +35,7 @@ from ..errors import BackendError
 from ..frame import Audio, DeviceFrame, Gaze, Hands, Imu, LightingState, Pose
 from ..scenario import EVENT_KINDS, Scenario, load_scenario
 from ..tasks import MODALITIES, TASKS
+from .hands import VIEW_SEGMENTS
 from .lighting import LightingSchedule, RoomLight, cct_to_rgb
 from .motion import AvatarMotion, ScriptRunner, SegmentPlan, matrix_to_quat
 from .views import FrustumCuller, RenderedView, render_view
@@ -50,14 +51,6 @@ _GESTURE_S = 1.4
 _GESTURE_GAP_S = 0.4
 _HEARING_RANGE_M = 6.0
 _SMALL_VIEW_PX = 256 * 256  # up to this many pixels per image, render in the calling thread (see _build)
-# OpenXR joint indices: 0 palm, 1 wrist, 2-5 thumb (metacarpal..tip), then index/middle/ring/little, each
-# metacarpal, proximal, intermediate, distal, tip.
-_HAND_SEGMENTS = (
-    ((1, 12), 0.030), ((7, 22), 0.014),  # palm (wrist -> middle knuckle), knuckle line (index -> little)
-    ((3, 4), 0.010), ((4, 5), 0.009),  # thumb
-    *(((b + 1, b + 2), 0.009) for b in (6, 11, 16, 21)),  # each finger: proximal -> intermediate
-    *(((b + 2, b + 4), 0.008) for b in (6, 11, 16, 21)),  # each finger: intermediate -> tip
-)
 
 
 def _spl_gain(db: float) -> float:
@@ -556,13 +549,9 @@ class EmbeddedBackend(SimBackend):
         return {EVENT_KINDS[e] for e in events} | a.disabled
 
     def _hand_capsules(self, viewer: _Avatar) -> list[tuple[float, np.ndarray, np.ndarray]]:
-        """The wearer's raised hands as capsules in the world frame: 12 per hand (two per finger, the thumb, the palm
-        and the knuckle line), each ``(radius_m, end_a, end_b)``.
-
-        Software OpenGL pays per drawn geom, so a full 35-bone hand cost ~1 ms per frame; two segments per finger
-        keep every gesture's shape (curl, extension, pinch) at a third of that. Only the wearer's own hands are
-        drawn: other users' hands are rarely more than a few pixels at these resolutions.
-        """
+        """The wearer's raised hands as capsules in the world frame (:data:`~bridge.embedded.hands.VIEW_SEGMENTS`),
+        each ``(radius_m, end_a, end_b)``. Only the wearer's own hands are drawn: other users' hands are rarely more
+        than a few pixels at these resolutions."""
         if viewer.last_hands is None or not viewer.last_hands[1].any():
             return []
         joints, valid = viewer.last_hands  # [2, 26, 3] OpenXR head frame
@@ -571,7 +560,7 @@ class EmbeddedBackend(SimBackend):
         # to the next, and a last-bit change of a capsule end flips silhouette pixels; this stays bit-reproducible.
         j = joints.astype(np.float64)
         world = j[..., 0:1] * R[:, 0] + j[..., 1:2] * R[:, 1] + j[..., 2:3] * R[:, 2] + p  # [2, 26, 3]
-        return [(radius, world[h, i], world[h, k]) for h in range(2) if valid[h] for (i, k), radius in _HAND_SEGMENTS]
+        return [(radius, world[h, i], world[h, k]) for h in range(2) if valid[h] for (i, k), radius in VIEW_SEGMENTS]
 
     def _expose(self, a: _Avatar, rgb: np.ndarray, off: int) -> np.ndarray:
         """Auto-exposure with lag and a gain cap, plus gain-dependent sensor noise: dark scenes come out darker

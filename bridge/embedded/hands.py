@@ -29,6 +29,7 @@ __all__ = [
     "BONES",
     "hand_pose",
     "hand_capsules",
+    "VIEW_SEGMENTS",
     "HandAnimator",
 ]
 
@@ -381,6 +382,18 @@ def hand_pose(gesture: str, phase: float, side: str, *, scale: float = 1.0) -> n
     if side == "right":
         return _joints(_right_hand_pose(gesture, phase), scale)
     return _joints(_right_hand_pose(_MIRRORED.get(gesture, gesture), phase), scale) @ _MIRROR_X
+
+
+#: The capsules an egocentric view draws per valid hand, ``((joint_a, joint_b), radius_m)``: 12 per hand (two per
+#: finger, the thumb, the palm and the knuckle line). Software OpenGL pays per drawn geom, so the full skeleton of
+#: :func:`hand_capsules` (35 bones and web) cost ~1 ms per frame; two segments per finger keep every gesture's shape
+#: (curl, extension, pinch) at a third of that.
+VIEW_SEGMENTS: tuple[tuple[tuple[int, int], float], ...] = (
+    ((1, 12), 0.030), ((7, 22), 0.014),  # palm (wrist -> middle knuckle), knuckle line (index -> little)
+    ((3, 4), 0.010), ((4, 5), 0.009),  # thumb
+    *(((b + 1, b + 2), 0.009) for b in (6, 11, 16, 21)),  # each finger: proximal -> intermediate
+    *(((b + 2, b + 4), 0.008) for b in (6, 11, 16, 21)),  # each finger: intermediate -> tip
+)
 
 
 def hand_capsules(joints_head: np.ndarray, valid: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, float]]:
