@@ -62,3 +62,9 @@ def test_digest_changes_with_content(tiny_raw):
     tiny_raw["step_hz"] = 20
     b = parse_scenario(tiny_raw, source_yaml=yaml.safe_dump(tiny_raw))
     assert a.digest != b.digest
+
+
+def test_boolean_fields_take_only_true_or_false(tiny_raw):
+    tiny_raw["task_scripts"]["stare"]["loop"] = "no"
+    with pytest.raises(ScenarioError, match=r"task_scripts.stare.loop.*true or false"):
+        parse_scenario(tiny_raw)
