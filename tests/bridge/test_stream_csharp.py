@@ -31,7 +31,9 @@ def test_committed_golden_messages_match_the_python_encoder():
                     reason="Mono not installed (apt-get install mono-mcs)")
 def test_csharp_codec_reads_golden_messages_and_python_reads_its_messages(tmp_path):
     exe = tmp_path / "codec_tests.exe"
-    build = subprocess.run(["mcs", f"-out:{exe}", str(ROOT / "Assets/XRFed/Streaming/StreamCodec.cs"),
+    build = subprocess.run(["mcs", "-r:System.Numerics", f"-out:{exe}",
+                            str(ROOT / "Assets/XRFed/Streaming/StreamCodec.cs"),
+                            str(ROOT / "Assets/XRFed/Codec/CanonicalJson.cs"),  # the one JSON reader/writer
                             str(ROOT / "Tests/StreamCodec/StreamCodecTests.cs")], capture_output=True, text=True,
                            timeout=120)
     assert build.returncode == 0, build.stdout + build.stderr

@@ -25,11 +25,12 @@ namespace XRFed.Codec
             return v;
         }
 
-        /// <summary>Write a value in canonical form.</summary>
-        public static string Write(object value)
+        /// <summary>Write a value in canonical form; with <paramref name="sortKeys"/> false, object keys keep their
+        /// insertion order (the stream protocol's headers, which Python writes with <c>json.dumps</c> that way).</summary>
+        public static string Write(object value, bool sortKeys = true)
         {
             var sb = new StringBuilder();
-            WriteValue(sb, value);
+            WriteValue(sb, value, sortKeys);
             return sb.ToString();
         }
 
@@ -107,7 +108,7 @@ namespace XRFed.Codec
             digits = s.TrimEnd('0');
         }
 
-        static void WriteValue(StringBuilder sb, object v)
+        static void WriteValue(StringBuilder sb, object v, bool sortKeys)
         {
             if (v == null) { sb.Append("null"); return; }
             if (v is bool) { sb.Append((bool)v ? "true" : "false"); return; }
@@ -118,14 +119,14 @@ namespace XRFed.Codec
             if (dict != null)
             {
                 var keys = new List<string>(dict.Keys);
-                keys.Sort(string.CompareOrdinal);
+                if (sortKeys) keys.Sort(string.CompareOrdinal);
                 sb.Append('{');
                 for (int k = 0; k < keys.Count; k++)
                 {
                     if (k > 0) sb.Append(',');
                     WriteString(sb, keys[k]);
                     sb.Append(':');
-                    WriteValue(sb, dict[keys[k]]);
+                    WriteValue(sb, dict[keys[k]], sortKeys);
                 }
                 sb.Append('}');
                 return;
@@ -139,7 +140,7 @@ namespace XRFed.Codec
                 {
                     if (!first) sb.Append(',');
                     first = false;
-                    WriteValue(sb, x);
+                    WriteValue(sb, x, sortKeys);
                 }
                 sb.Append(']');
                 return;
@@ -259,11 +260,14 @@ namespace XRFed.Codec
                     case 't': sb.Append('\t'); break;
                     case 'b': sb.Append('\b'); break;
                     case 'f': sb.Append('\f'); break;
+                    case '"': sb.Append('"'); break;
+                    case '\\': sb.Append('\\'); break;
+                    case '/': sb.Append('/'); break;
                     case 'u':
                         sb.Append((char)Convert.ToInt32(s.Substring(i, 4), 16));
                         i += 4;
                         break;
-                    default: sb.Append(e); break;
+                    default: throw new FormatException("bad escape '\\" + e + "' at offset " + (i - 1));
                 }
             }
         }

@@ -6,6 +6,7 @@ using System.Globalization;
 using System.IO;
 using System.IO.Compression;
 using System.Text;
+using XRFed.Codec;
 
 namespace XRFed.Streaming
 {
@@ -173,7 +174,8 @@ namespace XRFed.Streaming
             }
             h["parts"] = descs;
             var topic = FrameTopic((string)h["device_id"], h.ContainsKey("channel") ? (string)h["channel"] : "frame");
-            var msg = new List<byte[]> { Encoding.UTF8.GetBytes(topic), Encoding.UTF8.GetBytes(Json.Write(h)) };
+            var json = CanonicalJson.Write(h, sortKeys: false);
+            var msg = new List<byte[]> { Encoding.UTF8.GetBytes(topic), Encoding.UTF8.GetBytes(json) };
             msg.AddRange(payloads);
             return msg;
         }
@@ -190,7 +192,8 @@ namespace XRFed.Streaming
                 { "session", session }, { "seq", hbSeq }, { "sent_ns", sentNs }, { "last_seq", lastSeq },
                 { "devices", devices }, { "step_dt_s", stepDtS }, { "parts", new List<object>() },
             };
-            return new List<byte[]> { Encoding.UTF8.GetBytes("xrfed-hb/" + publisher), Encoding.UTF8.GetBytes(Json.Write(h)) };
+            var json = CanonicalJson.Write(h, sortKeys: false);
+            return new List<byte[]> { Encoding.UTF8.GetBytes("xrfed-hb/" + publisher), Encoding.UTF8.GetBytes(json) };
         }
 
         /// <summary>Decode and validate a multipart message (throws <see cref="StreamProtocolException"/>).</summary>
@@ -203,7 +206,7 @@ namespace XRFed.Streaming
             try
             {
                 msg.Topic = new UTF8Encoding(false, true).GetString(frames[0]);
-                parsed = Json.Parse(new UTF8Encoding(false, true).GetString(frames[1]));
+                parsed = CanonicalJson.Parse(new UTF8Encoding(false, true).GetString(frames[1]));
             }
             catch (Exception e) when (!(e is StreamProtocolException))
             {
@@ -321,178 +324,6 @@ namespace XRFed.Streaming
                 b = (b + a) % 65521;
             }
             return (b << 16) | a;
-        }
-    }
-
-    /// <summary>A minimal JSON reader/writer (objects, arrays, strings, numbers, true/false/null): enough for the
-    /// header, with no dependency that a Unity player or Mono lacks. Integers parse as long, others as double.</summary>
-    public static class Json
-    {
-        /// <summary>Parse JSON text.</summary>
-        public static object Parse(string text)
-        {
-            int i = 0;
-            var v = Value(text, ref i);
-            Ws(text, ref i);
-            if (i != text.Length) throw new FormatException("trailing characters at " + i);
-            return v;
-        }
-
-        static void Ws(string s, ref int i)
-        {
-            while (i < s.Length && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) i++;
-        }
-
-        static object Value(string s, ref int i)
-        {
-            Ws(s, ref i);
-            if (i >= s.Length) throw new FormatException("unexpected end");
-            char c = s[i];
-            if (c == '{')
-            {
-                var d = new Dictionary<string, object>();
-                i++;
-                Ws(s, ref i);
-                if (s[i] == '}') { i++; return d; }
-                while (true)
-                {
-                    Ws(s, ref i);
-                    var key = Str(s, ref i);
-                    Ws(s, ref i);
-                    if (s[i++] != ':') throw new FormatException("expected ':'");
-                    d[key] = Value(s, ref i);
-                    Ws(s, ref i);
-                    if (s[i] == ',') { i++; continue; }
-                    if (s[i] == '}') { i++; return d; }
-                    throw new FormatException("expected ',' or '}'");
-                }
-            }
-            if (c == '[')
-            {
-                var l = new List<object>();
-                i++;
-                Ws(s, ref i);
-                if (s[i] == ']') { i++; return l; }
-                while (true)
-                {
-                    l.Add(Value(s, ref i));
-                    Ws(s, ref i);
-                    if (s[i] == ',') { i++; continue; }
-                    if (s[i] == ']') { i++; return l; }
-                    throw new FormatException("expected ',' or ']'");
-                }
-            }
-            if (c == '"') return Str(s, ref i);
-            if (s.Length - i >= 4 && string.CompareOrdinal(s, i, "true", 0, 4) == 0) { i += 4; return true; }
-            if (s.Length - i >= 5 && string.CompareOrdinal(s, i, "false", 0, 5) == 0) { i += 5; return false; }
-            if (s.Length - i >= 4 && string.CompareOrdinal(s, i, "null", 0, 4) == 0) { i += 4; return null; }
-            int start = i;
-            bool isFloat = false;
-            while (i < s.Length && "+-0123456789.eE".IndexOf(s[i]) >= 0)
-            {
-                if (s[i] == '.' || s[i] == 'e' || s[i] == 'E') isFloat = true;
-                i++;
-            }
-            if (start == i) throw new FormatException("unexpected character '" + c + "'");
-            var num = s.Substring(start, i - start);
-            if (!isFloat) return long.Parse(num, CultureInfo.InvariantCulture);
-            return double.Parse(num, CultureInfo.InvariantCulture);
-        }
-
-        static string Str(string s, ref int i)
-        {
-            if (s[i] != '"') throw new FormatException("expected a string");
-            i++;
-            var sb = new StringBuilder();
-            while (true)
-            {
-                char c = s[i++];
-                if (c == '"') return sb.ToString();
-                if (c != '\\') { sb.Append(c); continue; }
-                char e = s[i++];
-                switch (e)
-                {
-                    case '"': sb.Append('"'); break;
-                    case '\\': sb.Append('\\'); break;
-                    case '/': sb.Append('/'); break;
-                    case 'b': sb.Append('\b'); break;
-                    case 'f': sb.Append('\f'); break;
-                    case 'n': sb.Append('\n'); break;
-                    case 'r': sb.Append('\r'); break;
-                    case 't': sb.Append('\t'); break;
-                    case 'u': sb.Append((char)Convert.ToInt32(s.Substring(i, 4), 16)); i += 4; break;
-                    default: throw new FormatException("bad escape");
-                }
-            }
-        }
-
-        /// <summary>Serialize to compact JSON (keys in insertion order; doubles round-trip exactly).</summary>
-        public static string Write(object v)
-        {
-            var sb = new StringBuilder();
-            WriteValue(sb, v);
-            return sb.ToString();
-        }
-
-        static void WriteValue(StringBuilder sb, object v)
-        {
-            if (v == null) { sb.Append("null"); return; }
-            if (v is string) { WriteString(sb, (string)v); return; }
-            if (v is bool) { sb.Append((bool)v ? "true" : "false"); return; }
-            if (v is int || v is long) { sb.Append(Convert.ToInt64(v).ToString(CultureInfo.InvariantCulture)); return; }
-            if (v is float || v is double)
-            {
-                double d = Convert.ToDouble(v);
-                if (double.IsNaN(d) || double.IsInfinity(d)) throw new ArgumentException("NaN/inf are not JSON");
-                var t = d.ToString("R", CultureInfo.InvariantCulture);
-                if (t.IndexOf('.') < 0 && t.IndexOf('E') < 0) t += ".0";
-                sb.Append(t);
-                return;
-            }
-            var dict = v as Dictionary<string, object>;
-            if (dict != null)
-            {
-                sb.Append('{');
-                bool first = true;
-                foreach (var kv in dict)
-                {
-                    if (!first) sb.Append(',');
-                    first = false;
-                    WriteString(sb, kv.Key);
-                    sb.Append(':');
-                    WriteValue(sb, kv.Value);
-                }
-                sb.Append('}');
-                return;
-            }
-            var list = v as System.Collections.IEnumerable;
-            if (list != null)
-            {
-                sb.Append('[');
-                bool first = true;
-                foreach (var x in list)
-                {
-                    if (!first) sb.Append(',');
-                    first = false;
-                    WriteValue(sb, x);
-                }
-                sb.Append(']');
-                return;
-            }
-            throw new ArgumentException("cannot write " + v.GetType());
-        }
-
-        static void WriteString(StringBuilder sb, string s)
-        {
-            sb.Append('"');
-            foreach (var c in s)
-            {
-                if (c == '"') sb.Append("\\\"");
-                else if (c == '\\') sb.Append("\\\\");
-                else if (c < 0x20) sb.Append("\\u").Append(((int)c).ToString("x4"));
-                else sb.Append(c);
-            }
-            sb.Append('"');
         }
     }
 }
