@@ -9,8 +9,9 @@ Wire format
 -----------
 * **Side-channel records** (both directions): ``[16-byte GUID, .NET/bytes_le order][int32 LE length][payload]``.
 * **xrfed channel** (GUID :data:`XRFED_CHANNEL_ID`): the payload is one ASCII JSON object in canonical form --
-  keys sorted by code point, no whitespace, non-ASCII escaped as ``\\uXXXX``, floats as Python's shortest
-  round-trip ``repr``, integers without a fraction, every field of the message type present (absent = ``null``).
+  keys sorted by code point, no whitespace, non-ASCII escaped as ``\\u`` and four hex digits, floats as Python's
+  shortest round-trip ``repr``, integers without a fraction, every field of the message type present (absent =
+  ``null``).
   Every message has ``"v": 1`` and a ``"type"`` from :data:`MESSAGE_FIELDS`.
 * **Lighting scalars** go over the standard EnvironmentParametersChannel as FLOAT parameters named
   ``xrfed.lighting.<field>`` (every room) or ``xrfed.lighting.<field>@<room>``; ``lights_on`` is 1.0 / 0.0.
