@@ -193,7 +193,7 @@ class RenderProcess:
     def begin_step(self, qpos: np.ndarray, mocap_pos: np.ndarray, mocap_quat: np.ndarray,
                    light_diffuse: np.ndarray) -> None:
         self._done.clear()
-        self._send(("state", np.array(qpos), np.array(mocap_pos), np.array(mocap_quat), np.array(light_diffuse)))
+        self._send(("state", qpos, mocap_pos, mocap_quat, light_diffuse))  # pickled (copied) right here
 
     def submit(self, slot: int, view: Any) -> None:
         self._send(("view", int(slot), view))

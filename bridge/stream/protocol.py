@@ -450,10 +450,10 @@ def _decode_part(desc: Any, payload: memoryview, limits: Limits, part: _Part | N
     if part is None:
         part = _check_desc(desc)
     name, nbytes, enc = part.name, part.nbytes, part.encoding
-    if not (nbytes <= limits.max_part_bytes):
+    if nbytes > limits.max_part_bytes:
         raise StreamProtocolError("oversized", f"part {name!r}: {nbytes} decoded bytes > limit {limits.max_part_bytes}")
     if enc == "raw":
-        if not (payload.nbytes == nbytes):
+        if payload.nbytes != nbytes:
             raise StreamProtocolError("size_mismatch", f"part {name!r}: shape {list(part.shape)} {part.dtype.name} needs {nbytes} bytes, buffer has "
                  f"{payload.nbytes}")
         a = np.frombuffer(payload, dtype=part.dtype, count=part.count)
@@ -463,7 +463,7 @@ def _decode_part(desc: Any, payload: memoryview, limits: Limits, part: _Part | N
             raw = d.decompress(payload, nbytes + 1)  # bounded: a zip bomb cannot inflate past the declared size
         except zlib.error as exc:
             raise StreamProtocolError("bad_payload", f"part {name!r}: zlib: {exc}") from None
-        if not (len(raw) == nbytes and d.eof):
+        if len(raw) != nbytes or not d.eof:
             raise StreamProtocolError("size_mismatch", f"part {name!r}: zlib payload does not inflate to exactly {nbytes} bytes")
         a = np.frombuffer(raw, dtype=part.dtype, count=part.count)
     else:  # png / jpeg (checked: uint8 [H, W] or [H, W, 3])
@@ -473,7 +473,7 @@ def _decode_part(desc: Any, payload: memoryview, limits: Limits, part: _Part | N
         try:
             with Image.open(io.BytesIO(payload)) as im:
                 # Check the declared size before decoding pixels, so a lying header cannot allocate more.
-                if not (im.size == (shape[1], shape[0])):
+                if im.size != (shape[1], shape[0]):
                     raise StreamProtocolError("size_mismatch", f"part {name!r}: image is {im.size[0]}x{im.size[1]}, header says {shape[1]}x{shape[0]}")
                 a = np.asarray(im.convert("RGB" if len(shape) == 3 else "L"))
         except StreamProtocolError:
@@ -490,15 +490,15 @@ def decode_message(parts: Sequence[Any], limits: Limits | None = None, *, arrays
     ``arrays=False`` checks the header only (what a latest-only drain needs for messages it will skip).
     """
     lim = limits or Limits()
-    if not (len(parts) >= 2):
+    if len(parts) < 2:
         raise StreamProtocolError("too_few_parts", f"expected [topic, header, buffers...], got {len(parts)} part(s)")
-    if not (len(parts) - 2 <= lim.max_parts):
+    if len(parts) - 2 > lim.max_parts:
         raise StreamProtocolError("oversized", f"{len(parts) - 2} buffers > limit {lim.max_parts}")
     views = [_buffer(p) for p in parts]
     total = sum(v.nbytes for v in views)
-    if not (total <= lim.max_message_bytes):
+    if total > lim.max_message_bytes:
         raise StreamProtocolError("oversized", f"{total} bytes > limit {lim.max_message_bytes}")
-    if not (views[1].nbytes <= lim.max_header_bytes):
+    if views[1].nbytes > lim.max_header_bytes:
         raise StreamProtocolError("oversized", f"header of {views[1].nbytes} bytes > limit {lim.max_header_bytes}")
     try:
         topic = views[0].tobytes().decode()
@@ -507,11 +507,11 @@ def decode_message(parts: Sequence[Any], limits: Limits | None = None, *, arrays
         header, checked = _parse_header(raw_header)
     except (UnicodeDecodeError, ValueError) as exc:
         raise StreamProtocolError("bad_header", f"topic/header is not UTF-8 JSON: {exc}") from None
-    if not (isinstance(header, dict)):
+    if not isinstance(header, dict):
         raise StreamProtocolError("bad_header", f"header must be a JSON object, got {type(header).__name__}")
-    if not (header.get("proto") == PROTOCOL):
+    if header.get("proto") != PROTOCOL:
         raise StreamProtocolError("bad_proto", f"proto must be {PROTOCOL!r}, got {header.get('proto')!r}")
-    if not (header.get("v") == VERSION):
+    if header.get("v") != VERSION:
         raise StreamProtocolError("bad_version", f"protocol version {header.get('v')!r}; this reader "
                                                          f"speaks {VERSION}")
     kind = header.get("kind")
@@ -525,19 +525,19 @@ def decode_message(parts: Sequence[Any], limits: Limits | None = None, *, arrays
         for key, typ in (("device_id", str), ("step", int), ("sim_time_s", (int, float)), ("seq", int)):
             if not (isinstance(header.get(key), typ) and not isinstance(header.get(key), bool)):
                 raise StreamProtocolError("bad_header", f"frame header field {key!r} missing or of the wrong type: {header.get(key)!r}")
-        if not (topic.startswith(f"{FRAME_TOPIC_PREFIX}{header['device_id']}/")):
+        if not topic.startswith(f"{FRAME_TOPIC_PREFIX}{header['device_id']}/"):
             raise StreamProtocolError("topic_mismatch", f"topic {topic!r} does not belong to device {header['device_id']!r}")
     else:
-        if not (topic.startswith(HEARTBEAT_TOPIC_PREFIX)):
+        if not topic.startswith(HEARTBEAT_TOPIC_PREFIX):
             raise StreamProtocolError("topic_mismatch", f"heartbeat on topic {topic!r}")
     out: dict[str, np.ndarray] = {}
     if arrays:
         for i, (desc, payload) in enumerate(zip(descs, views[2:], strict=True)):
             name, a = _decode_part(desc, payload, lim, checked[i] if checked is not None else None)
-            if not (name not in out):
+            if name in out:
                 raise StreamProtocolError("bad_header", f"part {name!r} appears twice")
             out[name] = a
         if "audio" in out:
-            if not (isinstance(header.get("audio_hz"), int)):
+            if not isinstance(header.get("audio_hz"), int):
                 raise StreamProtocolError("bad_header", "an audio part needs an integer audio_hz")
     return StreamMessage(topic=topic, header=header, arrays=out, wire_bytes=total)
