@@ -29,10 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from .frame import Audio, DeviceFrame, Gaze, Hands, Imu, LightingState, Pose
+from .frame import MODALITY_ATTR, Audio, DeviceFrame, Gaze, Hands, Imu, LightingState, Pose
 from .tasks import MODALITIES, TASKS
 
-__all__ = ["GAZE_FIELDS", "POSE_FIELDS", "IMU_FIELDS", "LIGHTING_FIELDS", "frame_to_arrays", "arrays_to_frame",
+__all__ = ["GAZE_FIELDS", "POSE_FIELDS", "IMU_FIELDS", "LIGHTING_FIELDS", "frame_to_arrays", "modality_arrays",
+           "arrays_to_frame",
            "labels_to_indices"]
 
 GAZE_FIELDS = ("yaw_rad", "pitch_rad", "origin_x_m", "origin_y_m", "origin_z_m", "vergence_depth_m",
@@ -46,42 +47,45 @@ def labels_to_indices(labels: dict[str, str]) -> dict[str, int]:
     return {t: TASKS[t].index(v) for t, v in labels.items()}
 
 
-def frame_to_arrays(frame: DeviceFrame) -> dict[str, Any]:
-    """Flatten a frame (see module docstring for the layout)."""
-    out: dict[str, Any] = {"present": {m: False for m in MODALITIES}}
+def modality_arrays(frame: DeviceFrame) -> dict[str, np.ndarray]:
+    """The frame's arrays only (no ``present``/``labels``/``audio_hz``), in the module docstring's layout and order;
+    what a stream message carries."""
+    out: dict[str, np.ndarray] = {}
     if frame.rgb is not None:
         out["rgb"] = frame.rgb
-        out["present"]["rgb"] = True
     if frame.depth_m is not None:
         out["depth_m"] = frame.depth_m
-        out["present"]["depth"] = True
     if frame.segmentation is not None:
         out["segmentation"] = frame.segmentation
-    if frame.gaze is not None:
-        g = frame.gaze
-        out["gaze"] = np.array([g.yaw_rad, g.pitch_rad, *g.origin_m, g.vergence_depth_m, g.pupil_diameter_mm,
-                                g.confidence], dtype=np.float32)
+    g = frame.gaze
+    if g is not None:
+        o = g.origin_m
+        out["gaze"] = np.array((g.yaw_rad, g.pitch_rad, o[0], o[1], o[2], g.vergence_depth_m, g.pupil_diameter_mm,
+                                g.confidence), dtype=np.float32)
         out["gaze_valid"] = np.bool_(g.valid)
-        out["present"]["gaze"] = True
     if frame.audio is not None:
         out["audio"] = frame.audio.samples
-        out["audio_hz"] = frame.audio.sample_rate_hz
-        out["present"]["audio"] = True
     if frame.head_pose is not None:
-        out["pose"] = np.concatenate([frame.head_pose.position_m, frame.head_pose.orientation_wxyz]).astype(np.float32)
-        out["present"]["pose"] = True
+        out["pose"] = np.concatenate((frame.head_pose.position_m, frame.head_pose.orientation_wxyz), dtype=np.float32)
     if frame.imu is not None:
-        out["imu"] = np.concatenate([frame.imu.linear_acceleration_mps2, frame.imu.angular_velocity_radps]).astype(
-            np.float32)
-        out["present"]["imu"] = True
+        out["imu"] = np.concatenate((frame.imu.linear_acceleration_mps2, frame.imu.angular_velocity_radps),
+                                    dtype=np.float32)
     if frame.hands is not None:
         out["hands"] = frame.hands.joints_m
         out["hands_valid"] = frame.hands.valid
-        out["present"]["hands"] = True
-    if frame.lighting is not None:
-        li = frame.lighting
-        out["lighting"] = np.array([li.intensity, li.illuminance_lux, li.color_temperature_k, float(li.lights_on)],
+    li = frame.lighting
+    if li is not None:
+        out["lighting"] = np.array((li.intensity, li.illuminance_lux, li.color_temperature_k, float(li.lights_on)),
                                    dtype=np.float32)
+    return out
+
+
+def frame_to_arrays(frame: DeviceFrame) -> dict[str, Any]:
+    """Flatten a frame (see module docstring for the layout)."""
+    out: dict[str, Any] = {"present": {m: getattr(frame, MODALITY_ATTR[m]) is not None for m in MODALITIES}}
+    out.update(modality_arrays(frame))
+    if frame.audio is not None:
+        out["audio_hz"] = frame.audio.sample_rate_hz
     out["labels"] = labels_to_indices(dict(frame.labels))
     return out
 
@@ -89,24 +93,28 @@ def frame_to_arrays(frame: DeviceFrame) -> dict[str, Any]:
 def arrays_to_frame(arr: dict[str, Any], *, device_id: str, user_id: str, profile: str, step: int,
                     sim_time_s: float, **meta: Any) -> DeviceFrame:
     """Inverse of :func:`frame_to_arrays` (labels given as indices or names)."""
+    get = arr.get
     gaze = None
-    if "gaze" in arr:
-        g = np.asarray(arr["gaze"], dtype=np.float64).tolist()
-        gaze = Gaze(g[0], g[1], g[2:5], g[5], g[6], bool(arr.get("gaze_valid", True)), g[7])
-    audio = Audio(np.asarray(arr["audio"], dtype=np.float32), int(arr["audio_hz"])) if "audio" in arr else None
-    pose = Pose(arr["pose"][:3], arr["pose"][3:]) if "pose" in arr else None
-    imu = Imu(arr["imu"][:3], arr["imu"][3:]) if "imu" in arr else None
-    hands = Hands(arr["hands"], arr["hands_valid"] if "hands_valid" in arr else np.ones(2, bool)) \
-        if "hands" in arr else None
+    g = get("gaze")
+    if g is not None:
+        g = np.asarray(g, dtype=np.float64).tolist()
+        gaze = Gaze(g[0], g[1], g[2:5], g[5], g[6], bool(get("gaze_valid", True)), g[7])
+    a = get("audio")
+    audio = None if a is None else Audio(np.asarray(a, dtype=np.float32), int(arr["audio_hz"]))
+    p = get("pose")
+    pose = None if p is None else Pose(p[:3], p[3:])
+    m = get("imu")
+    imu = None if m is None else Imu(m[:3], m[3:])
+    h = get("hands")
+    hands = None if h is None else Hands(h, arr["hands_valid"] if "hands_valid" in arr else np.ones(2, bool))
+    li = get("lighting")
     lighting = None
-    if "lighting" in arr:
-        li = np.asarray(arr["lighting"]).tolist()
+    if li is not None:
+        li = np.asarray(li).tolist()
         lighting = LightingState(float(li[0]), float(li[1]), float(li[2]), bool(li[3] > 0.5))
-    labels = {}
-    for t, v in dict(arr.get("labels", {})).items():
-        labels[t] = TASKS[t].classes[int(v)] if not isinstance(v, str) else v
+    labels = {t: v if isinstance(v, str) else TASKS[t].classes[int(v)] for t, v in dict(get("labels", {})).items()}
     return DeviceFrame(
         device_id=device_id, user_id=user_id, profile=profile, step=step, sim_time_s=sim_time_s,
-        rgb=arr.get("rgb"), depth_m=arr.get("depth_m"), segmentation=arr.get("segmentation"), gaze=gaze,
+        rgb=get("rgb"), depth_m=get("depth_m"), segmentation=get("segmentation"), gaze=gaze,
         audio=audio, head_pose=pose, imu=imu, hands=hands, lighting=lighting, labels=labels, **meta,
     )

@@ -76,6 +76,8 @@ def _vec(name: str, value: Any, n: int) -> np.ndarray:
 
 
 def _finite(name: str, value: Any, lo: float = -math.inf, hi: float = math.inf) -> float:
+    if type(value) is float and lo <= value <= hi and math.isfinite(value):  # the common case, checked first
+        return value
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -85,7 +87,14 @@ def _finite(name: str, value: Any, lo: float = -math.inf, hi: float = math.inf) 
     return v
 
 
-@dataclass(frozen=True)
+# The records below are frozen dataclasses whose ``__init__`` is written out: it validates every field and stores
+# them with one ``__dict__.update`` (what the generated ``__init__`` does one ``object.__setattr__`` at a time). One
+# of each is built for every frame of every device, so construction is on the streaming hot path. ``replace()``,
+# ``fields()``, equality and ``repr`` are the dataclass ones.
+_HALF_PI = math.pi / 2
+
+
+@dataclass(frozen=True, init=False)
 class Gaze:
     """One eye-tracker sample in the head frame (see module docstring for conventions)."""
 
@@ -97,20 +106,17 @@ class Gaze:
     valid: bool
     confidence: float  # [0, 1]
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "yaw_rad", _finite("gaze.yaw_rad", self.yaw_rad, -math.pi / 2, math.pi / 2))
-        object.__setattr__(
-            self, "pitch_rad", _finite("gaze.pitch_rad", self.pitch_rad, -math.pi / 2, math.pi / 2)
+    def __init__(self, yaw_rad: float, pitch_rad: float, origin_m: Any, vergence_depth_m: float,
+                 pupil_diameter_mm: float, valid: bool, confidence: float) -> None:
+        self.__dict__.update(
+            yaw_rad=_finite("gaze.yaw_rad", yaw_rad, -_HALF_PI, _HALF_PI),
+            pitch_rad=_finite("gaze.pitch_rad", pitch_rad, -_HALF_PI, _HALF_PI),
+            origin_m=_vec("gaze.origin_m", origin_m, 3),
+            vergence_depth_m=_finite("gaze.vergence_depth_m", vergence_depth_m, 0.0, 1e4),
+            pupil_diameter_mm=_finite("gaze.pupil_diameter_mm", pupil_diameter_mm, 1.0, 9.0),
+            valid=bool(valid),
+            confidence=_finite("gaze.confidence", confidence, 0.0, 1.0),
         )
-        object.__setattr__(self, "origin_m", _vec("gaze.origin_m", self.origin_m, 3))
-        object.__setattr__(
-            self, "vergence_depth_m", _finite("gaze.vergence_depth_m", self.vergence_depth_m, 0.0, 1e4)
-        )
-        object.__setattr__(
-            self, "pupil_diameter_mm", _finite("gaze.pupil_diameter_mm", self.pupil_diameter_mm, 1.0, 9.0)
-        )
-        object.__setattr__(self, "confidence", _finite("gaze.confidence", self.confidence, 0.0, 1.0))
-        object.__setattr__(self, "valid", bool(self.valid))
 
     def direction_head(self) -> np.ndarray:
         """Unit gaze direction in the head frame (-z forward)."""
@@ -118,15 +124,15 @@ class Gaze:
         return v / np.linalg.norm(v)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Audio:
     """Microphone-array audio covering exactly one step interval."""
 
     samples: np.ndarray  # [channels, samples] float32
     sample_rate_hz: int
 
-    def __post_init__(self) -> None:
-        s = self.samples
+    def __init__(self, samples: np.ndarray, sample_rate_hz: int) -> None:
+        s = samples
         if not isinstance(s, np.ndarray) or s.dtype != np.float32 or s.ndim != 2:
             raise FrameValidationError(
                 "audio.samples", "float32 array [channels, samples]",
@@ -134,12 +140,12 @@ class Audio:
             )
         if s.shape[0] < 1 or s.shape[1] < 1:
             raise FrameValidationError("audio.samples", "at least 1 channel and 1 sample", s.shape)
-        if not (np.isfinite(s.min()) and np.isfinite(s.max())):  # NaN propagates through min/max
+        if not np.isfinite(s).all():
             raise FrameValidationError("audio.samples", "finite values", "NaN/inf present")
-        rate = int(self.sample_rate_hz)
+        rate = int(sample_rate_hz)
         if rate < 1000 or rate > 192_000:
             raise FrameValidationError("audio.sample_rate_hz", "an integer in [1000, 192000]", rate)
-        object.__setattr__(self, "sample_rate_hz", rate)
+        self.__dict__.update(samples=s, sample_rate_hz=rate)
 
     @property
     def duration_s(self) -> float:
@@ -151,63 +157,60 @@ class Audio:
         return np.sqrt(np.mean(self.samples.astype(np.float64) ** 2, axis=1))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Pose:
     """Head pose: world position (m) and unit quaternion (w, x, y, z) head -> world."""
 
     position_m: np.ndarray
     orientation_wxyz: np.ndarray
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "position_m", _vec("head_pose.position_m", self.position_m, 3))
-        q = _vec("head_pose.orientation_wxyz", self.orientation_wxyz, 4)
+    def __init__(self, position_m: Any, orientation_wxyz: Any) -> None:
+        p = _vec("head_pose.position_m", position_m, 3)
+        q = _vec("head_pose.orientation_wxyz", orientation_wxyz, 4)
         n = math.hypot(*q.tolist())
         if abs(n - 1.0) > 1e-3:
             raise FrameValidationError("head_pose.orientation_wxyz", "a unit quaternion (norm 1 +- 1e-3)", n)
-        object.__setattr__(self, "orientation_wxyz", q / n)
+        self.__dict__.update(position_m=p, orientation_wxyz=q / n)
 
     def rotation(self) -> np.ndarray:
         """3x3 rotation matrix head frame -> world frame."""
         return quat_to_matrix(self.orientation_wxyz)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Imu:
     """Head-mounted IMU sample in the head frame."""
 
     linear_acceleration_mps2: np.ndarray
     angular_velocity_radps: np.ndarray
 
-    def __post_init__(self) -> None:
-        object.__setattr__(
-            self, "linear_acceleration_mps2", _vec("imu.linear_acceleration_mps2", self.linear_acceleration_mps2, 3)
-        )
-        object.__setattr__(
-            self, "angular_velocity_radps", _vec("imu.angular_velocity_radps", self.angular_velocity_radps, 3)
+    def __init__(self, linear_acceleration_mps2: Any, angular_velocity_radps: Any) -> None:
+        self.__dict__.update(
+            linear_acceleration_mps2=_vec("imu.linear_acceleration_mps2", linear_acceleration_mps2, 3),
+            angular_velocity_radps=_vec("imu.angular_velocity_radps", angular_velocity_radps, 3),
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Hands:
     """OpenXR-style hand joints (left, right) in the head frame."""
 
     joints_m: np.ndarray  # [2, 26, 3] float32
     valid: np.ndarray  # [2] bool
 
-    def __post_init__(self) -> None:
-        j = np.asarray(self.joints_m, dtype=np.float32)
+    def __init__(self, joints_m: Any, valid: Any) -> None:
+        j = np.asarray(joints_m, dtype=np.float32)
         if j.shape != (2, NUM_HAND_JOINTS, 3):
             raise FrameValidationError("hands.joints_m", f"[2, {NUM_HAND_JOINTS}, 3] floats", j.shape)
         if not np.isfinite(j).all():
             raise FrameValidationError("hands.joints_m", "finite values", "NaN/inf present")
-        v = np.asarray(self.valid, dtype=bool)
+        v = np.asarray(valid, dtype=bool)
         if v.shape != (2,):
             raise FrameValidationError("hands.valid", "[2] bools (left, right)", v.shape)
-        object.__setattr__(self, "joints_m", j)
-        object.__setattr__(self, "valid", v)
+        self.__dict__.update(joints_m=j, valid=v)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class LightingState:
     """Lighting at the avatar's location at this step."""
 
@@ -216,18 +219,17 @@ class LightingState:
     color_temperature_k: float
     lights_on: bool = True
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "intensity", _finite("lighting.intensity", self.intensity, 0.0, 100.0))
-        object.__setattr__(
-            self, "illuminance_lux", _finite("lighting.illuminance_lux", self.illuminance_lux, 0.0, 1e6)
+    def __init__(self, intensity: float, illuminance_lux: float, color_temperature_k: float,
+                 lights_on: bool = True) -> None:
+        self.__dict__.update(
+            intensity=_finite("lighting.intensity", intensity, 0.0, 100.0),
+            illuminance_lux=_finite("lighting.illuminance_lux", illuminance_lux, 0.0, 1e6),
+            color_temperature_k=_finite("lighting.color_temperature_k", color_temperature_k, 1000, 20000),
+            lights_on=bool(lights_on),
         )
-        object.__setattr__(
-            self, "color_temperature_k", _finite("lighting.color_temperature_k", self.color_temperature_k, 1000, 20000)
-        )
-        object.__setattr__(self, "lights_on", bool(self.lights_on))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class DeviceFrame:
     """Everything one device observed during one step, plus ground truth. Validated on creation."""
 
@@ -252,23 +254,28 @@ class DeviceFrame:
     room: str | None = None
     events: tuple[str, ...] = ()  # modality events in force, e.g. ("mic_muted",)
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.device_id, str) or not self.device_id:
-            raise FrameValidationError("device_id", "a non-empty string", repr(self.device_id))
-        if isinstance(self.step, bool) or not isinstance(self.step, (int, np.integer)) or self.step < 0:
-            raise FrameValidationError("step", "a non-negative integer", repr(self.step))
-        object.__setattr__(self, "step", int(self.step))
-        object.__setattr__(self, "sim_time_s", _finite("sim_time_s", self.sim_time_s, 0.0))
-        shape_hw: tuple[int, int] | None = None
-        if self.rgb is not None:
-            r = self.rgb
+    def __init__(self, device_id: str, user_id: str, profile: str, step: int, sim_time_s: float,
+                 wall_time_ns: int = 0, rgb: np.ndarray | None = None, depth_m: np.ndarray | None = None,
+                 segmentation: np.ndarray | None = None, gaze: Gaze | None = None, audio: Audio | None = None,
+                 head_pose: Pose | None = None, imu: Imu | None = None, hands: Hands | None = None,
+                 lighting: LightingState | None = None, camera_fov_y_deg: float | None = None,
+                 labels: Mapping[str, str] | None = None, active_tasks: Any = (), room: str | None = None,
+                 events: Any = ()) -> None:
+        if not isinstance(device_id, str) or not device_id:
+            raise FrameValidationError("device_id", "a non-empty string", repr(device_id))
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise FrameValidationError("step", "a non-negative integer", repr(step))
+        sim_time_s = _finite("sim_time_s", sim_time_s, 0.0)
+        shape_hw: tuple[int, ...] | None = None
+        if rgb is not None:
+            r = rgb
             if not isinstance(r, np.ndarray) or r.dtype != np.uint8 or r.ndim != 3 or r.shape[2] != 3:
                 raise FrameValidationError(
                     "rgb", "uint8 array [H, W, 3]", f"{getattr(r, 'dtype', type(r).__name__)} {getattr(r, 'shape', '')}"
                 )
             shape_hw = r.shape[:2]
-        if self.depth_m is not None:
-            d = self.depth_m
+        if depth_m is not None:
+            d = depth_m
             if not isinstance(d, np.ndarray) or d.dtype != np.float32 or d.ndim != 2:
                 raise FrameValidationError(
                     "depth_m", "float32 array [H, W] in metres", f"{getattr(d, 'dtype', type(d).__name__)} {getattr(d, 'shape', '')}"
@@ -278,28 +285,32 @@ class DeviceFrame:
             if shape_hw is not None and d.shape != shape_hw:
                 raise FrameValidationError("depth_m", f"the rgb image size {shape_hw}", d.shape)
             shape_hw = shape_hw or d.shape
-        if self.segmentation is not None:
-            s = self.segmentation
+        if segmentation is not None:
+            s = segmentation
             if not isinstance(s, np.ndarray) or s.dtype != np.int32 or s.ndim != 2:
                 raise FrameValidationError("segmentation", "int32 array [H, W]", getattr(s, "dtype", type(s).__name__))
             if shape_hw is not None and s.shape != shape_hw:
                 raise FrameValidationError("segmentation", f"the image size {shape_hw}", s.shape)
-        for name, cls in (("gaze", Gaze), ("audio", Audio), ("head_pose", Pose), ("imu", Imu), ("hands", Hands),
-                          ("lighting", LightingState)):
-            v = getattr(self, name)
-            if v is not None and not isinstance(v, cls):
-                raise FrameValidationError(name, f"{cls.__name__} or None", type(v).__name__)
-        for task, label in self.labels.items():
+        for name, value, cls in (("gaze", gaze, Gaze), ("audio", audio, Audio), ("head_pose", head_pose, Pose),
+                                 ("imu", imu, Imu), ("hands", hands, Hands), ("lighting", lighting, LightingState)):
+            if value is not None and type(value) is not cls and not isinstance(value, cls):
+                raise FrameValidationError(name, f"{cls.__name__} or None", type(value).__name__)
+        labels = {} if labels is None else dict(labels)
+        for task, label in labels.items():
             if task not in TASKS:
                 raise FrameValidationError(f"labels[{task!r}]", f"a task in {sorted(TASKS)}", task)
             if label not in TASKS[task].classes:
                 raise FrameValidationError(f"labels[{task!r}]", f"one of {TASKS[task].classes}", repr(label))
-        object.__setattr__(self, "labels", dict(self.labels))
-        for t in self.active_tasks:
+        active_tasks = tuple(active_tasks)
+        for t in active_tasks:
             if t not in TASKS:
                 raise FrameValidationError("active_tasks", f"tasks in {sorted(TASKS)}", t)
-        object.__setattr__(self, "active_tasks", tuple(self.active_tasks))
-        object.__setattr__(self, "events", tuple(self.events))
+        self.__dict__.update(
+            device_id=device_id, user_id=user_id, profile=profile, step=int(step), sim_time_s=sim_time_s,
+            wall_time_ns=wall_time_ns, rgb=rgb, depth_m=depth_m, segmentation=segmentation, gaze=gaze, audio=audio,
+            head_pose=head_pose, imu=imu, hands=hands, lighting=lighting, camera_fov_y_deg=camera_fov_y_deg,
+            labels=labels, active_tasks=active_tasks, room=room, events=tuple(events),
+        )
 
     # -- conveniences ---------------------------------------------------------------------------------
     def present_modalities(self) -> tuple[str, ...]:

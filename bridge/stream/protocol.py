@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ..arrays import GAZE_FIELDS, IMU_FIELDS, LIGHTING_FIELDS, POSE_FIELDS, arrays_to_frame, frame_to_arrays
+from ..arrays import GAZE_FIELDS, IMU_FIELDS, LIGHTING_FIELDS, POSE_FIELDS, arrays_to_frame, modality_arrays
 from ..errors import BridgeError, TransportError
 from ..frame import DeviceFrame
 
@@ -128,6 +128,13 @@ class Compression:
             raise BridgeError(f"Compression.jpeg_quality: expected 1..100, got {self.jpeg_quality}")
         if not 0 <= int(self.zlib_level) <= 9:
             raise BridgeError(f"Compression.zlib_level: expected 0..9, got {self.zlib_level}")
+        # name -> encoding of the parts not sent raw; jpeg carries its quality (the descriptor cache's key)
+        encodings: dict[str, Any] = {}
+        for name in allowed:
+            enc = getattr(self, name)
+            if enc != "raw":
+                encodings[name] = ("jpeg", int(self.jpeg_quality)) if enc == "jpeg" else enc
+        object.__setattr__(self, "_encodings", encodings)
 
     @classmethod
     def parse(cls, text: str) -> Compression:
@@ -145,7 +152,8 @@ class Compression:
         return cls(**kw)
 
     def encoding_for(self, name: str) -> str:
-        return getattr(self, name, "raw") if name in ("rgb", "depth_m", "segmentation", "audio") else "raw"
+        enc = self._encodings.get(name, "raw")
+        return enc if isinstance(enc, str) else enc[0]
 
 
 _DEFAULT_COMPRESSION = Compression()
@@ -164,6 +172,9 @@ class Limits:
         for name in ("max_message_bytes", "max_header_bytes", "max_part_bytes", "max_parts"):
             if int(getattr(self, name)) < 1:
                 raise BridgeError(f"Limits.{name}: expected a positive integer, got {getattr(self, name)}")
+
+
+_DEFAULT_LIMITS = Limits()
 
 
 @dataclass
@@ -253,10 +264,13 @@ def _wire_dtype(dt: np.dtype) -> str:
     return "bool" if dt == np.bool_ else dt.name
 
 
-def _desc_json(name: str, a: np.ndarray, encoding: str, comp: Compression) -> bytes:
-    key = (name, a.dtype, a.shape, encoding, comp.jpeg_quality if encoding == "jpeg" else None)
+def _desc_json(name: str, a: np.ndarray, comp: Compression) -> bytes:
+    """The JSON text of one part's descriptor, cached under ``(name, dtype, shape, encoding)`` -- for ``jpeg`` the
+    encoding key is ``("jpeg", quality)`` (see :attr:`Compression._encodings`), so a quality change is a new key."""
+    key = (name, a.dtype, a.shape, comp._encodings.get(name, "raw"))
     js = _DESC_JSON.get(key)
     if js is None:
+        encoding = comp.encoding_for(name)
         dtype = _wire_dtype(a.dtype)
         if dtype not in _WIRE_DTYPES:
             raise StreamProtocolError("bad_dtype", f"part {name!r}: dtype {a.dtype} is not a wire dtype {_WIRE_DTYPES}")
@@ -274,16 +288,21 @@ def _desc_json(name: str, a: np.ndarray, encoding: str, comp: Compression) -> by
     return js
 
 
-def _encode_part(name: str, arr: np.ndarray, encoding: str, comp: Compression) -> tuple[bytes, Any]:
-    """The descriptor (JSON text) and the payload of one array."""
-    a = arr if (type(arr) is np.ndarray and arr.flags.c_contiguous and arr.dtype.byteorder in "=|<"
-                and (np.little_endian or arr.dtype.byteorder != "=")) else _le(np.asarray(arr))
-    desc = _desc_json(name, a, encoding, comp)
-    if encoding == "raw":
-        payload: Any = a.data if a.nbytes >= 4096 else a.tobytes()
-    elif encoding == "zlib":
-        payload = zlib.compress(a.data, comp.zlib_level)
-    elif encoding in ("png", "jpeg"):
+def _wire_array(arr: Any) -> np.ndarray:
+    """``arr`` as a C-ordered little-endian ndarray (itself when it already is one)."""
+    if type(arr) is np.ndarray and arr.dtype.byteorder in _NATIVE_OK and arr.flags.c_contiguous:
+        return arr
+    return _le(np.asarray(arr))
+
+
+_NATIVE_OK = "=|<" if np.little_endian else "|<"  # byte orders that are little-endian on this host
+
+
+def _coded_payload(name: str, a: np.ndarray, encoding: str, comp: Compression) -> bytes:
+    """The payload of one part compressed as ``encoding`` (not ``raw``)."""
+    if encoding == "zlib":
+        return zlib.compress(a.data, comp.zlib_level)
+    if encoding in ("png", "jpeg"):
         if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
             raise StreamProtocolError("bad_encoding", f"part {name!r}: {encoding} needs uint8 [H, W] or [H, W, 3]")
         from PIL import Image
@@ -293,34 +312,99 @@ def _encode_part(name: str, arr: np.ndarray, encoding: str, comp: Compression) -
             Image.fromarray(a).save(buf, format="PNG", compress_level=1)
         else:
             Image.fromarray(a).save(buf, format="JPEG", quality=int(comp.jpeg_quality))
-        payload = buf.getvalue()
-    else:
-        raise StreamProtocolError("bad_encoding", f"part {name!r}: unknown encoding {encoding!r}, known {ENCODINGS}")
-    return desc, payload
+        return buf.getvalue()
+    raise StreamProtocolError("bad_encoding", f"part {name!r}: unknown encoding {encoding!r}, known {ENCODINGS}")
 
 
-def _json(header: Mapping[str, Any]) -> bytes:
-    # allow_nan=False: NaN/inf are not JSON; a header that needs them is a bug on the publishing side.
-    return json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+def _encode(topic: bytes, meta: bytes, names: Sequence[str], arrays: Mapping[str, Any], comp: Compression) -> list[Any]:
+    """``[topic, header, buffers...]`` from the header's JSON text without ``parts`` and the arrays to send in
+    ``names`` order. Raw buffers of 4 KiB or more are memoryviews of the arrays (zero-copy), smaller ones bytes."""
+    descs, out = [], [topic, b""]
+    encodings = comp._encodings
+    for name in names:
+        a = _wire_array(arrays[name])
+        enc = encodings.get(name, "raw")
+        desc = _DESC_JSON.get((name, a.dtype, a.shape, enc))
+        if desc is None:
+            desc = _desc_json(name, a, comp)
+        descs.append(desc)
+        if enc == "raw":
+            out.append(a.data if a.nbytes >= 4096 else a.tobytes())
+        else:
+            out.append(_coded_payload(name, a, comp.encoding_for(name), comp))
+    # "parts" goes last, spliced in as ready-made JSON text (see _DESC_JSON)
+    out[1] = b"".join((meta[:-1], b',"parts":[' if len(meta) > 2 else b'{"parts":[', b",".join(descs), b"]}"))
+    return out
+
+
+# -- JSON: orjson when installed (a dependency of xrfed: 10x faster to write, 3x to read), the standard library
+# otherwise (e.g. a Kit app's Python), with the same rules both ways: compact UTF-8 text, numpy scalars as numbers,
+# NaN/inf rejected on both sides (they are not JSON; a header that needs them is a bug on the publishing side).
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - exercised by monkeypatching in the tests
+    _orjson = None
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+def _check_finite(obj: Any, where: str = "header") -> None:
+    """Raise ValueError at the first NaN/inf float in a JSON-bound structure (orjson would write ``null``)."""
+    t = type(obj)
+    if t is str or t is int or t is bool or obj is None:
+        return
+    if isinstance(obj, (float, np.floating)):
+        if not math.isfinite(obj):
+            raise ValueError(f"{where} = {obj}: NaN/inf are not JSON")
+    elif isinstance(obj, Mapping):
+        for k, v in obj.items():
+            _check_finite(v, f"{where}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_finite(v, f"{where}[{i}]")
+
+
+def _json(obj: Any, *, finite_checked: bool = False) -> bytes:
+    """Compact UTF-8 JSON. ``finite_checked``: the caller has already made sure no float is NaN/inf."""
+    if _orjson is not None:
+        if not finite_checked:
+            _check_finite(obj)
+        return _orjson.dumps(obj, default=_json_default, option=_orjson.OPT_NON_STR_KEYS)
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False, ensure_ascii=False,
+                      default=_json_default).encode()
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _loads(text: bytes) -> Any:
+    """Strict JSON from UTF-8 bytes: invalid UTF-8, NaN/Infinity and over-deep nesting raise ValueError."""
+    if _orjson is not None:
+        return _orjson.loads(text)
+    text.decode()  # UTF-8 or nothing (json.loads would also take UTF-16/32 bytes); UnicodeDecodeError is a ValueError
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("header nests too deeply") from None
 
 
 def encode_arrays_message(topic: bytes, header: Mapping[str, Any], arrays: Mapping[str, np.ndarray],
                           compression: Compression | None = None) -> list[Any]:
     """Low-level encoder: ``[topic, header + parts, buffers...]`` for any named arrays (Kit extension, tests).
 
-    ``header`` must already hold ``proto``/``v``/``kind`` and the metadata; ``parts`` is filled in here.
+    ``header`` must already hold ``proto``/``v``/``kind`` and the metadata; ``parts`` is filled in here. A NaN or
+    inf anywhere in it raises ValueError (they are not JSON).
     """
-    comp = compression or _DEFAULT_COMPRESSION
-    descs, payloads = [], []
-    names = [n for n in _PART_ORDER if n in arrays] + sorted(n for n in arrays if n not in PART_SPECS)
-    for name in names:
-        d, p = _encode_part(name, arrays[name], comp.encoding_for(name), comp)
-        descs.append(d)
-        payloads.append(p)
-    # "parts" goes last, spliced in as ready-made JSON text (see _DESC_JSON)
+    names = [n for n in _PART_ORDER if n in arrays]
+    if len(names) != len(arrays):
+        names += sorted(n for n in arrays if n not in PART_SPECS)
     meta = _json({k: v for k, v in header.items() if k != "parts"})
-    head = meta[:-1] + (b',"parts":[' if len(meta) > 2 else b'{"parts":[') + b",".join(descs) + b"]}"
-    return [topic, head, *payloads]
+    return _encode(topic, meta, names, arrays, compression or _DEFAULT_COMPRESSION)
 
 
 def encode_frame(frame: DeviceFrame, *, seq: int, session: str, publisher: str, channel: str = "frame",
@@ -329,8 +413,7 @@ def encode_frame(frame: DeviceFrame, *, seq: int, session: str, publisher: str, 
 
     Buffers of raw parts are memoryviews of the frame's own arrays (zero-copy with ``send_multipart(copy=False)``).
     """
-    arr = frame_to_arrays(frame)
-    arrays = {k: v for k, v in arr.items() if k in PART_SPECS}
+    arrays = modality_arrays(frame)  # already in PART_SPECS order
     header: dict[str, Any] = {
         "proto": PROTOCOL, "v": VERSION, "kind": "frame", "publisher": publisher, "session": session,
         "seq": int(seq), "device_id": frame.device_id, "user_id": frame.user_id, "profile": frame.profile,
@@ -339,9 +422,14 @@ def encode_frame(frame: DeviceFrame, *, seq: int, session: str, publisher: str, 
         "camera_fov_y_deg": frame.camera_fov_y_deg, "room": frame.room,
         "labels": dict(frame.labels), "active_tasks": list(frame.active_tasks), "events": list(frame.events),
     }
-    if "audio_hz" in arr:
-        header["audio_hz"] = int(arr["audio_hz"])
-    return encode_arrays_message(frame_topic(frame.device_id, channel), header, arrays, compression)
+    if frame.audio is not None:
+        header["audio_hz"] = frame.audio.sample_rate_hz
+    # The frame contract already holds sim_time_s finite and labels/active_tasks to known names; the fields it
+    # leaves free are checked here, so the JSON writer need not walk the whole header.
+    for key in ("user_id", "profile", "camera_fov_y_deg", "room", "events"):
+        _check_finite(header[key], key)
+    return _encode(frame_topic(frame.device_id, channel), _json(header, finite_checked=True), tuple(arrays), arrays,
+                   compression or _DEFAULT_COMPRESSION)
 
 
 def encode_heartbeat(*, publisher: str, session: str, seqs: Mapping[str, int], devices: Sequence[Mapping[str, str]],
@@ -360,9 +448,11 @@ def encode_heartbeat(*, publisher: str, session: str, seqs: Mapping[str, int], d
 # ---------------------------------------------------------------------------------------------------------------
 # decoding
 def _buffer(part: Any) -> memoryview:
-    """A read-only memoryview of one received part (bytes, memoryview or a zmq.Frame's ``buffer``)."""
+    """A memoryview of bytes of one received part (bytes, memoryview or a zmq.Frame's ``buffer``)."""
     buf = getattr(part, "buffer", part)
-    return memoryview(buf).cast("B") if not isinstance(buf, memoryview) or buf.format != "B" else buf
+    if type(buf) is memoryview and buf.format == "B" and buf.ndim == 1:
+        return buf
+    return memoryview(buf).cast("B")
 
 
 def message_nbytes(parts: Sequence[Any]) -> int:
@@ -409,12 +499,34 @@ def _check_desc(desc: Any) -> _Part:
     return _Part(name, np_dtype, tuple(shape), count, count * np_dtype.itemsize, enc)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """A header's ``parts`` array checked once: the descriptors as parsed, their checked form, and the first name
+    that appears twice (a message carrying it is rejected once its buffers are asked for)."""
+
+    descs: tuple[dict[str, Any], ...]
+    parts: tuple[_Part, ...]
+    duplicate: str | None
+
+    @classmethod
+    def of(cls, descs: list[Any]) -> _Plan:
+        parts = tuple(_check_desc(d) for d in descs)  # raises on the first malformed descriptor
+        seen: set[str] = set()
+        dup = None
+        for p in parts:
+            if p.name in seen:
+                dup = p.name
+                break
+            seen.add(p.name)
+        return cls(tuple(descs), parts, dup)
+
+
 _PARTS_SEP = b',"parts":'
-_PARTS_CACHE: dict[bytes, tuple[tuple[Any, ...], tuple[_Part, ...]]] = {}
+_PARTS_CACHE: dict[bytes, _Plan] = {}
 
 
-def _parse_header(raw: bytes) -> tuple[Any, tuple[_Part, ...] | None]:
-    """``json.loads(raw)``, with the descriptors of a ``"parts"`` array that ends the header parsed and checked once
+def _parse_header(raw: bytes) -> tuple[Any, _Plan | None]:
+    """``_loads(raw)``, with the descriptors of a ``"parts"`` array that ends the header parsed and checked once
     per distinct array text (frame after frame it is the same text). Equivalent to a full parse: the cache is used
     only when the text before ``,"parts":`` closed with ``}`` is itself a non-empty JSON object, so the whole is
     that object plus the key ``parts``."""
@@ -424,120 +536,134 @@ def _parse_header(raw: bytes) -> tuple[Any, tuple[_Part, ...] | None]:
         hit = _PARTS_CACHE.get(tail)
         if hit is not None:
             try:
-                head = json.loads(raw[:cut] + b"}")
+                head = _loads(raw[:cut] + b"}")
             except ValueError:
                 head = None
-            if isinstance(head, dict) and head:
-                head["parts"] = [dict(d) for d in hit[0]]
-                return head, hit[1]
-    header = json.loads(raw)
+            if type(head) is dict and head:
+                head["parts"] = [d.copy() for d in hit.descs]
+                return head, hit
+    header = _loads(raw)
     if isinstance(header, dict) and cut > 1 and raw.endswith(b"]}") and isinstance(header.get("parts"), list):
         # remember this descriptor array if it is well-formed (a malformed one raises on use, never cached)
         tail = raw[cut + len(_PARTS_SEP):-1]
         try:
-            if json.loads(tail) == header["parts"]:
-                checked = tuple(_check_desc(d) for d in header["parts"])
+            own = _loads(tail)  # the cache's own objects, never the caller's
+            if own == header["parts"]:
+                plan = _Plan.of(own)
                 if len(_PARTS_CACHE) >= _CACHE_MAX:
                     _PARTS_CACHE.clear()
-                _PARTS_CACHE[tail] = (tuple(header["parts"]), checked)
-        except (ValueError, StreamProtocolError):
+                _PARTS_CACHE[tail] = plan
+        except (ValueError, TypeError, StreamProtocolError):
             pass
     return header, None
 
 
-def _decode_part(desc: Any, payload: memoryview, limits: Limits, part: _Part | None = None) -> tuple[str, np.ndarray]:
-    """One buffer as an array; ``part`` is ``desc`` already checked (from the header cache)."""
-    if part is None:
-        part = _check_desc(desc)
+def _decode_part(part: _Part, payload: memoryview, limits: Limits) -> np.ndarray:
+    """One buffer as an array of its checked descriptor's dtype and shape."""
     name, nbytes, enc = part.name, part.nbytes, part.encoding
     if nbytes > limits.max_part_bytes:
         raise StreamProtocolError("oversized", f"part {name!r}: {nbytes} decoded bytes > limit {limits.max_part_bytes}")
     if enc == "raw":
         if payload.nbytes != nbytes:
-            raise StreamProtocolError("size_mismatch", f"part {name!r}: shape {list(part.shape)} {part.dtype.name} needs {nbytes} bytes, buffer has "
-                 f"{payload.nbytes}")
-        a = np.frombuffer(payload, dtype=part.dtype, count=part.count)
-    elif enc == "zlib":
+            raise StreamProtocolError("size_mismatch", f"part {name!r}: shape {list(part.shape)} {part.dtype.name} "
+                                                       f"needs {nbytes} bytes, buffer has {payload.nbytes}")
+        return np.ndarray(part.shape, part.dtype, payload)  # a view: exactly nbytes, checked above
+    if enc == "zlib":
         d = zlib.decompressobj()
         try:
             raw = d.decompress(payload, nbytes + 1)  # bounded: a zip bomb cannot inflate past the declared size
         except zlib.error as exc:
             raise StreamProtocolError("bad_payload", f"part {name!r}: zlib: {exc}") from None
         if len(raw) != nbytes or not d.eof:
-            raise StreamProtocolError("size_mismatch", f"part {name!r}: zlib payload does not inflate to exactly {nbytes} bytes")
-        a = np.frombuffer(raw, dtype=part.dtype, count=part.count)
-    else:  # png / jpeg (checked: uint8 [H, W] or [H, W, 3])
-        from PIL import Image
+            raise StreamProtocolError("size_mismatch", f"part {name!r}: zlib payload does not inflate to exactly "
+                                                       f"{nbytes} bytes")
+        return np.frombuffer(raw, dtype=part.dtype, count=part.count).reshape(part.shape)
+    # png / jpeg (checked: uint8 [H, W] or [H, W, 3])
+    from PIL import Image
 
-        shape = part.shape
-        try:
-            with Image.open(io.BytesIO(payload)) as im:
-                # Check the declared size before decoding pixels, so a lying header cannot allocate more.
-                if im.size != (shape[1], shape[0]):
-                    raise StreamProtocolError("size_mismatch", f"part {name!r}: image is {im.size[0]}x{im.size[1]}, header says {shape[1]}x{shape[0]}")
-                a = np.asarray(im.convert("RGB" if len(shape) == 3 else "L"))
-        except StreamProtocolError:
-            raise
-        except Exception as exc:  # Pillow raises many types for corrupt data
-            raise StreamProtocolError("bad_payload", f"part {name!r}: {enc}: {exc}") from None
-    return name, a.reshape(part.shape)
+    shape = part.shape
+    try:
+        with Image.open(io.BytesIO(payload)) as im:
+            # Check the declared size before decoding pixels, so a lying header cannot allocate more.
+            if im.size != (shape[1], shape[0]):
+                raise StreamProtocolError("size_mismatch", f"part {name!r}: image is {im.size[0]}x{im.size[1]}, "
+                                                           f"header says {shape[1]}x{shape[0]}")
+            a = np.asarray(im.convert("RGB" if len(shape) == 3 else "L"))
+    except StreamProtocolError:
+        raise
+    except Exception as exc:  # Pillow raises many types for corrupt data
+        raise StreamProtocolError("bad_payload", f"part {name!r}: {enc}: {exc}") from None
+    return a.reshape(shape)
+
+
+def _bad_field(key: str, value: Any) -> StreamProtocolError:
+    return StreamProtocolError("bad_header", f"frame header field {key!r} missing or of the wrong type: {value!r}")
 
 
 def decode_message(parts: Sequence[Any], limits: Limits | None = None, *, arrays: bool = True) -> StreamMessage:
     """Decode ``[topic, header, buffers...]``; raise :class:`StreamProtocolError` on anything malformed.
 
-    Raw arrays are read-only views of the received buffers (no copy); compressed ones are fresh arrays.
+    Raw arrays are views of the received buffers (no copy); compressed ones are fresh arrays.
     ``arrays=False`` checks the header only (what a latest-only drain needs for messages it will skip).
     """
-    lim = limits or Limits()
-    if len(parts) < 2:
+    lim = limits or _DEFAULT_LIMITS
+    n_buf = len(parts) - 2
+    if n_buf < 0:
         raise StreamProtocolError("too_few_parts", f"expected [topic, header, buffers...], got {len(parts)} part(s)")
-    if len(parts) - 2 > lim.max_parts:
-        raise StreamProtocolError("oversized", f"{len(parts) - 2} buffers > limit {lim.max_parts}")
+    if n_buf > lim.max_parts:
+        raise StreamProtocolError("oversized", f"{n_buf} buffers > limit {lim.max_parts}")
     views = [_buffer(p) for p in parts]
-    total = sum(v.nbytes for v in views)
+    total = sum([v.nbytes for v in views])
     if total > lim.max_message_bytes:
         raise StreamProtocolError("oversized", f"{total} bytes > limit {lim.max_message_bytes}")
     if views[1].nbytes > lim.max_header_bytes:
         raise StreamProtocolError("oversized", f"header of {views[1].nbytes} bytes > limit {lim.max_header_bytes}")
     try:
         topic = views[0].tobytes().decode()
-        raw_header = views[1].tobytes()
-        raw_header.decode()  # UTF-8 or nothing (json.loads would also take UTF-16/32 bytes)
-        header, checked = _parse_header(raw_header)
+        header, plan = _parse_header(views[1].tobytes())
     except (UnicodeDecodeError, ValueError) as exc:
         raise StreamProtocolError("bad_header", f"topic/header is not UTF-8 JSON: {exc}") from None
-    if not isinstance(header, dict):
+    if type(header) is not dict:
         raise StreamProtocolError("bad_header", f"header must be a JSON object, got {type(header).__name__}")
-    if header.get("proto") != PROTOCOL:
-        raise StreamProtocolError("bad_proto", f"proto must be {PROTOCOL!r}, got {header.get('proto')!r}")
-    if header.get("v") != VERSION:
-        raise StreamProtocolError("bad_version", f"protocol version {header.get('v')!r}; this reader "
-                                                         f"speaks {VERSION}")
-    kind = header.get("kind")
-    if kind not in ("frame", "heartbeat"):
+    get = header.get
+    if get("proto") != PROTOCOL:
+        raise StreamProtocolError("bad_proto", f"proto must be {PROTOCOL!r}, got {get('proto')!r}")
+    if get("v") != VERSION:
+        raise StreamProtocolError("bad_version", f"protocol version {get('v')!r}; this reader speaks {VERSION}")
+    kind = get("kind")
+    if kind != "frame" and kind != "heartbeat":
         raise StreamProtocolError("bad_header", f"kind must be 'frame' or 'heartbeat', got {kind!r}")
-    descs = header.get("parts", [])
-    if not (isinstance(descs, list) and len(descs) == len(parts) - 2):
-        raise StreamProtocolError("part_count", f"header lists {len(descs) if isinstance(descs, list) else descs!r} parts, message has "
-             f"{len(parts) - 2} buffers")
+    descs = get("parts", [])
+    if not (type(descs) is list and len(descs) == n_buf):
+        raise StreamProtocolError("part_count", f"header lists {len(descs) if isinstance(descs, list) else descs!r} "
+                                                f"parts, message has {n_buf} buffers")
     if kind == "frame":
-        for key, typ in (("device_id", str), ("step", int), ("sim_time_s", (int, float)), ("seq", int)):
-            if not (isinstance(header.get(key), typ) and not isinstance(header.get(key), bool)):
-                raise StreamProtocolError("bad_header", f"frame header field {key!r} missing or of the wrong type: {header.get(key)!r}")
-        if not topic.startswith(f"{FRAME_TOPIC_PREFIX}{header['device_id']}/"):
-            raise StreamProtocolError("topic_mismatch", f"topic {topic!r} does not belong to device {header['device_id']!r}")
-    else:
-        if not topic.startswith(HEARTBEAT_TOPIC_PREFIX):
-            raise StreamProtocolError("topic_mismatch", f"heartbeat on topic {topic!r}")
+        device_id, step, sim_time, seq = get("device_id"), get("step"), get("sim_time_s"), get("seq")
+        # exact types: JSON gives str/int/float/bool, and bool must not pass as int
+        if type(device_id) is not str:
+            raise _bad_field("device_id", device_id)
+        if type(step) is not int:
+            raise _bad_field("step", step)
+        if type(sim_time) is not float and type(sim_time) is not int:
+            raise _bad_field("sim_time_s", sim_time)
+        if type(seq) is not int:
+            raise _bad_field("seq", seq)
+        if not topic.startswith(FRAME_TOPIC_PREFIX + device_id + "/"):
+            raise StreamProtocolError("topic_mismatch", f"topic {topic!r} does not belong to device {device_id!r}")
+    elif not topic.startswith(HEARTBEAT_TOPIC_PREFIX):
+        raise StreamProtocolError("topic_mismatch", f"heartbeat on topic {topic!r}")
     out: dict[str, np.ndarray] = {}
-    if arrays:
-        for i, (desc, payload) in enumerate(zip(descs, views[2:], strict=True)):
-            name, a = _decode_part(desc, payload, lim, checked[i] if checked is not None else None)
-            if name in out:
-                raise StreamProtocolError("bad_header", f"part {name!r} appears twice")
-            out[name] = a
-        if "audio" in out:
-            if not isinstance(header.get("audio_hz"), int):
-                raise StreamProtocolError("bad_header", "an audio part needs an integer audio_hz")
+    if arrays and n_buf:
+        if plan is None:
+            plan = _Plan.of(descs)
+        if plan.duplicate is not None:
+            raise StreamProtocolError("bad_header", f"part {plan.duplicate!r} appears twice")
+        max_part = lim.max_part_bytes
+        for part, payload in zip(plan.parts, views[2:], strict=True):  # lengths checked above
+            if part.encoding == "raw" and part.nbytes == payload.nbytes and part.nbytes <= max_part:
+                out[part.name] = np.ndarray(part.shape, part.dtype, payload)  # a view of exactly nbytes
+            else:
+                out[part.name] = _decode_part(part, payload, lim)
+        if "audio" in out and type(get("audio_hz")) is not int:
+            raise StreamProtocolError("bad_header", "an audio part needs an integer audio_hz")
     return StreamMessage(topic=topic, header=header, arrays=out, wire_bytes=total)

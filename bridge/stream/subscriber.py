@@ -190,15 +190,16 @@ class Subscriber(SocketEndpoint):
         self.stats.bytes += msg.wire_bytes
         h = msg.header
         pub = str(h.get("publisher", "?"))
+        session = msg.session
         info = self.publishers.get(pub)
         if info is None:
-            info = self.publishers[pub] = PublisherInfo(pub, msg.session, now)
-        elif info.session != msg.session:
+            info = self.publishers[pub] = PublisherInfo(pub, session, now)
+        elif info.session != session:
             self.stats.restarts += 1
-            info.session = msg.session
+            info.session = session
             info.devices, info.step_dt_s = (), None
         info.last_seen_s = now
-        if msg.kind == "heartbeat":
+        if h["kind"] == "heartbeat":
             self.stats.heartbeats += 1
             devs = h.get("devices", [])
             if isinstance(devs, list):
@@ -209,9 +210,9 @@ class Subscriber(SocketEndpoint):
             if isinstance(last, dict):
                 for topic, seq in last.items():
                     if isinstance(seq, int) and any(topic.startswith(t) for t in self.config.topics):
-                        self._track(topic, msg.session, seq, tail=True)
+                        self._track(topic, session, seq, tail=True)
             return None
-        self._track(msg.topic, msg.session, msg.seq, tail=False)
+        self._track(msg.topic, session, h["seq"], tail=False)  # a frame's seq is an int (checked by the decoder)
         return msg
 
     def _track(self, topic: str, session: str, seq: int, *, tail: bool) -> None:

@@ -80,3 +80,28 @@ def test_arrays_round_trip_with_absent_modalities():
     assert back.gaze.valid is False and back.gaze.pitch_rad == pytest.approx(-0.2)
     assert back.depth_m is None and back.imu is None
     assert back.labels == f.labels
+
+
+def test_records_stay_frozen_dataclasses_and_replace_revalidates():
+    import dataclasses
+
+    from bridge import Hands, LightingState
+
+    f = _frame(rgb=np.zeros((4, 5, 3), np.uint8), audio=Audio(np.zeros((1, 8), np.float32), 16000),
+               lighting=LightingState(1.0, 300.0, 4000.0))
+    for rec, name in ((f, "step"), (f.audio, "sample_rate_hz"), (f.lighting, "intensity"),
+                      (Hands(np.zeros((2, 26, 3)), [True, False]), "valid")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(rec, name, 1)
+    assert [fl.name for fl in dataclasses.fields(DeviceFrame)][:5] == ["device_id", "user_id", "profile", "step",
+                                                                       "sim_time_s"]
+    assert dataclasses.replace(f, step=4).step == 4 and f.step == 3
+    assert f.without("rgb").rgb is None and f.without("rgb").audio == f.audio
+    with pytest.raises(FrameValidationError, match="step"):
+        dataclasses.replace(f, step=-1)
+    assert LightingState(1.0, 300.0, 4000.0).lights_on is True  # the default survives the hand-written __init__
+    assert _frame().labels == {} and _frame().wall_time_ns == 0
+    with pytest.raises(FrameValidationError, match="hands.joints_m"):
+        Hands(np.full((2, 26, 3), np.nan), [True, True])
+    with pytest.raises(FrameValidationError, match="audio.samples"):
+        Audio(np.array([[0.0, np.inf]], np.float32), 16000)

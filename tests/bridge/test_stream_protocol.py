@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,3 +205,59 @@ def test_header_tricks_around_the_cache():
     with pytest.raises(StreamProtocolError) as e:
         decode_message(_with_header(parts, sneaky))
     assert e.value.reason == "part_count"
+
+
+# -- the JSON layer: orjson when installed, the standard library otherwise, with the same rules --------------------
+@pytest.fixture(params=["orjson", "stdlib"])
+def json_impl(request, monkeypatch):
+    import bridge.stream.protocol as protocol
+
+    if request.param == "stdlib":
+        monkeypatch.setattr(protocol, "_orjson", None)
+    else:
+        pytest.importorskip("orjson")
+    return request.param
+
+
+def test_both_json_paths_write_the_same_bytes_and_read_them_back(json_impl):
+    import bridge.stream.protocol as protocol
+    from bridge.stream.golden import golden_messages, read_container
+
+    # both paths write the committed golden messages byte for byte (they are what the C# codec is tested against)
+    golden = Path(__file__).resolve().parents[2] / "unity_project" / "Tests" / "StreamCodec" / "golden"
+    fresh = golden_messages()
+    for name in ("frame_raw", "heartbeat"):
+        assert read_container(golden / f"{name}.xrfmsg") == fresh[name], name
+    frame = synthetic_frame()
+    _assert_same(frame, decode_message(_bytes(encode_frame(frame, seq=3, session="s", publisher="p"))).to_frame())
+    # numpy scalars in a caller's header are numbers; non-string keys become strings
+    msg = encode_arrays_message(b"xrfed/d/extra", {"proto": "xrfed-stream", "v": 1, "kind": "frame", "device_id": "d",
+                                                   "step": np.int64(2), "sim_time_s": np.float32(0.5), "seq": 0,
+                                                   "extra": {1: "one"}}, {})
+    h = decode_message(_bytes(msg)).header
+    assert h["step"] == 2 and h["sim_time_s"] == 0.5 and h["extra"] == {"1": "one"}
+    assert protocol._json({"a": [1, 2.5, "é"]}) == '{"a":[1,2.5,"é"]}'.encode()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), np.float32("-inf")])
+def test_non_finite_header_values_are_refused_on_both_paths(json_impl, bad):
+    header = {"proto": "xrfed-stream", "v": 1, "kind": "frame", "device_id": "d", "step": 0, "sim_time_s": 0.0,
+              "seq": 0, "meta": {"nested": [1.0, bad]}}
+    with pytest.raises(ValueError):
+        encode_arrays_message(b"xrfed/d/frame", header, {})
+    frame = synthetic_frame()
+    with pytest.raises(ValueError, match="camera_fov_y_deg"):
+        encode_frame(DeviceFrame(**{**{f: getattr(frame, f) for f in frame.field_names()}, "camera_fov_y_deg": bad}),
+                     seq=0, session="s", publisher="p")
+
+
+@pytest.mark.parametrize("text", [
+    b'{"proto":"xrfed-stream","v":1,"kind":"heartbeat","x":NaN,"parts":[]}',
+    b'{"proto":"xrfed-stream","v":1,"kind":"heartbeat","x":Infinity,"parts":[]}',
+    b'{"proto":"xrfed-stream","v":1,"kind":"heartbeat","x":"\xff","parts":[]}',
+    b'{"proto":"xrfed-stream","v":1,"kind":"heartbeat","x":' + b"[" * 5000 + b"]" * 5000 + b',"parts":[]}',
+])
+def test_what_is_not_strict_json_is_a_bad_header_on_both_paths(json_impl, text):
+    with pytest.raises(StreamProtocolError) as e:
+        decode_message([b"xrfed-hb/p", text])
+    assert e.value.reason == "bad_header"
