@@ -91,8 +91,9 @@ def frame_to_arrays(frame: DeviceFrame) -> dict[str, Any]:
 
 
 def arrays_to_frame(arr: dict[str, Any], *, device_id: str, user_id: str, profile: str, step: int,
-                    sim_time_s: float, **meta: Any) -> DeviceFrame:
-    """Inverse of :func:`frame_to_arrays` (labels given as indices or names)."""
+                    sim_time_s: float, labels: Any = None, **meta: Any) -> DeviceFrame:
+    """Inverse of :func:`frame_to_arrays` (labels given as indices or names; ``labels=`` overrides
+    ``arr["labels"]``)."""
     get = arr.get
     gaze = None
     g = get("gaze")
@@ -112,7 +113,12 @@ def arrays_to_frame(arr: dict[str, Any], *, device_id: str, user_id: str, profil
     if li is not None:
         li = np.asarray(li).tolist()
         lighting = LightingState(float(li[0]), float(li[1]), float(li[2]), bool(li[3] > 0.5))
-    labels = {t: v if isinstance(v, str) else TASKS[t].classes[int(v)] for t, v in dict(get("labels", {})).items()}
+    if labels is None:
+        labels = get("labels", {})
+    if type(labels) is not dict:
+        labels = dict(labels)
+    if not all(type(v) is str for v in labels.values()):  # indices -> names
+        labels = {t: v if isinstance(v, str) else TASKS[t].classes[int(v)] for t, v in dict(labels).items()}
     return DeviceFrame(
         device_id=device_id, user_id=user_id, profile=profile, step=step, sim_time_s=sim_time_s,
         rgb=get("rgb"), depth_m=get("depth_m"), segmentation=get("segmentation"), gaze=gaze,

@@ -87,6 +87,8 @@ def _finite(name: str, value: Any, lo: float = -math.inf, hi: float = math.inf) 
     return v
 
 
+_CLASSES: dict[str, frozenset[str]] = {name: frozenset(task.classes) for name, task in TASKS.items()}
+
 # The records below are frozen dataclasses whose ``__init__`` is written out: it validates every field and stores
 # them with one ``__dict__.update`` (what the generated ``__init__`` does one ``object.__setattr__`` at a time). One
 # of each is built for every frame of every device, so construction is on the streaming hot path. ``replace()``,
@@ -291,15 +293,19 @@ class DeviceFrame:
                 raise FrameValidationError("segmentation", "int32 array [H, W]", getattr(s, "dtype", type(s).__name__))
             if shape_hw is not None and s.shape != shape_hw:
                 raise FrameValidationError("segmentation", f"the image size {shape_hw}", s.shape)
-        for name, value, cls in (("gaze", gaze, Gaze), ("audio", audio, Audio), ("head_pose", head_pose, Pose),
-                                 ("imu", imu, Imu), ("hands", hands, Hands), ("lighting", lighting, LightingState)):
-            if value is not None and type(value) is not cls and not isinstance(value, cls):
-                raise FrameValidationError(name, f"{cls.__name__} or None", type(value).__name__)
+        if not ((gaze is None or type(gaze) is Gaze) and (audio is None or type(audio) is Audio)
+                and (head_pose is None or type(head_pose) is Pose) and (imu is None or type(imu) is Imu)
+                and (hands is None or type(hands) is Hands)
+                and (lighting is None or type(lighting) is LightingState)):  # else: a subclass, or an error
+            for name, value, cls in (("gaze", gaze, Gaze), ("audio", audio, Audio), ("head_pose", head_pose, Pose),
+                                     ("imu", imu, Imu), ("hands", hands, Hands), ("lighting", lighting, LightingState)):
+                if value is not None and not isinstance(value, cls):
+                    raise FrameValidationError(name, f"{cls.__name__} or None", type(value).__name__)
         labels = {} if labels is None else dict(labels)
         for task, label in labels.items():
-            if task not in TASKS:
-                raise FrameValidationError(f"labels[{task!r}]", f"a task in {sorted(TASKS)}", task)
-            if label not in TASKS[task].classes:
+            if label not in _CLASSES.get(task, ()):
+                if task not in TASKS:
+                    raise FrameValidationError(f"labels[{task!r}]", f"a task in {sorted(TASKS)}", task)
                 raise FrameValidationError(f"labels[{task!r}]", f"one of {TASKS[task].classes}", repr(label))
         active_tasks = tuple(active_tasks)
         for t in active_tasks:

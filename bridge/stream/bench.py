@@ -16,7 +16,8 @@ For 1 and 8 devices at 128x128 and 640x480, raw and compressed (rgb=jpeg, depth=
 
 ``ratio_vs_pyzmq`` = our time / bare time (target <= 1.5 for raw frames; compressed frames are held to it against
 the same-codec baseline); ``speedup_vs_mlagents`` = our frames/s / ML-Agents
-frames/s (target >= 5 at 640x480).
+frames/s (target >= 5 at 640x480). Ours and the bare loops run alternately ``repeats`` times per configuration; a
+ratio is the median of the ratios of neighbouring runs (all of them are in ``*_runs``), times are medians too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -42,11 +44,16 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget-mb", type=float, default=400.0,
                    help="raw megabytes to push per configuration (sets the number of steps; default 400)")
     p.add_argument("--quick", action="store_true", help="a tenth of the budget (smoke run)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="alternating runs of ours and the bare loop per configuration; ratios are their median "
+                        "(default 3)")
 
 
 def run_stream_bench(args: argparse.Namespace) -> int:
     budget = args.budget_mb / (10.0 if args.quick else 1.0)
-    result = bench_stream(budget_mb=budget)
+    if args.repeats < 1:
+        raise SystemExit(f"--repeats: expected a positive integer, got {args.repeats}")
+    result = bench_stream(budget_mb=budget, repeats=args.repeats)
     text = json.dumps(result, indent=2)
     if args.json_path:
         Path(args.json_path).write_text(text + "\n")
@@ -289,7 +296,7 @@ def _mlagents(frames: list[Any], steps: int, png: bool) -> tuple[float, str]:
 
 
 def bench_stream(*, budget_mb: float = 400.0, sizes: tuple[tuple[int, int], ...] = _SIZES,
-                 devices: tuple[int, ...] = _DEVICES) -> dict[str, Any]:
+                 devices: tuple[int, ...] = _DEVICES, repeats: int = 3) -> dict[str, Any]:
     from .protocol import Compression
 
     results = []
@@ -301,9 +308,19 @@ def bench_stream(*, budget_mb: float = 400.0, sizes: tuple[tuple[int, int], ...]
             steps = max(5, min(2000, int(budget_mb / raw_step_mb)))
             ml_steps = max(2, min(200, steps // 10))
             for label, comp in (("raw", Compression()), ("compressed", Compression(rgb="jpeg", depth_m="zlib"))):
-                ours_s, ours_bytes = _run("ours", n_dev, h, w, steps, comp)
-                bare_s, _bare_bytes = _run("bare", n_dev, h, w, steps, comp)
-                codec_s = _run("bare_codec", n_dev, h, w, steps, comp)[0] if label == "compressed" else None
+                # ours and the baselines alternate, `repeats` times: each ratio compares runs made moments apart,
+                # and the median of those ratios is reported (one noisy run cannot decide it)
+                runs: dict[str, list[float]] = {"ours": [], "bare": [], "bare_codec": []}
+                for _ in range(repeats):
+                    t, ours_bytes = _run("ours", n_dev, h, w, steps, comp)
+                    runs["ours"].append(t)
+                    runs["bare"].append(_run("bare", n_dev, h, w, steps, comp)[0])
+                    if label == "compressed":
+                        runs["bare_codec"].append(_run("bare_codec", n_dev, h, w, steps, comp)[0])
+                ratios = [o / b for o, b in zip(runs["ours"], runs["bare"], strict=True)]
+                codec_ratios = [o / b for o, b in zip(runs["ours"], runs["bare_codec"], strict=False)]
+                ours_s, bare_s = statistics.median(runs["ours"]), statistics.median(runs["bare"])
+                codec_s = statistics.median(runs["bare_codec"]) if codec_ratios else None
                 ml_s, ml_note = _mlagents(frames, ml_steps, png=(label == "compressed"))
                 n = steps * n_dev
                 ours_fps = (n - 1) / ours_s  # timed from the first received frame to the last
@@ -315,9 +332,11 @@ def bench_stream(*, budget_mb: float = 400.0, sizes: tuple[tuple[int, int], ...]
                     "ours_mb_per_s": round(ours_bytes / 1e6 / ours_s, 1),
                     "raw_mb_per_s": round(raw_step_mb / n_dev * ours_fps, 1),
                     "wire_bytes_per_frame": int(ours_bytes / max(n - 1, 1)),
-                    "ratio_vs_pyzmq": round(ours_s / bare_s, 3),
+                    "ratio_vs_pyzmq": round(statistics.median(ratios), 3),
+                    "ratio_vs_pyzmq_runs": [round(r, 3) for r in ratios],
                     "bare_pyzmq_same_codec_s": None if codec_s is None else round(codec_s, 4),
-                    "ratio_vs_pyzmq_same_codec": None if codec_s is None else round(ours_s / codec_s, 3),
+                    "ratio_vs_pyzmq_same_codec": round(statistics.median(codec_ratios), 3) if codec_ratios else None,
+                    "ratio_vs_pyzmq_same_codec_runs": [round(r, 3) for r in codec_ratios] or None,
                     "mlagents_frames_per_s": None if ml_fps is None else round(ml_fps, 1),
                     "speedup_vs_mlagents": None if ml_fps is None else round(ours_fps / ml_fps, 2),
                 })

@@ -204,21 +204,18 @@ class StreamMessage:
 
     def to_frame(self) -> DeviceFrame:
         """The :class:`DeviceFrame` this message carries (validated by the frame contract)."""
-        if self.kind != "frame":
-            raise StreamProtocolError("not_a_frame", f"a {self.kind!r} message has no DeviceFrame")
         h = self.header
-        arr: dict[str, Any] = dict(self.arrays)
-        if "gaze_valid" in arr:
-            arr["gaze_valid"] = bool(arr["gaze_valid"])
+        if h["kind"] != "frame":
+            raise StreamProtocolError("not_a_frame", f"a {h['kind']!r} message has no DeviceFrame")
+        arr: dict[str, Any] = self.arrays
         if "audio" in arr:
-            arr["audio_hz"] = int(h["audio_hz"])
-        arr["labels"] = dict(h.get("labels", {}))
+            arr = {**arr, "audio_hz": h["audio_hz"]}
         fov = h.get("camera_fov_y_deg")
         return arrays_to_frame(
             arr, device_id=h["device_id"], user_id=h.get("user_id", ""), profile=h.get("profile", ""),
             step=int(h["step"]), sim_time_s=float(h["sim_time_s"]), wall_time_ns=int(h.get("wall_time_ns", 0)),
             camera_fov_y_deg=None if fov is None else float(fov), active_tasks=tuple(h.get("active_tasks", ())),
-            room=h.get("room"), events=tuple(h.get("events", ())),
+            room=h.get("room"), events=tuple(h.get("events", ())), labels=h.get("labels", {}),
         )
 
 

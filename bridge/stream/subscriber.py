@@ -36,6 +36,10 @@ from .security import CurveConfig, SecuredSocket, SocketEndpoint
 __all__ = ["SubscriberConfig", "SubscriberStats", "PublisherInfo", "GapEvent", "Subscriber"]
 
 
+#: what ``StreamMessage.to_frame`` raises for a well-formed message whose content breaks the frame contract
+FRAME_ERRORS = (FrameValidationError, StreamProtocolError, KeyError, TypeError, ValueError, BridgeError)
+
+
 @dataclass(frozen=True)
 class SubscriberConfig:
     """Where and what to receive. ``topics`` are prefixes (``xrfed/`` = everything, ``xrfed/quest_0/`` = one
@@ -262,7 +266,7 @@ class Subscriber(SocketEndpoint):
         """``msg.to_frame()``, counting a contract violation as ``rejected['bad_frame']`` instead of raising."""
         try:
             return msg.to_frame()
-        except (FrameValidationError, StreamProtocolError, KeyError, TypeError, ValueError, BridgeError):
+        except FRAME_ERRORS:
             self.stats.frames -= 1
             self.stats.rejected["bad_frame"] += 1
             return None

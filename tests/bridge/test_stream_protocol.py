@@ -261,3 +261,22 @@ def test_what_is_not_strict_json_is_a_bad_header_on_both_paths(json_impl, text):
     with pytest.raises(StreamProtocolError) as e:
         decode_message([b"xrfed-hb/p", text])
     assert e.value.reason == "bad_header"
+
+
+@pytest.mark.parametrize("key, value", [
+    ("labels", ["scene_classification"]), ("labels", {"scene_classification": "moon"}), ("labels", 5),
+    ("active_tasks", 3), ("events", 2), ("camera_fov_y_deg", "wide"), ("camera_fov_y_deg", [1]),
+    ("wall_time_ns", None), ("audio_hz", "fast"), ("audio_hz", 10), ("sim_time_s", -1.0),
+])
+def test_frame_content_errors_are_ones_the_subscriber_counts(key, value):
+    from bridge.stream.subscriber import FRAME_ERRORS
+
+    parts = _valid_parts()
+    head = json.loads(parts[1])
+    head[key] = value
+    try:
+        msg = decode_message([parts[0], json.dumps(head).encode(), *parts[2:]])
+    except StreamProtocolError:
+        return  # refused by the wire format already
+    with pytest.raises(FRAME_ERRORS):
+        msg.to_frame()

@@ -219,3 +219,17 @@ def test_compressed_stream_round_trips_over_the_socket():
         got = sub.recv_frame(2.0)
     assert np.array_equal(got.rgb, frame.rgb) and np.array_equal(got.depth_m, frame.depth_m)
     assert pub.stats.bytes < frame.rgb.nbytes + frame.depth_m.nbytes
+
+
+def test_stream_bench_runs_alternating_repeats_and_reports_median_ratios():
+    from bridge.stream.bench import bench_stream
+
+    out = bench_stream(budget_mb=0.5, sizes=((16, 24),), devices=(2,), repeats=2)
+    raw, comp = out["results"]
+    assert raw["compression"] == "raw" and comp["compression"] == "compressed"
+    for row in (raw, comp):
+        assert len(row["ratio_vs_pyzmq_runs"]) == 2 and all(r > 0 for r in row["ratio_vs_pyzmq_runs"])
+        assert min(row["ratio_vs_pyzmq_runs"]) <= row["ratio_vs_pyzmq"] <= max(row["ratio_vs_pyzmq_runs"])
+        assert row["frames"] == row["steps"] * 2 and row["ours_frames_per_s"] > 0
+    assert raw["ratio_vs_pyzmq_same_codec"] is None and len(comp["ratio_vs_pyzmq_same_codec_runs"]) == 2
+    assert out["summary"]["worst_ratio_vs_pyzmq_raw"] == raw["ratio_vs_pyzmq"]
