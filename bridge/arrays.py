@@ -90,6 +90,11 @@ def frame_to_arrays(frame: DeviceFrame) -> dict[str, Any]:
     return out
 
 
+def _split64(v: Any, at: int) -> tuple[np.ndarray, np.ndarray]:
+    v = np.array(v, dtype=np.float64)  # a copy: the frame never aliases the caller's array
+    return v[:at], v[at:]
+
+
 def arrays_to_frame(arr: dict[str, Any], *, device_id: str, user_id: str, profile: str, step: int,
                     sim_time_s: float, labels: Any = None, **meta: Any) -> DeviceFrame:
     """Inverse of :func:`frame_to_arrays` (labels given as indices or names; ``labels=`` overrides
@@ -102,10 +107,10 @@ def arrays_to_frame(arr: dict[str, Any], *, device_id: str, user_id: str, profil
         gaze = Gaze(g[0], g[1], g[2:5], g[5], g[6], bool(get("gaze_valid", True)), g[7])
     a = get("audio")
     audio = None if a is None else Audio(np.asarray(a, dtype=np.float32), int(arr["audio_hz"]))
-    p = get("pose")
-    pose = None if p is None else Pose(p[:3], p[3:])
+    p = get("pose")  # float32 on the wire: converted once here, then sliced (a float64 slice converts no more)
+    pose = None if p is None else Pose(*_split64(p, 3))
     m = get("imu")
-    imu = None if m is None else Imu(m[:3], m[3:])
+    imu = None if m is None else Imu(*_split64(m, 3))
     h = get("hands")
     hands = None if h is None else Hands(h, arr["hands_valid"] if "hands_valid" in arr else np.ones(2, bool))
     li = get("lighting")

@@ -70,8 +70,11 @@ def _vec(name: str, value: Any, n: int) -> np.ndarray:
     arr = np.asarray(value, dtype=np.float64)
     if arr.shape != (n,):
         raise FrameValidationError(name, f"{n} floats", f"shape {arr.shape}")
-    if not all(map(math.isfinite, arr.tolist())):  # for a handful of values faster than a numpy reduction
-        raise FrameValidationError(name, "finite values", arr.tolist())
+    values = arr.tolist()
+    # A finite sum proves every value finite (NaN and inf propagate through a Python float sum, which never warns);
+    # a non-finite one may be an overflow of huge values, so it is decided value by value. Faster than numpy here.
+    if not math.isfinite(sum(values)) and not all(map(math.isfinite, values)):
+        raise FrameValidationError(name, "finite values", values)
     return arr
 
 
@@ -110,6 +113,15 @@ class Gaze:
 
     def __init__(self, yaw_rad: float, pitch_rad: float, origin_m: Any, vergence_depth_m: float,
                  pupil_diameter_mm: float, valid: bool, confidence: float) -> None:
+        if (type(yaw_rad) is float and -_HALF_PI <= yaw_rad <= _HALF_PI and type(pitch_rad) is float
+                and -_HALF_PI <= pitch_rad <= _HALF_PI and type(vergence_depth_m) is float
+                and 0.0 <= vergence_depth_m <= 1e4 and type(pupil_diameter_mm) is float
+                and 1.0 <= pupil_diameter_mm <= 9.0 and type(confidence) is float and 0.0 <= confidence <= 1.0):
+            # every bound is finite, so these comparisons alone rule out NaN and inf (the common case, one test)
+            self.__dict__.update(yaw_rad=yaw_rad, pitch_rad=pitch_rad, origin_m=_vec("gaze.origin_m", origin_m, 3),
+                                 vergence_depth_m=vergence_depth_m, pupil_diameter_mm=pupil_diameter_mm,
+                                 valid=bool(valid), confidence=confidence)
+            return
         self.__dict__.update(
             yaw_rad=_finite("gaze.yaw_rad", yaw_rad, -_HALF_PI, _HALF_PI),
             pitch_rad=_finite("gaze.pitch_rad", pitch_rad, -_HALF_PI, _HALF_PI),
@@ -223,6 +235,12 @@ class LightingState:
 
     def __init__(self, intensity: float, illuminance_lux: float, color_temperature_k: float,
                  lights_on: bool = True) -> None:
+        if (type(intensity) is float and 0.0 <= intensity <= 100.0 and type(illuminance_lux) is float
+                and 0.0 <= illuminance_lux <= 1e6 and type(color_temperature_k) is float
+                and 1000.0 <= color_temperature_k <= 20000.0):  # finite bounds: no NaN/inf passes (common case)
+            self.__dict__.update(intensity=intensity, illuminance_lux=illuminance_lux,
+                                 color_temperature_k=color_temperature_k, lights_on=bool(lights_on))
+            return
         self.__dict__.update(
             intensity=_finite("lighting.intensity", intensity, 0.0, 100.0),
             illuminance_lux=_finite("lighting.illuminance_lux", illuminance_lux, 0.0, 1e6),

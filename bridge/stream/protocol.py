@@ -325,8 +325,8 @@ def _encode(topic: bytes, meta: bytes, names: Sequence[str], arrays: Mapping[str
         if desc is None:
             desc = _desc_json(name, a, comp)
         descs.append(desc)
-        if enc == "raw":
-            out.append(a.data if a.nbytes >= 4096 else a.tobytes())
+        if enc == "raw":  # a flat byte view (len() = bytes) of a large array, a copy of a small one
+            out.append(a.data.cast("B") if a.nbytes >= 4096 else a.tobytes())
         else:
             out.append(_coded_payload(name, a, comp.encoding_for(name), comp))
     # "parts" goes last, spliced in as ready-made JSON text (see _DESC_JSON)
@@ -452,8 +452,24 @@ def _buffer(part: Any) -> memoryview:
     return memoryview(buf).cast("B")
 
 
+#: part types whose len() is their size in bytes and that export their bytes as a buffer -- passed through as they
+#: are (bytes, bytearray and zmq.Frame, looked up once per type); anything else becomes a byte memoryview
+_BYTE_BUFFER_TYPES: dict[type, bool] = {bytes: True, bytearray: True}
+
+
+def _buffers(parts: Sequence[Any]) -> list[Any]:
+    out = []
+    for p in parts:
+        t = type(p)
+        ok = _BYTE_BUFFER_TYPES.get(t)
+        if ok is None:
+            ok = _BYTE_BUFFER_TYPES[t] = t.__name__ == "Frame" and t.__module__.partition(".")[0] == "zmq"
+        out.append(p if ok else _buffer(p))
+    return out
+
+
 def message_nbytes(parts: Sequence[Any]) -> int:
-    return sum(_buffer(p).nbytes for p in parts)
+    return sum(map(len, _buffers(parts)))
 
 
 def _require(cond: bool, reason: str, detail: str) -> None:
@@ -504,6 +520,9 @@ class _Plan:
     descs: tuple[dict[str, Any], ...]
     parts: tuple[_Part, ...]
     duplicate: str | None
+    # when every part is raw: (name, shape, dtype, nbytes) per part and the largest nbytes, for the fast loop
+    raw: tuple[tuple[str, tuple[int, ...], np.dtype, int], ...] | None
+    max_nbytes: int
 
     @classmethod
     def of(cls, descs: list[Any]) -> _Plan:
@@ -515,7 +534,9 @@ class _Plan:
                 dup = p.name
                 break
             seen.add(p.name)
-        return cls(tuple(descs), parts, dup)
+        raw = tuple((p.name, p.shape, p.dtype, p.nbytes) for p in parts) \
+            if all(p.encoding == "raw" for p in parts) else None
+        return cls(tuple(descs), parts, dup, raw, max((p.nbytes for p in parts), default=0))
 
 
 _PARTS_SEP = b',"parts":'
@@ -555,15 +576,15 @@ def _parse_header(raw: bytes) -> tuple[Any, _Plan | None]:
     return header, None
 
 
-def _decode_part(part: _Part, payload: memoryview, limits: Limits) -> np.ndarray:
+def _decode_part(part: _Part, payload: Any, limits: Limits) -> np.ndarray:
     """One buffer as an array of its checked descriptor's dtype and shape."""
     name, nbytes, enc = part.name, part.nbytes, part.encoding
     if nbytes > limits.max_part_bytes:
         raise StreamProtocolError("oversized", f"part {name!r}: {nbytes} decoded bytes > limit {limits.max_part_bytes}")
     if enc == "raw":
-        if payload.nbytes != nbytes:
+        if len(payload) != nbytes:
             raise StreamProtocolError("size_mismatch", f"part {name!r}: shape {list(part.shape)} {part.dtype.name} "
-                                                       f"needs {nbytes} bytes, buffer has {payload.nbytes}")
+                                                       f"needs {nbytes} bytes, buffer has {len(payload)}")
         return np.ndarray(part.shape, part.dtype, payload)  # a view: exactly nbytes, checked above
     if enc == "zlib":
         d = zlib.decompressobj()
@@ -609,15 +630,15 @@ def decode_message(parts: Sequence[Any], limits: Limits | None = None, *, arrays
         raise StreamProtocolError("too_few_parts", f"expected [topic, header, buffers...], got {len(parts)} part(s)")
     if n_buf > lim.max_parts:
         raise StreamProtocolError("oversized", f"{n_buf} buffers > limit {lim.max_parts}")
-    views = [_buffer(p) for p in parts]
-    total = sum([v.nbytes for v in views])
+    views = _buffers(parts)  # each: len() = bytes, buffer protocol
+    total = sum(map(len, views))
     if total > lim.max_message_bytes:
         raise StreamProtocolError("oversized", f"{total} bytes > limit {lim.max_message_bytes}")
-    if views[1].nbytes > lim.max_header_bytes:
-        raise StreamProtocolError("oversized", f"header of {views[1].nbytes} bytes > limit {lim.max_header_bytes}")
+    if len(views[1]) > lim.max_header_bytes:
+        raise StreamProtocolError("oversized", f"header of {len(views[1])} bytes > limit {lim.max_header_bytes}")
     try:
-        topic = views[0].tobytes().decode()
-        header, plan = _parse_header(views[1].tobytes())
+        topic = bytes(views[0]).decode()
+        header, plan = _parse_header(bytes(views[1]))
     except (UnicodeDecodeError, ValueError) as exc:
         raise StreamProtocolError("bad_header", f"topic/header is not UTF-8 JSON: {exc}") from None
     if type(header) is not dict:
@@ -655,11 +676,17 @@ def decode_message(parts: Sequence[Any], limits: Limits | None = None, *, arrays
             plan = _Plan.of(descs)
         if plan.duplicate is not None:
             raise StreamProtocolError("bad_header", f"part {plan.duplicate!r} appears twice")
-        max_part = lim.max_part_bytes
-        for part, payload in zip(plan.parts, views[2:], strict=True):  # lengths checked above
-            if part.encoding == "raw" and part.nbytes == payload.nbytes and part.nbytes <= max_part:
-                out[part.name] = np.ndarray(part.shape, part.dtype, payload)  # a view of exactly nbytes
+        raw = plan.raw if plan.max_nbytes <= lim.max_part_bytes else None
+        if raw is not None:  # all raw and within the limits: views of the buffers, no copies
+            for (name, shape, dtype, nbytes), payload in zip(raw, views[2:], strict=True):  # lengths checked above
+                if len(payload) != nbytes:
+                    break
+                out[name] = np.ndarray(shape, dtype, payload)
             else:
+                raw = ()
+        if raw != ():  # compressed parts, a limit or a size mismatch: part by part, with the reasons
+            out.clear()
+            for part, payload in zip(plan.parts, views[2:], strict=True):
                 out[part.name] = _decode_part(part, payload, lim)
         if "audio" in out and type(get("audio_hz")) is not int:
             raise StreamProtocolError("bad_header", "an audio part needs an integer audio_hz")

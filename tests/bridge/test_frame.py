@@ -105,3 +105,26 @@ def test_records_stay_frozen_dataclasses_and_replace_revalidates():
         Hands(np.full((2, 26, 3), np.nan), [True, True])
     with pytest.raises(FrameValidationError, match="audio.samples"):
         Audio(np.array([[0.0, np.inf]], np.float32), 16000)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), 2.0])
+def test_fast_and_slow_construction_paths_agree(bad):
+    from bridge import LightingState
+
+    # the common case (all floats in range) takes one combined test; anything else the per-field checks
+    ok = Gaze(0.1, -0.2, np.zeros(3), 1.5, 4.0, True, 0.5)
+    slow = Gaze(0, 0, [0, 0, 0], 2, 4, 1, 1)  # ints: the per-field path, which converts
+    assert (slow.yaw_rad, slow.vergence_depth_m, slow.valid, slow.confidence) == (0.0, 2.0, True, 1.0)
+    assert type(slow.confidence) is float and slow.origin_m.dtype == np.float64
+    with pytest.raises(FrameValidationError, match="gaze.yaw_rad"):
+        Gaze(bad, -0.2, np.zeros(3), 1.5, 4.0, True, 0.5)
+    with pytest.raises(FrameValidationError, match="gaze.confidence"):
+        Gaze(0.1, -0.2, np.zeros(3), 1.5, 4.0, True, bad)
+    with pytest.raises(FrameValidationError, match="lighting.color_temperature_k"):
+        LightingState(1.0, 300.0, bad)
+    assert ok.yaw_rad == 0.1 and LightingState(1, 300, 4000).intensity == 1.0
+    # huge but finite vector values overflow a sum; they are still finite
+    assert Imu(np.array([1e308, 1e308, 0.0]), np.zeros(3)).linear_acceleration_mps2[0] == 1e308
+    if not math.isfinite(bad):
+        with pytest.raises(FrameValidationError, match="head_pose.position_m"):
+            Pose(np.array([0.0, bad, 1.0]), np.array([1.0, 0.0, 0.0, 0.0]))
