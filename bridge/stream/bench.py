@@ -41,8 +41,8 @@ _DEVICES = (1, 8)
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="write the figures to FILE")
-    p.add_argument("--budget-mb", type=float, default=400.0,
-                   help="raw megabytes to push per configuration (sets the number of steps; default 400)")
+    p.add_argument("--budget-mb", type=float, default=1200.0,
+                   help="raw megabytes to push per run (sets the number of steps, at most 8000; default 1200)")
     p.add_argument("--quick", action="store_true", help="a tenth of the budget (smoke run)")
     p.add_argument("--repeats", type=int, default=3,
                    help="alternating runs of ours and the bare loop per configuration; ratios are their median "
@@ -268,21 +268,25 @@ def _mlagents_payload(frames: list[Any], png: bool) -> tuple[bytes, Any]:
     return out.SerializeToString(), spec
 
 
-def _mlagents(frames: list[Any], steps: int, png: bool) -> tuple[float, str]:
-    """Seconds for ``steps`` steps of the ML-Agents Python decode path (0.0 and a reason if unavailable)."""
+def _mlagents(frames: list[Any], steps: int, png: bool, max_s: float = 3.0) -> tuple[float, int, str]:
+    """Seconds and steps of the ML-Agents Python decode path: ``steps`` steps, or fewer (at least 2) once ``max_s``
+    has passed -- at 640x480 one step takes seconds. (0.0, 0, reason) if mlagents_envs is unavailable."""
     try:
         from mlagents_envs.communicator_objects.unity_rl_output_pb2 import UnityRLOutputProto
         from mlagents_envs.rpc_utils import steps_from_proto
     except ImportError as exc:
-        return 0.0, f"unavailable: {exc}"
+        return 0.0, 0, f"unavailable: {exc}"
     payload, spec = _mlagents_payload(frames, png)
     t0 = time.perf_counter()
-    for _ in range(steps):
+    done = 0
+    while done < steps and (done < 2 or time.perf_counter() - t0 < max_s):
+        done += 1
         msg = UnityRLOutputProto()
         msg.ParseFromString(payload)
         decision, _terminal = steps_from_proto(msg.agentInfos["xrfed?team=0"].value, spec)
         if decision.obs[0].shape[0] != len(frames):
             raise RuntimeError("bench: ML-Agents decode returned the wrong batch")
+    elapsed = time.perf_counter() - t0
     import google.protobuf
 
     impl = "python"
@@ -292,10 +296,10 @@ def _mlagents(frames: list[Any], steps: int, png: bool) -> tuple[float, str]:
         impl = api_implementation.Type()
     except ImportError:
         pass
-    return time.perf_counter() - t0, f"mlagents_envs protobuf {google.protobuf.__version__} ({impl})"
+    return elapsed, done, f"mlagents_envs protobuf {google.protobuf.__version__} ({impl})"
 
 
-def bench_stream(*, budget_mb: float = 400.0, sizes: tuple[tuple[int, int], ...] = _SIZES,
+def bench_stream(*, budget_mb: float = 1200.0, sizes: tuple[tuple[int, int], ...] = _SIZES,
                  devices: tuple[int, ...] = _DEVICES, repeats: int = 3) -> dict[str, Any]:
     from .protocol import Compression
 
@@ -305,7 +309,7 @@ def bench_stream(*, budget_mb: float = 400.0, sizes: tuple[tuple[int, int], ...]
         for h, w in sizes:
             frames = _frames(n_dev, h, w)
             raw_step_mb = sum(f.rgb.nbytes + f.depth_m.nbytes for f in frames) / 1e6
-            steps = max(5, min(2000, int(budget_mb / raw_step_mb)))
+            steps = max(5, min(8000, int(budget_mb / raw_step_mb)))
             ml_steps = max(2, min(200, steps // 10))
             for label, comp in (("raw", Compression()), ("compressed", Compression(rgb="jpeg", depth_m="zlib"))):
                 # ours and the baselines alternate, `repeats` times: each ratio compares runs made moments apart,
@@ -321,10 +325,10 @@ def bench_stream(*, budget_mb: float = 400.0, sizes: tuple[tuple[int, int], ...]
                 codec_ratios = [o / b for o, b in zip(runs["ours"], runs["bare_codec"], strict=False)]
                 ours_s, bare_s = statistics.median(runs["ours"]), statistics.median(runs["bare"])
                 codec_s = statistics.median(runs["bare_codec"]) if codec_ratios else None
-                ml_s, ml_note = _mlagents(frames, ml_steps, png=(label == "compressed"))
+                ml_s, ml_done, ml_note = _mlagents(frames, ml_steps, png=(label == "compressed"))
                 n = steps * n_dev
                 ours_fps = (n - 1) / ours_s  # timed from the first received frame to the last
-                ml_fps = (ml_steps * n_dev / ml_s) if ml_s > 0 else None
+                ml_fps = (ml_done * n_dev / ml_s) if ml_s > 0 else None
                 results.append({
                     "devices": n_dev, "height_px": h, "width_px": w, "compression": label, "steps": steps,
                     "frames": n, "ours_s": round(ours_s, 4), "bare_pyzmq_s": round(bare_s, 4),
@@ -337,6 +341,7 @@ def bench_stream(*, budget_mb: float = 400.0, sizes: tuple[tuple[int, int], ...]
                     "bare_pyzmq_same_codec_s": None if codec_s is None else round(codec_s, 4),
                     "ratio_vs_pyzmq_same_codec": round(statistics.median(codec_ratios), 3) if codec_ratios else None,
                     "ratio_vs_pyzmq_same_codec_runs": [round(r, 3) for r in codec_ratios] or None,
+                    "mlagents_steps": ml_done,
                     "mlagents_frames_per_s": None if ml_fps is None else round(ml_fps, 1),
                     "speedup_vs_mlagents": None if ml_fps is None else round(ours_fps / ml_fps, 2),
                 })
