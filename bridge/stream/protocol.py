@@ -457,7 +457,17 @@ def _buffer(part: Any) -> memoryview:
 _BYTE_BUFFER_TYPES: dict[type, bool] = {bytes: True, bytearray: True}
 
 
-def _buffers(parts: Sequence[Any]) -> list[Any]:
+def _byte_buffer_type(t: type) -> bool:
+    ok = _BYTE_BUFFER_TYPES.get(t)
+    if ok is None:
+        ok = _BYTE_BUFFER_TYPES[t] = t.__name__ == "Frame" and t.__module__.partition(".")[0] == "zmq"
+    return ok
+
+
+def _buffers(parts: Sequence[Any]) -> Sequence[Any]:
+    types = set(map(type, parts))
+    if len(types) == 1 and _byte_buffer_type(types.pop()):  # the usual case: all zmq.Frame, or all bytes
+        return parts
     out = []
     for p in parts:
         t = type(p)
