@@ -25,6 +25,7 @@ modalities have no key (never zero arrays). ``labels`` maps task -> class index.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -33,8 +34,7 @@ from .frame import MODALITY_ATTR, Audio, DeviceFrame, Gaze, Hands, Imu, Lighting
 from .tasks import MODALITIES, TASKS
 
 __all__ = ["GAZE_FIELDS", "POSE_FIELDS", "IMU_FIELDS", "LIGHTING_FIELDS", "frame_to_arrays", "modality_arrays",
-           "arrays_to_frame",
-           "labels_to_indices"]
+           "arrays_to_frame", "records_from_arrays", "label_names", "labels_to_indices"]
 
 GAZE_FIELDS = ("yaw_rad", "pitch_rad", "origin_x_m", "origin_y_m", "origin_z_m", "vergence_depth_m",
                "pupil_diameter_mm", "confidence")
@@ -95,10 +95,10 @@ def _split64(v: Any, at: int) -> tuple[np.ndarray, np.ndarray]:
     return v[:at], v[at:]
 
 
-def arrays_to_frame(arr: dict[str, Any], *, device_id: str, user_id: str, profile: str, step: int,
-                    sim_time_s: float, labels: Any = None, **meta: Any) -> DeviceFrame:
-    """Inverse of :func:`frame_to_arrays` (labels given as indices or names; ``labels=`` overrides
-    ``arr["labels"]``)."""
+def records_from_arrays(arr: Mapping[str, Any], audio_hz: int | None = None) -> tuple[
+        Gaze | None, Audio | None, Pose | None, Imu | None, Hands | None, LightingState | None]:
+    """The validated records (gaze, audio, head pose, imu, hands, lighting) of a flat array dict, None where absent;
+    ``audio_hz`` if not ``arr["audio_hz"]``."""
     get = arr.get
     gaze = None
     g = get("gaze")
@@ -106,7 +106,8 @@ def arrays_to_frame(arr: dict[str, Any], *, device_id: str, user_id: str, profil
         g = np.asarray(g, dtype=np.float64).tolist()
         gaze = Gaze(g[0], g[1], g[2:5], g[5], g[6], bool(get("gaze_valid", True)), g[7])
     a = get("audio")
-    audio = None if a is None else Audio(np.asarray(a, dtype=np.float32), int(arr["audio_hz"]))
+    audio = None if a is None else Audio(np.asarray(a, dtype=np.float32),
+                                         int(arr["audio_hz"] if audio_hz is None else audio_hz))
     p = get("pose")  # float32 on the wire: converted once here, then sliced (a float64 slice converts no more)
     pose = None if p is None else Pose(*_split64(p, 3))
     m = get("imu")
@@ -118,14 +119,27 @@ def arrays_to_frame(arr: dict[str, Any], *, device_id: str, user_id: str, profil
     if li is not None:
         li = np.asarray(li).tolist()
         lighting = LightingState(float(li[0]), float(li[1]), float(li[2]), bool(li[3] > 0.5))
-    if labels is None:
-        labels = get("labels", {})
+    return gaze, audio, pose, imu, hands, lighting
+
+
+def label_names(labels: Any) -> dict[str, str]:
+    """task -> class name, from names or class indices."""
     if type(labels) is not dict:
         labels = dict(labels)
-    if not all(type(v) is str for v in labels.values()):  # indices -> names
-        labels = {t: v if isinstance(v, str) else TASKS[t].classes[int(v)] for t, v in dict(labels).items()}
+    if all(type(v) is str for v in labels.values()):
+        return labels
+    return {t: v if isinstance(v, str) else TASKS[t].classes[int(v)] for t, v in labels.items()}
+
+
+def arrays_to_frame(arr: dict[str, Any], *, device_id: str, user_id: str, profile: str, step: int,
+                    sim_time_s: float, labels: Any = None, **meta: Any) -> DeviceFrame:
+    """Inverse of :func:`frame_to_arrays` (labels given as indices or names; ``labels=`` overrides
+    ``arr["labels"]``)."""
+    gaze, audio, pose, imu, hands, lighting = records_from_arrays(arr)
+    get = arr.get
     return DeviceFrame(
         device_id=device_id, user_id=user_id, profile=profile, step=step, sim_time_s=sim_time_s,
         rgb=get("rgb"), depth_m=get("depth_m"), segmentation=get("segmentation"), gaze=gaze,
-        audio=audio, head_pose=pose, imu=imu, hands=hands, lighting=lighting, labels=labels, **meta,
+        audio=audio, head_pose=pose, imu=imu, hands=hands, lighting=lighting,
+        labels=label_names(get("labels", {}) if labels is None else labels), **meta,
     )

@@ -34,7 +34,15 @@ from typing import Any
 
 import numpy as np
 
-from ..arrays import GAZE_FIELDS, IMU_FIELDS, LIGHTING_FIELDS, POSE_FIELDS, arrays_to_frame, modality_arrays
+from ..arrays import (
+    GAZE_FIELDS,
+    IMU_FIELDS,
+    LIGHTING_FIELDS,
+    POSE_FIELDS,
+    label_names,
+    modality_arrays,
+    records_from_arrays,
+)
 from ..errors import BridgeError, TransportError
 from ..frame import DeviceFrame
 
@@ -207,15 +215,16 @@ class StreamMessage:
         h = self.header
         if h["kind"] != "frame":
             raise StreamProtocolError("not_a_frame", f"a {h['kind']!r} message has no DeviceFrame")
-        arr: dict[str, Any] = self.arrays
-        if "audio" in arr:
-            arr = {**arr, "audio_hz": h["audio_hz"]}
-        fov = h.get("camera_fov_y_deg")
-        return arrays_to_frame(
-            arr, device_id=h["device_id"], user_id=h.get("user_id", ""), profile=h.get("profile", ""),
-            step=int(h["step"]), sim_time_s=float(h["sim_time_s"]), wall_time_ns=int(h.get("wall_time_ns", 0)),
-            camera_fov_y_deg=None if fov is None else float(fov), active_tasks=tuple(h.get("active_tasks", ())),
-            room=h.get("room"), events=tuple(h.get("events", ())), labels=h.get("labels", {}),
+        arr = self.arrays
+        get = h.get
+        fov = get("camera_fov_y_deg")
+        gaze, audio, pose, imu, hands, lighting = records_from_arrays(arr, h["audio_hz"] if "audio" in arr else None)
+        # positional, in DeviceFrame's field order (binding 20 keywords costs more than the rest of this call)
+        return DeviceFrame(
+            h["device_id"], get("user_id", ""), get("profile", ""), int(h["step"]), float(h["sim_time_s"]),
+            int(get("wall_time_ns", 0)), arr.get("rgb"), arr.get("depth_m"), arr.get("segmentation"), gaze, audio,
+            pose, imu, hands, lighting, None if fov is None else float(fov), label_names(get("labels", {})),
+            tuple(get("active_tasks", ())), get("room"), tuple(get("events", ())),
         )
 
 
