@@ -44,9 +44,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget-mb", type=float, default=1200.0,
                    help="raw megabytes to push per run (sets the number of steps, at most 8000; default 1200)")
     p.add_argument("--quick", action="store_true", help="a tenth of the budget (smoke run)")
-    p.add_argument("--repeats", type=int, default=3,
+    p.add_argument("--repeats", type=int, default=5,
                    help="alternating runs of ours and the bare loop per configuration; ratios are their median "
-                        "(default 3)")
+                        "(default 5)")
 
 
 def run_stream_bench(args: argparse.Namespace) -> int:
@@ -300,7 +300,7 @@ def _mlagents(frames: list[Any], steps: int, png: bool, max_s: float = 3.0) -> t
 
 
 def bench_stream(*, budget_mb: float = 1200.0, sizes: tuple[tuple[int, int], ...] = _SIZES,
-                 devices: tuple[int, ...] = _DEVICES, repeats: int = 3) -> dict[str, Any]:
+                 devices: tuple[int, ...] = _DEVICES, repeats: int = 5) -> dict[str, Any]:
     from .protocol import Compression
 
     results = []

@@ -426,7 +426,7 @@ def encode_frame(frame: DeviceFrame, *, seq: int, session: str, publisher: str, 
         "channel": channel, "step": frame.step, "sim_time_s": frame.sim_time_s, "wall_time_ns": int(frame.wall_time_ns),
         "sent_ns": int(time.time_ns() if sent_ns is None else sent_ns),
         "camera_fov_y_deg": frame.camera_fov_y_deg, "room": frame.room,
-        "labels": dict(frame.labels), "active_tasks": list(frame.active_tasks), "events": list(frame.events),
+        "labels": frame.labels, "active_tasks": frame.active_tasks, "events": frame.events,  # JSON arrays, as lists
     }
     if frame.audio is not None:
         header["audio_hz"] = frame.audio.sample_rate_hz
