@@ -103,7 +103,7 @@ def records_from_arrays(arr: Mapping[str, Any], audio_hz: int | None = None) -> 
     gaze = None
     g = get("gaze")
     if g is not None:
-        g = np.asarray(g, dtype=np.float64).tolist()
+        g = g.tolist() if type(g) is np.ndarray else np.asarray(g, dtype=np.float64).tolist()  # Python floats
         gaze = Gaze(g[0], g[1], g[2:5], g[5], g[6], bool(get("gaze_valid", True)), g[7])
     a = get("audio")
     audio = None if a is None else Audio(np.asarray(a, dtype=np.float32),

@@ -5,6 +5,9 @@ For 1 and 8 devices at 128x128 and 640x480, raw and compressed (rgb=jpeg, depth=
 * **ours**: ``Publisher.publish_frames`` (encode + send) in a child process -- a publisher is always another
   process (``xrfed stream``, Kit, Unity) -- and ``Subscriber.recv`` + ``to_frame`` (decode + frame validation) here,
   over TCP on 127.0.0.1, timed from the first received frame to the last;
+* **ours, arrays only** (raw rows, ``ratio_vs_pyzmq_arrays``): the same without ``to_frame`` -- the decoded,
+  wire-checked arrays of ``Subscriber.recv`` are the product (what a recorder of messages consumes). The difference
+  to ``ratio_vs_pyzmq`` is the cost of the frame contract (building and validating the ``DeviceFrame``);
 * **bare pyzmq**: the same set-up sending the *same bytes* (the message pre-encoded once) with
   ``send_multipart``/``recv_multipart`` and no work at all; for compressed rows also **bare pyzmq + same codec**:
   that loop plus the codec calls our path makes per frame (Pillow JPEG of rgb, zlib of depth, both ways) -- on
@@ -81,7 +84,7 @@ def _publisher_process(kind: str, devices: int, h: int, w: int, steps: int, comp
     from .publisher import Publisher, PublisherConfig
 
     frames = _frames(devices, h, w)
-    if kind == "ours":
+    if kind in ("ours", "ours_arrays"):
         pub = Publisher(PublisherConfig(bind="tcp://127.0.0.1:*", mode="lossless", sndhwm=64,
                                         compression=compression)).open()
         conn.send(pub.endpoint)
@@ -133,7 +136,8 @@ def _run(kind: str, devices: int, h: int, w: int, steps: int, compression: Any) 
     try:
         endpoint = parent.recv()
         n = steps * devices
-        if kind == "ours":
+        if kind in ("ours", "ours_arrays"):
+            frames = kind == "ours"  # else: the decoded, wire-checked arrays are the product (no DeviceFrame)
             with Subscriber(SubscriberConfig(connect=(endpoint,), rcvhwm=64)) as sub:
                 time.sleep(0.2)
                 parent.send("go")
@@ -142,7 +146,7 @@ def _run(kind: str, devices: int, h: int, w: int, steps: int, compression: Any) 
                     msg = sub.recv(30.0)
                     if msg is None:
                         raise RuntimeError(f"bench: stream stalled after {got}/{n} frames")
-                    if sub.to_frame(msg) is not None:
+                    if not frames or sub.to_frame(msg) is not None:
                         got += 1
                         if got == 1:
                             t0, first = time.perf_counter(), msg.wire_bytes
@@ -314,15 +318,18 @@ def bench_stream(*, budget_mb: float = 1200.0, sizes: tuple[tuple[int, int], ...
             for label, comp in (("raw", Compression()), ("compressed", Compression(rgb="jpeg", depth_m="zlib"))):
                 # ours and the baselines alternate, `repeats` times: each ratio compares runs made moments apart,
                 # and the median of those ratios is reported (one noisy run cannot decide it)
-                runs: dict[str, list[float]] = {"ours": [], "bare": [], "bare_codec": []}
+                runs: dict[str, list[float]] = {"ours": [], "bare": [], "bare_codec": [], "ours_arrays": []}
                 for _ in range(repeats):
                     t, ours_bytes = _run("ours", n_dev, h, w, steps, comp)
                     runs["ours"].append(t)
                     runs["bare"].append(_run("bare", n_dev, h, w, steps, comp)[0])
+                    if label == "raw":
+                        runs["ours_arrays"].append(_run("ours_arrays", n_dev, h, w, steps, comp)[0])
                     if label == "compressed":
                         runs["bare_codec"].append(_run("bare_codec", n_dev, h, w, steps, comp)[0])
                 ratios = [o / b for o, b in zip(runs["ours"], runs["bare"], strict=True)]
                 codec_ratios = [o / b for o, b in zip(runs["ours"], runs["bare_codec"], strict=False)]
+                array_ratios = [o / b for o, b in zip(runs["ours_arrays"], runs["bare"], strict=False)]
                 ours_s, bare_s = statistics.median(runs["ours"]), statistics.median(runs["bare"])
                 codec_s = statistics.median(runs["bare_codec"]) if codec_ratios else None
                 ml_s, ml_done, ml_note = _mlagents(frames, ml_steps, png=(label == "compressed"))
@@ -338,6 +345,7 @@ def bench_stream(*, budget_mb: float = 1200.0, sizes: tuple[tuple[int, int], ...
                     "wire_bytes_per_frame": int(ours_bytes / max(n - 1, 1)),
                     "ratio_vs_pyzmq": round(statistics.median(ratios), 3),
                     "ratio_vs_pyzmq_runs": [round(r, 3) for r in ratios],
+                    "ratio_vs_pyzmq_arrays": round(statistics.median(array_ratios), 3) if array_ratios else None,
                     "bare_pyzmq_same_codec_s": None if codec_s is None else round(codec_s, 4),
                     "ratio_vs_pyzmq_same_codec": round(statistics.median(codec_ratios), 3) if codec_ratios else None,
                     "ratio_vs_pyzmq_same_codec_runs": [round(r, 3) for r in codec_ratios] or None,
@@ -354,7 +362,10 @@ def bench_stream(*, budget_mb: float = 1200.0, sizes: tuple[tuple[int, int], ...
         "mlagents_path": f"Python-side decode only (UnityRLOutputProto.ParseFromString + steps_from_proto), "
                          f"{ml_note}; raw = float32 CHW observations, compressed = PNG (ML-Agents' camera default); "
                          f"Unity-side encoding and gRPC transfer not counted",
-        "bare_pyzmq": "same bytes, XPUB/SUB over tcp://127.0.0.1, send_multipart/recv_multipart(copy=False)",
+        "bare_pyzmq": "same bytes, XPUB/SUB over tcp://127.0.0.1, send_multipart/recv_multipart(copy=False) with "
+                      "pyzmq's defaults",
+        "ours": "Publisher.publish_frames in a child process; Subscriber.recv + to_frame (DeviceFrame validated) here; "
+                "ratio_vs_pyzmq_arrays: Subscriber.recv only (decoded, wire-checked arrays)",
         "bare_pyzmq_same_codec": "compressed rows: the bare loop plus the very codec calls ours makes per frame "
                                  "(Pillow JPEG encode/decode of rgb, zlib of depth), so the ratio isolates the "
                                  "protocol from the codec",
@@ -362,6 +373,7 @@ def bench_stream(*, budget_mb: float = 1200.0, sizes: tuple[tuple[int, int], ...
         "results": results,
         "summary": {
             "worst_ratio_vs_pyzmq_raw": max(r["ratio_vs_pyzmq"] for r in raw) if raw else None,
+            "worst_ratio_vs_pyzmq_arrays_raw": max(r["ratio_vs_pyzmq_arrays"] for r in raw) if raw else None,
             "worst_ratio_vs_pyzmq_same_codec_compressed": max(r["ratio_vs_pyzmq_same_codec"] for r in comp_rows)
             if comp_rows else None,
             "min_speedup_vs_mlagents_640x480": min(r["speedup_vs_mlagents"] for r in big) if big else None,

@@ -232,4 +232,5 @@ def test_stream_bench_runs_alternating_repeats_and_reports_median_ratios():
         assert min(row["ratio_vs_pyzmq_runs"]) <= row["ratio_vs_pyzmq"] <= max(row["ratio_vs_pyzmq_runs"])
         assert row["frames"] == row["steps"] * 2 and row["ours_frames_per_s"] > 0
     assert raw["ratio_vs_pyzmq_same_codec"] is None and len(comp["ratio_vs_pyzmq_same_codec_runs"]) == 2
+    assert raw["ratio_vs_pyzmq_arrays"] > 0 and comp["ratio_vs_pyzmq_arrays"] is None
     assert out["summary"]["worst_ratio_vs_pyzmq_raw"] == raw["ratio_vs_pyzmq"]
