@@ -47,10 +47,10 @@ def labels_to_indices(labels: dict[str, str]) -> dict[str, int]:
     return {t: TASKS[t].index(v) for t, v in labels.items()}
 
 
-def modality_arrays(frame: DeviceFrame) -> dict[str, np.ndarray]:
+def modality_arrays(frame: DeviceFrame) -> dict[str, Any]:
     """The frame's arrays only (no ``present``/``labels``/``audio_hz``), in the module docstring's layout and order;
     what a stream message carries."""
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, Any] = {}
     if frame.rgb is not None:
         out["rgb"] = frame.rgb
     if frame.depth_m is not None:

@@ -347,7 +347,8 @@ class DeviceFrame:
         unknown = [m for m in modalities if m not in attr]
         if unknown:
             raise FrameValidationError("modalities", f"names in {sorted(attr)}", unknown)
-        return replace(self, **{attr[m]: None for m in modalities})
+        changes: dict[str, Any] = {attr[m]: None for m in modalities}
+        return replace(self, **changes)
 
     def field_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in fields(self))

@@ -201,9 +201,9 @@ class ZmqBackend(SimBackend):
             left = deadline - time.monotonic()
             if left <= 0:
                 self._timeout(set(self._pending.get(min(self._pending), {})) if self._pending else set())
-            msg = sub.recv(left)
-            if msg is not None:
-                self._add(sub.to_frame(msg))
+            got = sub.recv(left)
+            if got is not None:
+                self._add(sub.to_frame(got))
 
     def _timeout(self, have: set[str]) -> None:
         missing = sorted(self._wanted() - have)

@@ -125,6 +125,8 @@ class Compression:
     audio: str = "raw"
     jpeg_quality: int = 90
     zlib_level: int = 1  # fastest: a stream favours latency over ratio
+    # derived in __post_init__: name -> encoding of every part not sent raw (jpeg as ("jpeg", quality))
+    _encodings: dict[str, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         allowed = {"rgb": ("raw", "png", "jpeg"), "depth_m": ("raw", "zlib"), "segmentation": ("raw", "zlib"),
@@ -325,7 +327,8 @@ def _coded_payload(name: str, a: np.ndarray, encoding: str, comp: Compression) -
 def _encode(topic: bytes, meta: bytes, names: Sequence[str], arrays: Mapping[str, Any], comp: Compression) -> list[Any]:
     """``[topic, header, buffers...]`` from the header's JSON text without ``parts`` and the arrays to send in
     ``names`` order. Raw buffers of 4 KiB or more are memoryviews of the arrays (zero-copy), smaller ones bytes."""
-    descs, out = [], [topic, b""]
+    descs: list[bytes] = []
+    out: list[Any] = [topic, b""]
     encodings = comp._encodings
     for name in names:
         a = _wire_array(arrays[name])
@@ -346,6 +349,7 @@ def _encode(topic: bytes, meta: bytes, names: Sequence[str], arrays: Mapping[str
 # -- JSON: orjson when installed (a dependency of xrfed: 10x faster to write, 3x to read), the standard library
 # otherwise (e.g. a Kit app's Python), with the same rules both ways: compact UTF-8 text, numpy scalars as numbers,
 # NaN/inf rejected on both sides (they are not JSON; a header that needs them is a bug on the publishing side).
+_orjson: Any
 try:
     import orjson as _orjson
 except ImportError:  # pragma: no cover - exercised by monkeypatching in the tests

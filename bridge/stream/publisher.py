@@ -43,9 +43,12 @@ def _socket_send() -> Any:
     import zmq
 
     backend = getattr(getattr(zmq, "backend", None), "Socket", None)
-    if isinstance(backend, type) and issubclass(zmq.Socket, backend) and callable(getattr(backend, "send", None)):
-        return backend.send
+    send = getattr(backend, "send", None)
+    if isinstance(backend, type) and issubclass(zmq.Socket, backend) and callable(send):
+        return send
     return zmq.Socket.send
+
+
 _ZERO_COPY_MIN = 262144  # bytes; smaller parts are copied: cheaper than pyzmq's zero-copy release path (measured at
 # 64 KiB: -13 us of CPU per frame), which only pays off for parts of a MiB or so (-260 us per 640x480 frame)
 
