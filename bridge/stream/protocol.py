@@ -189,7 +189,8 @@ _DEFAULT_LIMITS = Limits()
 
 @dataclass
 class StreamMessage:
-    """One decoded message: its topic, header (a plain dict from JSON) and arrays (read-only views or copies)."""
+    """One decoded message: its topic, header (a plain dict from JSON) and arrays (views of the received buffers for
+    raw parts, fresh arrays for compressed ones)."""
 
     topic: str
     header: dict[str, Any]
@@ -421,7 +422,8 @@ def encode_frame(frame: DeviceFrame, *, seq: int, session: str, publisher: str, 
                  compression: Compression | None = None, sent_ns: int | None = None) -> list[Any]:
     """Encode one DeviceFrame as the multipart message ``[topic, header, buffers...]`` (see module docstring).
 
-    Buffers of raw parts are memoryviews of the frame's own arrays (zero-copy with ``send_multipart(copy=False)``).
+    Raw parts of 4 KiB or more are flat byte views of the frame's own arrays (nothing is copied here), smaller ones
+    bytes; :class:`~bridge.stream.publisher.Publisher` decides per part whether ZeroMQ copies or borrows them.
     """
     arrays = modality_arrays(frame)  # already in PART_SPECS order
     header: dict[str, Any] = {
@@ -430,7 +432,7 @@ def encode_frame(frame: DeviceFrame, *, seq: int, session: str, publisher: str, 
         "channel": channel, "step": frame.step, "sim_time_s": frame.sim_time_s, "wall_time_ns": int(frame.wall_time_ns),
         "sent_ns": int(time.time_ns() if sent_ns is None else sent_ns),
         "camera_fov_y_deg": frame.camera_fov_y_deg, "room": frame.room,
-        "labels": frame.labels, "active_tasks": frame.active_tasks, "events": frame.events,  # JSON arrays, as lists
+        "labels": frame.labels, "active_tasks": frame.active_tasks, "events": frame.events,  # tuples: JSON arrays
     }
     if frame.audio is not None:
         header["audio_hz"] = frame.audio.sample_rate_hz
@@ -481,14 +483,7 @@ def _buffers(parts: Sequence[Any]) -> Sequence[Any]:
     types = set(map(type, parts))
     if len(types) == 1 and _byte_buffer_type(types.pop()):  # the usual case: all zmq.Frame, or all bytes
         return parts
-    out = []
-    for p in parts:
-        t = type(p)
-        ok = _BYTE_BUFFER_TYPES.get(t)
-        if ok is None:
-            ok = _BYTE_BUFFER_TYPES[t] = t.__name__ == "Frame" and t.__module__.partition(".")[0] == "zmq"
-        out.append(p if ok else _buffer(p))
-    return out
+    return [p if _byte_buffer_type(type(p)) else _buffer(p) for p in parts]
 
 
 def message_nbytes(parts: Sequence[Any]) -> int:
