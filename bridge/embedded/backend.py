@@ -38,7 +38,7 @@ from ..tasks import MODALITIES, TASKS
 from .hands import VIEW_SEGMENTS
 from .lighting import LightingSchedule, RoomLight, cct_to_rgb
 from .motion import AvatarMotion, ScriptRunner, SegmentPlan, matrix_to_quat
-from .views import FrustumCuller, RenderedView, render_view
+from .views import FrustumCuller, RenderedView, no_images, render_view
 
 __all__ = ["EmbeddedBackend", "EmbeddedStats"]
 
@@ -385,7 +385,7 @@ class EmbeddedBackend(SimBackend):
         frames, wait_s = {}, 0.0
         for i, (a, (p, v)) in enumerate(zip(avatars, prepared, strict=True)):
             w0 = time.perf_counter()
-            images = rp.wait(i, v) if v is not None else {"rgb": None, "depth": None, "seg": None}
+            images = rp.wait(i, v) if v is not None else no_images()
             wait_s += time.perf_counter() - w0
             frames[a.device_id] = self._finish(a, p, images, fields[i])
         return frames, rp.render_s - render0, wait_s
@@ -409,7 +409,7 @@ class EmbeddedBackend(SimBackend):
             pool.submit(self._prepare_labels, a, p)
             r0 = time.perf_counter()
             v = p["view"] = self._view(a, p)
-            images = self._draw(v) if v is not None else {"rgb": None, "depth": None, "seg": None}
+            images = self._draw(v) if v is not None else no_images()
             if v is not None:
                 self.last_views.append(v)
             render_s += time.perf_counter() - r0

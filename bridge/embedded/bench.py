@@ -6,7 +6,7 @@ validated ``DeviceFrame`` objects) and, right after each of our steps in the sam
 the very same images with nothing but MuJoCo calls: for every view our step rendered (``EmbeddedBackend.last_views``)
 ``update_scene`` from the same camera with the same options and headlight, the wearer's hand capsules added with
 ``mjv_initGeom``/``mjv_connector`` (as any MuJoCo user adds decorations), and ``render`` for the same passes. Its
-raw images equal ours pixel for pixel (``tests/bridge/test_embedded_bench.py``). It does not cull geoms outside the
+raw images equal ours pixel for pixel (``tests/bridge/test_embedded_render.py``). It does not cull geoms outside the
 view frustum -- that is part of our pipeline. ``ratio_vs_bare`` = our time per frame / bare time per frame (lower is
 better; the target is <= 1.5).
 

@@ -11,8 +11,9 @@ Protocol (a ``multiprocessing`` pipe between this package's own processes, never
 
 * parent -> child ``("state", qpos, mocap_pos, mocap_quat, light_diffuse)`` once per step, then
   ``("view", slot, RenderedView)`` per avatar, in avatar order; ``("close",)`` at the end;
-* child -> parent ``("ready", gl_backend)`` once, ``("done", slot, seconds)`` per view, ``("error", text)`` if
-  anything fails (the child then exits; the parent raises :class:`~bridge.errors.BackendError`).
+* child -> parent ``("ready", gl_backend)`` once, ``("done", slot, seconds, (culled, kept))`` per view (render time
+  and the culler's running totals), ``("error", text)`` if anything fails (the child then exits; the parent raises
+  :class:`~bridge.errors.BackendError`).
 
 The child builds its model from the same MJCF text as the parent and runs ``mj_kinematics`` + ``mj_camlight`` on the
 same ``qpos``/mocap state, so its images are bit-identical to an in-process render (tested).
@@ -57,6 +58,14 @@ def _views(buf: Any, h: int, w: int, slots: int) -> tuple[np.ndarray, np.ndarray
     return rgb, depth, seg
 
 
+def _spin(conn: Connection, seconds: float) -> None:
+    """Poll ``conn`` for up to ``seconds`` before the caller blocks on it: a blocked process takes 0.1-0.3 ms to
+    wake up on a virtual machine, and both sides spend the gaps of a step waiting with nothing else to do."""
+    end = time.perf_counter() + seconds
+    while not conn.poll(0) and time.perf_counter() < end:
+        pass
+
+
 def _serve(conn: Connection) -> None:
     """The child: build the model, then render views on request until told to close."""
     shm = None
@@ -82,11 +91,7 @@ def _serve(conn: Connection) -> None:
         rgb, depth, seg = _views(shm.buf, h, w, slots)
         conn.send(("ready", os.environ.get("MUJOCO_GL", "")))
         while True:
-            # Between steps the parent poses the next step for ~1 ms; polling through that gap spares the 0.1-0.3 ms a
-            # blocked process takes to wake on a virtual machine (this core has nothing else to do).
-            end = time.perf_counter() + _SPIN_S
-            while not conn.poll(0) and time.perf_counter() < end:
-                pass
+            _spin(conn, _SPIN_S)  # between steps the parent poses the next one for ~1 ms
             msg = conn.recv()
             kind = msg[0]
             if kind == "close":
@@ -137,14 +142,14 @@ class RenderProcess:
         self.culled = self.kept = 0
         self._done: dict[int, float] = {}
         *_, total = _layout(self.h, self.w, self.slots)
-        self._shm = shared_memory.SharedMemory(create=True, size=total)
+        self._shm: shared_memory.SharedMemory | None = shared_memory.SharedMemory(create=True, size=total)
         self._rgb, self._depth, self._seg = _views(self._shm.buf, self.h, self.w, self.slots)
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parents[2])  # the folder holding the bridge package
         env["PYTHONPATH"] = os.pathsep.join([root, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
         ours, theirs = socket.socketpair()
-        self._sock = ours
-        self._conn = Connection(os.dup(ours.fileno()))
+        self._sock: socket.socket | None = ours
+        self._conn: Connection | None = Connection(os.dup(ours.fileno()))
         try:
             self._proc = subprocess.Popen([sys.executable, "-m", "bridge.embedded.render_proc", str(theirs.fileno())],
                                           pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
@@ -163,11 +168,7 @@ class RenderProcess:
         if self._conn is None:
             raise BackendError("render process: used after close()")
         try:
-            # A blocked process takes 0.1-0.3 ms to wake up on a virtual machine, once per step on the critical path;
-            # while a render is under way the stepping thread has nothing else to do, so it polls for a while first.
-            end = time.perf_counter() + spin_s
-            while not self._conn.poll(0) and time.perf_counter() < end:
-                pass
+            _spin(self._conn, spin_s)  # while a render is under way this thread has nothing else to do
             if not self._conn.poll(self.timeout_s):
                 raise BackendError(f"render process: no answer within {self.timeout_s:.0f} s")
             msg = self._conn.recv()
@@ -178,7 +179,7 @@ class RenderProcess:
         if msg[0] == "error":
             self.close()
             raise BackendError(f"render process failed:\n{msg[1]}")
-        return msg  # type: ignore[no-any-return]
+        return msg
 
     def _send(self, msg: tuple[Any, ...]) -> None:
         if self._conn is None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RenderedView", "add_capsules", "render_view", "FrustumCuller", "SKIN_RGBA"]
+__all__ = ["RenderedView", "add_capsules", "no_images", "render_view", "FrustumCuller", "SKIN_RGBA"]
 
 SKIN_RGBA = np.array([0.87, 0.68, 0.56, 1.0], dtype=np.float32)
 
@@ -27,6 +27,11 @@ class RenderedView:
     depth: bool
     segmentation: bool
     capsules: list[tuple[float, np.ndarray, np.ndarray]]
+
+
+def no_images() -> dict[str, np.ndarray | None]:
+    """The image record of a view with no pass rendered (the render functions fill in ``rgb``/``depth``/``seg``)."""
+    return {"rgb": None, "depth": None, "seg": None}
 
 
 def add_capsules(mj: Any, scn: Any, capsules: Sequence[tuple[float, np.ndarray, np.ndarray]],
@@ -60,15 +65,12 @@ def render_view(mj: Any, renderer: Any, data: Any, v: RenderedView, scene_option
     saving.
     """
     renderer.model.vis.headlight.ambient[:] = v.ambient
-    if culler is not None:
-        with culler.hidden(data, v.camera):
-            renderer.update_scene(data, camera=v.camera, scene_option=scene_option)
-    else:
+    with culler.hidden(data, v.camera) if culler is not None else contextlib.nullcontext():
         renderer.update_scene(data, camera=v.camera, scene_option=scene_option)
     if hands:
         add_capsules(mj, renderer.scene, v.capsules)
     dst = out or {}
-    images: dict[str, np.ndarray | None] = {"rgb": None, "depth": None, "seg": None}
+    images = no_images()
     if v.rgb:
         images["rgb"] = renderer.render(out=dst.get("rgb"))
     if v.depth:

@@ -182,33 +182,21 @@ def _run(kind: str, devices: int, h: int, w: int, steps: int, compression: Any) 
 
 def _codec_parts(frames: list[Any], compression: Any) -> list[list[tuple[int, np.ndarray, str]]]:
     """Per frame: (message part index, array, encoding) of every compressed part, in our message layout."""
-    from ..arrays import frame_to_arrays
-    from .protocol import PART_SPECS
+    from ..arrays import modality_arrays
 
     out = []
     for f in frames:
-        arrays = {k: v for k, v in frame_to_arrays(f).items() if k in PART_SPECS}
-        names = [n for n in PART_SPECS if n in arrays]
-        out.append([(2 + i, np.asarray(arrays[n]), compression.encoding_for(n)) for i, n in enumerate(names)
+        arrays = modality_arrays(f)  # the message's parts, in its order
+        out.append([(2 + i, np.asarray(a), compression.encoding_for(n)) for i, (n, a) in enumerate(arrays.items())
                     if compression.encoding_for(n) != "raw"])
     return out
 
 
 def _encode_same(a: np.ndarray, enc: str, compression: Any) -> bytes:
-    """The codec call our publisher makes for one part (Pillow JPEG/PNG, zlib), and nothing else."""
-    import io
-    import zlib
+    """The very codec call our publisher makes for one part (Pillow JPEG/PNG, zlib), and nothing else."""
+    from .protocol import _coded_payload
 
-    if enc == "zlib":
-        return zlib.compress(a.data, compression.zlib_level)
-    from PIL import Image
-
-    buf = io.BytesIO()
-    if enc == "jpeg":
-        Image.fromarray(a).save(buf, format="JPEG", quality=int(compression.jpeg_quality))
-    else:
-        Image.fromarray(a).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    return _coded_payload("bench", a, enc, compression)
 
 
 def _decode_same(buf: Any, enc: str, like: np.ndarray) -> np.ndarray:

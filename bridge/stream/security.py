@@ -10,6 +10,7 @@ publisher keys).
 
 from __future__ import annotations
 
+import abc
 import enum
 import threading
 from collections.abc import Sequence
@@ -174,7 +175,7 @@ class SocketState(enum.Enum):
 _E = TypeVar("_E", bound="SocketEndpoint")
 
 
-class SocketEndpoint:
+class SocketEndpoint(abc.ABC):
     """The lifecycle a stream publisher and subscriber share: ``open()`` (or ``with``) makes the socket once,
     ``close()`` ends it for good (idempotent), and using it outside that window is a clear error."""
 
@@ -184,10 +185,11 @@ class SocketEndpoint:
         self._state = SocketState.UNOPENED
         self._sock: SecuredSocket | None = None
 
+    @abc.abstractmethod
     def _make_socket(self) -> SecuredSocket:
-        raise NotImplementedError
+        """The configured socket, bound or connected (called once, by ``open``)."""
 
-    def _opened(self) -> None:
+    def _opened(self) -> None:  # noqa: B027 - an optional hook, empty by design
         """Called once the socket exists."""
 
     @property

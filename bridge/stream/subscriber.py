@@ -139,7 +139,6 @@ class Subscriber(SocketEndpoint):
     def _opened(self) -> None:
         self._last_activity = time.monotonic()
 
-
     # -- liveness -------------------------------------------------------------------------------------
     def alive(self, publisher: str | None = None) -> bool:
         """Whether ``publisher`` (or any publisher) was heard within ``heartbeat_timeout_s``."""

@@ -9,7 +9,7 @@ import pytest
 from bridge.embedded.backend import EmbeddedBackend
 from bridge.embedded.bench import bare_render
 from bridge.errors import BackendError, ScenarioError
-from bridge.scenario import parse_scenario
+from bridge.scenario import load_scenario, parse_scenario
 
 STEPS = 12
 
@@ -53,7 +53,7 @@ def test_culling_changes_no_pixel():
     """Geoms outside the frustum are left out, and every image is the same as with culling off."""
     kw = dict(seed=5, render_size=(48, 48), max_avatars=4, segmentation=True, render_process=False)
     on = EmbeddedBackend("default", **kw)
-    off = EmbeddedBackend(parse_scenario_with(cull=False), **kw)
+    off = EmbeddedBackend(load_scenario("default").with_render(cull=False), **kw)
     try:
         for fa, fb in zip(_frames(on, STEPS), _frames(off, STEPS), strict=True):
             _same(fa, fb)
@@ -63,16 +63,6 @@ def test_culling_changes_no_pixel():
     finally:
         on.close()
         off.close()
-
-
-def parse_scenario_with(**render):
-    import yaml
-
-    from bridge.scenario import scenarios_dir
-
-    raw = yaml.safe_load((scenarios_dir() / "default.yaml").read_text())
-    raw.setdefault("render", {}).update(render)
-    return parse_scenario(raw)
 
 
 def test_bench_bare_loop_renders_the_very_same_images():
