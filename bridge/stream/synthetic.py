@@ -1,7 +1,9 @@
 """Deterministic synthetic DeviceFrames: every modality filled, for protocol tests, golden messages and the bench.
 
 The content is structured (gradients, a box in depth and segmentation) rather than white noise, so compression
-ratios in the benchmark resemble rendered scenes rather than the worst case.
+ratios in the benchmark resemble rendered scenes rather than the worst case. The noise is integers times powers of two
+and nothing comes from a transcendental function or a Gaussian draw (whose sampler calls ``exp``/``log``): the golden
+messages built from these frames must be the same bytes on every CPU, whatever SIMD kernels numpy picks.
 """
 
 from __future__ import annotations
@@ -28,13 +30,13 @@ def synthetic_frame(device_id: str = "quest_0", *, height_px: int = 8, width_px:
     depth[0, 0] = np.inf  # nothing hit within the far plane
     seg = np.full((h, w), -1, dtype=np.int32)
     seg[box] = 3
-    gaze = Gaze(yaw_rad=0.1 * rng.standard_normal(), pitch_rad=-0.05, origin_m=np.array([0.0, 0.0, 0.01]),
+    gaze = Gaze(yaw_rad=float(_noise(rng, (), 2**-3)), pitch_rad=-0.05, origin_m=np.array([0.0, 0.0, 0.01]),
                 vergence_depth_m=0.75, pupil_diameter_mm=3.5, valid=True, confidence=0.9)
-    audio = Audio((0.01 * rng.standard_normal((audio_channels, audio_samples))).astype(np.float32),
+    audio = Audio(_noise(rng, (audio_channels, audio_samples), 2**-5).astype(np.float32),
                   sample_rate_hz=16000)
-    pose = Pose(np.array([1.0, 2.0, 1.58]), np.array([np.cos(0.2), 0.0, 0.0, np.sin(0.2)]))
-    imu = Imu(np.array([0.0, 9.81, 0.0]) + 0.01 * rng.standard_normal(3), 0.001 * rng.standard_normal(3))
-    joints = (0.01 * rng.standard_normal((2, NUM_HAND_JOINTS, 3)) + np.array([0.0, -0.3, -0.4])).astype(np.float32)
+    pose = Pose(np.array([1.0, 2.0, 1.58]), np.array([0.5, 0.5, 0.5, 0.5]))  # exactly unit: 120 deg about (1,1,1)
+    imu = Imu(np.array([0.0, 9.81, 0.0]) + _noise(rng, 3, 2**-6), _noise(rng, 3, 2**-9))
+    joints = (_noise(rng, (2, NUM_HAND_JOINTS, 3), 2**-6) + np.array([0.0, -0.3, -0.4])).astype(np.float32)
     hands = Hands(joints, np.array([True, False]))
     lighting = LightingState(intensity=0.8, illuminance_lux=240.0, color_temperature_k=3500.0)
     return DeviceFrame(
@@ -45,3 +47,9 @@ def synthetic_frame(device_id: str = "quest_0", *, height_px: int = 8, width_px:
         labels={"scene_classification": "kitchen", "object_recognition": "mug"},
         active_tasks=("scene_classification", "object_recognition"), room="kitchen", events=("mic_muted",),
     )
+
+
+def _noise(rng: np.random.Generator, shape: int | tuple[int, ...], bound: float) -> np.ndarray:
+    """Uniform noise in [-bound, bound) for a power-of-two ``bound``: 20-bit integers times a power of two, exact in
+    float64 and float32 (no rounding step that a fused multiply-add or another SIMD kernel could change)."""
+    return rng.integers(-2**19, 2**19, shape) * (bound / 2**19)

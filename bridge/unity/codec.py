@@ -321,14 +321,27 @@ def golden_messages() -> dict[str, bytes]:
 
 
 def _float_sweep() -> list[float]:
-    """Doubles across every magnitude and digit count (seeded), to pin the shortest-repr rules on both sides."""
+    """Doubles across every magnitude and digit count (seeded), to pin the shortest-repr rules on both sides.
+
+    Every value is built by exact arithmetic -- an integer mantissa of 1 to 53 bits scaled by a power of two
+    (``ldexp``), integers over 1000, literals -- so the golden bytes are the same on every CPU. A transcendental
+    (``10.0 ** x``, ``exp``, ``sin``) is not: numpy's AVX-512 and AVX2 kernels differ in the last bit.
+    """
     import numpy as np
 
     rng = np.random.default_rng(20240501)
-    mags = rng.uniform(-30, 30, 240)
-    vals = rng.uniform(-1, 1, 240) * 10.0 ** mags
-    short = np.round(rng.uniform(-1e4, 1e4, 60), 3)
-    return [float(v) for v in np.concatenate([vals, short, [1e-4, 9.999e-5, 1e16, 9999999999999998.0, 0.1, -0.0]])]
+    n = 240
+    bits = rng.integers(1, 54, n)  # significant bits: 1 gives one-digit reprs, 53 gives 17 digits
+    mantissa = rng.integers(2**52, 2**53, n) >> (53 - bits)  # exactly `bits` bits, < 2**53: exact as a double
+    signed = np.where(rng.integers(0, 2, n) == 1, -mantissa, mantissa).astype(np.float64)
+    # two thirds between ~1e-30 and ~1e30 (where the fixed/exponent switches of both formatters sit), the rest
+    # anywhere from the smallest subnormal (2**-1074) to ~1e308; exponents >= -1074 keep ldexp exact
+    exp2 = np.concatenate([rng.integers(-100, 100, 2 * n // 3), rng.integers(-1074, 971, n - 2 * n // 3)])
+    vals = np.ldexp(signed, np.maximum(exp2 - bits, -1074))
+    short = rng.integers(-10**7, 10**7, 60) / 1000  # three decimals, correctly rounded like the literal
+    edges = [1e-4, 9.999e-5, 1e16, 9999999999999998.0, 0.1, -0.0, 5e-324, 2.225073858507201e-308,
+             2.2250738585072014e-308, 1.7976931348623157e308, -1.7976931348623157e308]
+    return [float(v) for v in np.concatenate([vals, short, edges])]
 
 
 def write_golden(directory: str | Path) -> list[Path]:

@@ -1,10 +1,23 @@
 """Python and C# agree byte for byte: golden messages are current, and the C# codec (compiled with Mono's mcs)
-re-encodes every one of them exactly and evaluates the lighting schedule like the embedded scene."""
+re-encodes every one of them exactly and evaluates the lighting schedule like the embedded scene.
+
+Portability rule for golden data (here and in bridge/stream/golden.py): every committed value is built by exact
+arithmetic -- integers, integer mantissas scaled by powers of two (``np.ldexp``), one correctly rounded division,
+decimal literals. Never from ``**``/``exp``/``log``/``sin``/``cos`` or Gaussian draws: numpy computes those with SIMD
+kernels picked per CPU (AVX-512, AVX2, NEON) that differ in the last bit, so the golden file would be right on one
+machine and stale on the next. A float that does come from such a function is compared with a tolerance (as the C#
+lighting check does), or used only in a comparison far from its threshold (the flicker test below).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +34,52 @@ def test_committed_golden_messages_are_what_python_writes_now():
     stale = sorted(name for name in expected if on_disk.get(name) != expected[name])
     assert not stale, (f"golden messages out of date: {stale}; regenerate with python -c \"from bridge.unity.codec "
                        f"import write_golden; write_golden('{GOLDEN.relative_to(ROOT.parent)}')\"")
+
+
+def golden_digests() -> str:
+    """sha256 of every byte-exact golden payload (side channel and stream; zlib output is left out, it may vary
+    with the zlib version), one ``name digest`` line each."""
+    from bridge.stream.golden import golden_messages as stream_golden
+
+    parts = {**golden_messages(), "lighting_samples": lighting_samples()}
+    parts.update({f"stream/{k}": b"".join(v) for k, v in stream_golden().items() if k != "frame_zlib"})
+    return "\n".join(f"{name} {hashlib.sha256(parts[name]).hexdigest()}" for name in sorted(parts))
+
+
+def _simd_targets() -> list[str]:
+    """The CPU features numpy dispatches to on this machine (``NPY_DISABLE_CPU_FEATURES`` accepts only these)."""
+    from numpy._core import _multiarray_umath as umath
+
+    return [f for f in umath.__cpu_dispatch__ if umath.__cpu_features__.get(f)]
+
+
+@pytest.mark.skipif(not _simd_targets(), reason="numpy dispatches to no SIMD extension on this CPU")
+def test_golden_bytes_do_not_depend_on_numpys_simd_kernels():
+    # Prepare: numpy limited to its baseline kernels in a fresh process
+    env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": " ".join(_simd_targets())}
+    code = "from tests.bridge.test_unity_csharp import golden_digests; print(golden_digests())"
+    # Execute
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
+                         cwd=ROOT.parent)
+    # Assert: the same bytes as with the best kernels for this CPU (the old 10.0 ** x sweep was an ulp off on AVX-512)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == golden_digests()
+
+
+def test_lighting_samples_stay_clear_of_the_flicker_threshold():
+    # The one transcendental behind a golden file: a flickering room dims while sin(2 pi f t) < -0.3. A last-bit
+    # difference in sin must not be able to flip that comparison at any sampled time.
+    from bridge.embedded.lighting import LightingSchedule
+    from bridge.scenario import load_scenario
+
+    sc = load_scenario("default")
+    times = sorted({s["t_s"] for s in json.loads(lighting_samples())})
+    flicker_hz = [k.flicker_hz for k in sc.lighting_schedule if k.flicker_hz > 0]
+    assert flicker_hz and times, "no flickering room or no samples: this test would check nothing"
+    for f in flicker_hz:
+        for t in times:
+            assert abs(math.sin(2 * math.pi * f * t) + 0.3) > 1e-6, (f, t)
+    assert LightingSchedule(sc).at("kitchen", 45.2).intensity < LightingSchedule(sc).at("kitchen", 45.05).intensity
 
 
 @pytest.mark.skipif(shutil.which("mcs") is None or shutil.which("mono") is None,

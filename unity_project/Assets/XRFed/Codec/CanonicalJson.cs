@@ -36,7 +36,8 @@ namespace XRFed.Codec
 
         /// <summary>Python's repr() of a finite double: the shortest digit string that parses back to the same
         /// double (the one nearest the exact value when several are as short), in exponent form outside
-        /// [1e-4, 1e16). Exact BigInteger arithmetic, because runtime formatters are not all correctly rounded.</summary>
+        /// [1e-4, 1e16). Exact BigInteger arithmetic, because runtime formatters and parsers are not all correctly
+        /// rounded (Mono's double.Parse misrounds about 3% of Python's reprs and throws just above double.MaxValue).</summary>
         public static string FormatDouble(double d)
         {
             if (double.IsNaN(d) || double.IsInfinity(d)) throw new ArgumentException("NaN/inf cannot be sent");
@@ -44,6 +45,8 @@ namespace XRFed.Codec
             bool neg = d < 0;
             string exact; int point; // |d| = 0.exact * 10^point
             ExactDecimal(Math.Abs(d), out exact, out point);
+            long m; int e; bool narrowBelow; // |d| = m * 2^e
+            Binary(Math.Abs(d), out m, out e, out narrowBelow);
             string digits = null; int exp = 0;
             for (int p = 1; p <= 17 && digits == null; p++)
             {
@@ -57,8 +60,7 @@ namespace XRFed.Codec
                 {
                     string c = cand.ToString(CultureInfo.InvariantCulture);
                     int pt = point + (c.Length - p); // a carry (999 -> 1000) moves the point
-                    string text = "0." + c + "e" + pt.ToString(CultureInfo.InvariantCulture);
-                    if (cand > 0 && double.Parse(text, NumberStyles.Float, CultureInfo.InvariantCulture) == Math.Abs(d))
+                    if (cand > 0 && RoundsTo(cand, pt - c.Length, m, e, narrowBelow))
                     {
                         digits = c.TrimEnd('0');
                         exp = pt - 1;
@@ -92,14 +94,94 @@ namespace XRFed.Codec
             return sb.ToString();
         }
 
+        /// <summary>A positive finite double as m * 2^e (m below 2^53); <paramref name="narrowBelow"/> when the
+        /// next double down is only half as far away as the next one up (m = 2^52 above the smallest binade).</summary>
+        static void Binary(double v, out long m, out int e, out bool narrowBelow)
+        {
+            long bits = BitConverter.DoubleToInt64Bits(v);
+            e = (int)((bits >> 52) & 0x7FF);
+            m = bits & 0xFFFFFFFFFFFFFL;
+            narrowBelow = m == 0 && e > 1;
+            if (e == 0) e = 1; else m |= 1L << 52;
+            e -= 1075;
+        }
+
+        /// <summary>Whether cand * 10^k parses to m * 2^e under round-half-to-even, decided exactly: the value must
+        /// lie between the midpoints to the neighbouring doubles (on a midpoint only when m is even).</summary>
+        static bool RoundsTo(BigInteger cand, int k, long m, int e, bool narrowBelow)
+        {
+            // compare 4 * cand * 10^k with (4m - 2) * 2^e and (4m + 2) * 2^e (4m - 1 when the gap below is halved),
+            // both sides multiplied up to integers
+            BigInteger x = 4 * cand, lo = 4 * (BigInteger)m - (narrowBelow ? 1 : 2), hi = 4 * (BigInteger)m + 2;
+            if (k >= 0) x *= BigInteger.Pow(10, k);
+            else { lo *= BigInteger.Pow(10, -k); hi *= BigInteger.Pow(10, -k); }
+            if (e >= 0) { lo <<= e; hi <<= e; }
+            else x <<= -e;
+            bool even = (m & 1) == 0;
+            return (x > lo || (even && x == lo)) && (x < hi || (even && x == hi));
+        }
+
+        /// <summary>The double nearest a JSON number (round half to even), computed exactly with BigInteger: runtime
+        /// parsers are not all correctly rounded (Mono's misses the nearest double for about 3% of Python's reprs),
+        /// and a value that does not come back as the same double would be re-encoded differently.</summary>
+        static double ParseDouble(string num, int offset)
+        {
+            int i = 0, fracDigits = 0, exp10 = 0;
+            bool neg = num[0] == '-', seenDigit = false, seenPoint = false;
+            if (num[0] == '-' || num[0] == '+') i++;
+            var digits = new StringBuilder();
+            for (; i < num.Length && num[i] != 'e' && num[i] != 'E'; i++)
+            {
+                char c = num[i];
+                if (c == '.' && !seenPoint) { seenPoint = true; continue; }
+                if (c < '0' || c > '9') throw new FormatException("malformed number '" + num + "' at offset " + offset);
+                seenDigit = true;
+                digits.Append(c);
+                if (seenPoint) fracDigits++;
+            }
+            if (!seenDigit) throw new FormatException("malformed number '" + num + "' at offset " + offset);
+            if (i < num.Length && !int.TryParse(num.Substring(i + 1), NumberStyles.AllowLeadingSign,
+                                                CultureInfo.InvariantCulture, out exp10))
+                throw new FormatException("malformed exponent in '" + num + "' at offset " + offset);
+            BigInteger n = BigInteger.Parse(digits.ToString(), CultureInfo.InvariantCulture);
+            int k = exp10 - fracDigits; // value = n * 10^k
+            double zero = neg ? BitConverter.Int64BitsToDouble(long.MinValue) : 0.0;
+            if (n.IsZero || digits.Length + k < -330) return zero; // below half the smallest subnormal
+            if (digits.Length + k > 310) throw new FormatException("number '" + num + "' at offset " + offset + " is outside the double range");
+            BigInteger num2 = k >= 0 ? n * BigInteger.Pow(10, k) : n, den = k >= 0 ? BigInteger.One : BigInteger.Pow(10, -k);
+            // value = q * 2^e2 with q of 53 bits (fewer below the normal range), then round on the remainder
+            int e2 = Math.Max(BitLength(num2) - BitLength(den) - 53, -1074);
+            BigInteger q, r, div = e2 >= 0 ? den << e2 : den;
+            q = BigInteger.DivRem(e2 >= 0 ? num2 : num2 << -e2, div, out r);
+            if (q >> 53 != 0) // the bit-length estimate was one short: one bit more to the exponent
+            {
+                e2++;
+                div = e2 >= 0 ? den << e2 : den;
+                q = BigInteger.DivRem(e2 >= 0 ? num2 : num2 << -e2, div, out r);
+            }
+            int half = (2 * r).CompareTo(div);
+            if (half > 0 || (half == 0 && !q.IsEven)) q += 1;
+            if (q >> 53 != 0) { q >>= 1; e2++; } // rounding carried into a 54th bit (q was 2^53 - 1)
+            if (e2 > 971) throw new FormatException("number '" + num + "' at offset " + offset + " is outside the double range");
+            long m = (long)q, bits = m >> 52 == 0 ? m : ((long)(e2 + 1075) << 52) | (m & 0xFFFFFFFFFFFFFL);
+            return BitConverter.Int64BitsToDouble(neg ? bits | long.MinValue : bits);
+        }
+
+        static int BitLength(BigInteger v)
+        {
+            byte[] b = v.ToByteArray(); // little-endian two's complement, v > 0
+            int top = b.Length - 1;
+            while (top > 0 && b[top] == 0) top--;
+            int bits = 8 * top, t = b[top];
+            while (t != 0) { bits++; t >>= 1; }
+            return bits;
+        }
+
         /// <summary>All significant digits of a positive double: value = 0.digits * 10^point, exactly.</summary>
         static void ExactDecimal(double v, out string digits, out int point)
         {
-            long bits = BitConverter.DoubleToInt64Bits(v);
-            int e = (int)((bits >> 52) & 0x7FF);
-            long m = bits & 0xFFFFFFFFFFFFFL;
-            if (e == 0) e = 1; else m |= 1L << 52;
-            e -= 1075; // v = m * 2^e
+            long m; int e; bool narrowBelow;
+            Binary(v, out m, out e, out narrowBelow); // v = m * 2^e
             string s;
             int frac; // number of decimal digits after the point in s
             if (e >= 0) { s = (new BigInteger(m) << e).ToString(CultureInfo.InvariantCulture); frac = 0; }
@@ -228,11 +310,7 @@ namespace XRFed.Codec
             }
             if (start == i) throw new FormatException("unexpected character '" + c + "' at offset " + i);
             string num = s.Substring(start, i - start);
-            if (isFloat)
-            {
-                double d = double.Parse(num, NumberStyles.Float, CultureInfo.InvariantCulture);
-                return (d == 0 && num[0] == '-') ? BitConverter.Int64BitsToDouble(long.MinValue) : d; // some runtimes parse "-0.0" as +0
-            }
+            if (isFloat) return ParseDouble(num, start);
             return long.Parse(num, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture);
         }
 
