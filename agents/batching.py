@@ -2,10 +2,12 @@
 
 A recorded step (from :class:`bridge.dataset.XRDataset`) and a live :class:`~bridge.frame.DeviceFrame` must reach
 the model the same way, or a model trained on recordings would see different inputs live. So live frames go
-through :func:`bridge.arrays.frame_to_arrays` (the one flat layout) into dataset-style items, and items are
-batched by the dataset's own collate function. Two normalisations make items of different devices batchable:
+through :func:`bridge.arrays.frame_to_arrays` (the one flat layout) and :func:`bridge.items.build_item` (the one
+item builder, which XRDataset uses too), and items are batched by the dataset's own collate function. Two
+normalisations make items of different devices batchable (``XRDataset(image_size=(S, S), audio_channels=2)``
+gives the same):
 
-* images are resized to the model's ``image_size_px`` (bilinear for RGB, nearest for depth, as the dataset does);
+* images are resized to the model's ``image_size_px`` (bilinear for RGB, nearest for depth);
 * audio keeps the outermost two channels (left and right of the array; a mono device repeats its channel), which
   is all the model's channel-count-agnostic tokenizer uses (the mean of those two and their level difference).
 
@@ -19,43 +21,27 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from bridge.arrays import frame_to_arrays
 from bridge.dataset import collate_frames
 from bridge.frame import DeviceFrame
+from bridge.items import DEPTH_FAR_M, SERIES_MODALITIES, ItemSpec, audio_tensor, build_item
 from bridge.tasks import MODALITIES
 
 from .errors import AgentError
 
 __all__ = ["FrameWindow", "frame_to_item", "frames_to_batch", "items_to_batch", "SERIES", "edge_channels",
-           "DEPTH_FAR_M"]
+           "DEPTH_FAR_M", "AUDIO_CHANNELS"]
 
-SERIES: tuple[str, ...] = ("gaze", "pose", "imu", "hands")
-#: value that replaces inf (no hit) in depth, as XRDataset's default ``depth_far_m``
-DEPTH_FAR_M = 20.0
+SERIES: tuple[str, ...] = SERIES_MODALITIES
+#: microphones a live item keeps: the first and the last (``XRDataset(audio_channels=2)`` picks the same)
+AUDIO_CHANNELS = 2
 
 
 def edge_channels(audio: torch.Tensor) -> torch.Tensor:
     """[C, N] -> [2, N]: the first and last microphone (a mono device repeats its one channel)."""
-    return audio[[0, audio.shape[0] - 1]]
-
-
-def _image(x: np.ndarray, size: int | None, depth: bool) -> torch.Tensor:
-    if depth:
-        t = torch.from_numpy(np.asarray(x, dtype=np.float32))[None]  # [1, H, W]
-        t = torch.where(torch.isinf(t), torch.tensor(DEPTH_FAR_M), t)
-    else:
-        t = torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1).to(torch.float32).div_(255.0)  # [3, H, W]
-    if size is not None and tuple(t.shape[1:]) != (size, size):
-        if depth:
-            t = F.interpolate(t[None], size=(size, size), mode="nearest")[0]
-        else:
-            t = F.interpolate(t[None], size=(size, size), mode="bilinear", align_corners=False,
-                              antialias=True)[0].clamp_(0.0, 1.0)
-    return t
+    return audio_tensor(audio, AUDIO_CHANNELS)
 
 
 def frame_to_item(frame: DeviceFrame, *, previous: Sequence[DeviceFrame] = (), window: int = 1,
@@ -63,51 +49,15 @@ def frame_to_item(frame: DeviceFrame, *, previous: Sequence[DeviceFrame] = (), w
     """One frame (plus up to ``window - 1`` previous frames of the same device, oldest first) as a dataset item.
 
     ``modalities`` restricts the item to a device's modalities: a modality outside it is absent even if the
-    frame carries it.
+    frame carries it. Depth beyond the far plane becomes :data:`DEPTH_FAR_M`, XRDataset's default.
     """
-    allowed = tuple(MODALITIES if modalities is None else modalities)
+    spec = ItemSpec(window=window, image_size=None if image_size is None else (image_size, image_size),
+                    depth_far_m=DEPTH_FAR_M, audio_channels=AUDIO_CHANNELS)
     hist = list(previous)[-(window - 1):] if window > 1 else []
-    rows = [frame_to_arrays(f) for f in hist] + [frame_to_arrays(frame)]
-    cur = rows[-1]
-    item: dict[str, Any] = {"present": {}, "window_valid": {}, "labels": {}, "client_id": frame.device_id,
-                            "step": frame.step, "episode": 0}
-    for m in allowed:
-        here = bool(cur["present"][m])
-        item["present"][m] = torch.tensor(here)
-        if not here:
-            continue
-        if m == "rgb":
-            item["rgb"] = _image(cur["rgb"], image_size, depth=False)
-        elif m == "depth":
-            item["depth"] = _image(cur["depth_m"], image_size, depth=True)
-        elif m == "audio":
-            item["audio"] = edge_channels(torch.from_numpy(np.asarray(cur["audio"], dtype=np.float32)))
-        else:
-            pad = window - len(rows)
-            valid = np.zeros(window, dtype=bool)
-            data = None
-            for i, r in enumerate(rows):
-                if r["present"][m]:
-                    v = np.asarray(r[m], dtype=np.float32).reshape(-1)
-                    if data is None:
-                        data = np.zeros((window, v.shape[0]), dtype=np.float32)
-                    data[pad + i] = v
-                    valid[pad + i] = True
-            item[m] = torch.from_numpy(data)
-            item["window_valid"][m] = torch.from_numpy(valid)
-            if m == "gaze":
-                gv = np.zeros(window, dtype=bool)
-                for i, r in enumerate(rows):
-                    gv[pad + i] = bool(r.get("gaze_valid", False)) and bool(r["present"]["gaze"])
-                item["gaze_valid"] = torch.from_numpy(gv)
-            if m == "hands":
-                hv = np.zeros((window, 2), dtype=bool)
-                for i, r in enumerate(rows):
-                    if r["present"]["hands"]:
-                        hv[pad + i] = np.asarray(r["hands_valid"], dtype=bool)
-                item["hands_valid"] = torch.from_numpy(hv)
-    for t, v in cur["labels"].items():
-        item["labels"][t] = torch.tensor(int(v), dtype=torch.int64)
+    steps = [frame_to_arrays(f) for f in (*hist, frame)]
+    cur = steps[-1]
+    item = build_item(steps, spec, tuple(MODALITIES if modalities is None else modalities),
+                      client_id=frame.device_id, step=frame.step, episode=0, labels=cur["labels"])
     item["audio_hz"] = int(cur["audio_hz"]) if "audio_hz" in cur else None
     item["camera_fov_y_deg"] = float(frame.camera_fov_y_deg) if frame.camera_fov_y_deg else float("nan")
     return item

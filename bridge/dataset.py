@@ -19,8 +19,9 @@ Item layout (keys are the modality names of :data:`bridge.tasks.MODALITIES`; uni
     labels    {task: int64 tensor []}    class index, -1 = no label
     client_id str,  step int,  episode int
 
-HDF5 handles are opened lazily in the process that reads (h5py handles are not fork-safe), so the dataset works
-with ``DataLoader(num_workers>0)``.
+Items are built by :func:`bridge.items.build_item`, the same function that turns live frames into items, so a
+recorded step and the same step seen live give the same tensors. HDF5 handles are opened lazily in the process
+that reads (h5py handles are not fork-safe), so the dataset works with ``DataLoader(num_workers>0)``.
 """
 
 from __future__ import annotations
@@ -35,18 +36,13 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import DatasetError
+from .items import ARRAY_KEYS, DEPTH_FAR_M, FLAG_KEYS, SERIES_MODALITIES, ItemSpec, build_item
 from .record import PRESENCE_KEYS, _open_h5, load_manifest
 from .tasks import MODALITIES
 
 __all__ = ["XRDataset", "collate_frames", "client_ids", "SERIES_MODALITIES", "SPLITS"]
 
-#: Time-series modalities delivered as windows of the last ``window`` steps.
-SERIES_MODALITIES: tuple[str, ...] = ("gaze", "pose", "imu", "hands")
 SPLITS = ("train", "test", "all")
-
-_DATASET_OF = {"rgb": "rgb", "depth": "depth_m", "gaze": "gaze", "audio": "audio", "pose": "pose", "imu": "imu",
-               "hands": "hands"}
-_AUX_OF = {"gaze": "gaze_valid", "hands": "hands_valid"}
 
 
 def client_ids(root: str | os.PathLike[str]) -> list[str]:
@@ -67,9 +63,9 @@ class _FileIndex:
             except KeyError as exc:
                 raise DatasetError(f"{path}: missing dataset {exc.args[0] if exc.args else exc}") from None
             for m in MODALITIES:
-                if self.present[m].any() and _DATASET_OF[m] not in h5:
-                    raise DatasetError(f"{path}: present/{m} is set but dataset {_DATASET_OF[m]!r} is missing")
-            self.shapes = {m: tuple(h5[_DATASET_OF[m]].shape[1:]) for m in MODALITIES if _DATASET_OF[m] in h5}
+                if self.present[m].any() and ARRAY_KEYS[m] not in h5:
+                    raise DatasetError(f"{path}: present/{m} is set but dataset {ARRAY_KEYS[m]!r} is missing")
+            self.shapes = {m: tuple(h5[ARRAY_KEYS[m]].shape[1:]) for m in MODALITIES if ARRAY_KEYS[m] in h5}
         n = len(self.steps)
         if rows.stop > n:
             raise DatasetError(f"{path}: manifest split rows {rows.start}..{rows.stop} exceed the file's {n} steps")
@@ -88,16 +84,12 @@ class XRDataset(Dataset):
 
     def __init__(self, root: str | os.PathLike[str], *, clients: Sequence[str] | None = None, split: str = "train",
                  modalities: Sequence[str] | None = None, tasks: Sequence[str] | None = None, window: int = 1,
-                 image_size: tuple[int, int] | None = None, depth_far_m: float = 20.0,
+                 image_size: tuple[int, int] | None = None, depth_far_m: float = DEPTH_FAR_M,
                  audio_channels: int | None = None):
         if split not in SPLITS:
             raise DatasetError(f"split: expected one of {SPLITS}, got {split!r}")
-        if not isinstance(window, int) or window < 1:
-            raise DatasetError(f"window: expected an integer >= 1, got {window!r}")
-        if audio_channels is not None and (not isinstance(audio_channels, int) or audio_channels < 1):
-            raise DatasetError(f"audio_channels: expected an integer >= 1 or None, got {audio_channels!r}")
-        if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
-            raise DatasetError(f"image_size: expected (height, width) >= 1, got {image_size!r}")
+        self.spec = ItemSpec(window=window, image_size=image_size, depth_far_m=depth_far_m,
+                             audio_channels=audio_channels)
         self.root = Path(root)
         self.manifest = load_manifest(self.root)
         known = {c["client_id"]: c for c in self.manifest["clients"]}
@@ -110,9 +102,8 @@ class XRDataset(Dataset):
         bad = [t for t in self.tasks if t not in all_tasks]
         if bad:
             raise DatasetError(f"unknown tasks {bad}; the dataset has {all_tasks}")
-        self.split, self.window, self.depth_far_m = split, window, float(depth_far_m)
-        self.audio_channels = audio_channels
-        self.image_size = tuple(image_size) if image_size is not None else None
+        self.split, self.window, self.depth_far_m = split, window, self.spec.depth_far_m
+        self.audio_channels, self.image_size = audio_channels, self.spec.image_size
 
         self._files: list[_FileIndex] = []
         index: list[tuple[int, int]] = []
@@ -147,66 +138,34 @@ class XRDataset(Dataset):
             raise IndexError(f"index {i} out of range for {len(self)} items")
         fi, r = (int(v) for v in self._index[i])
         f = self._files[fi]
-        h5 = self._handle(fi)
-        item: dict[str, Any] = {"present": {}, "window_valid": {}, "labels": {}, "client_id": f.client_id,
-                                "step": int(f.steps[r]), "episode": f.episode}
-        for m in self.modalities:
-            here = bool(f.present[m][r])
-            item["present"][m] = torch.tensor(here)
-            if not here:
-                continue
-            try:
-                if m in SERIES_MODALITIES:
-                    self._read_window(h5, f, m, r, item)
-                else:
-                    item[m] = self._read_row(h5, m, r)
-            except KeyError:
-                raise DatasetError(f"{f.path}: dataset {_DATASET_OF[m]!r} is missing") from None
-        for t in self.tasks:
-            item["labels"][t] = torch.tensor(int(f.labels[t][r]) if t in f.labels else -1, dtype=torch.int64)
-        return item
+        labels = {t: int(f.labels[t][r]) if t in f.labels else -1 for t in self.tasks}
+        return build_item(self._steps(fi, r), self.spec, self.modalities, client_id=f.client_id,
+                          step=int(f.steps[r]), episode=f.episode, labels=labels)
 
-    def _read_row(self, h5: Any, m: str, r: int) -> torch.Tensor:
-        x = torch.from_numpy(np.asarray(h5[_DATASET_OF[m]][r]))
-        if m == "rgb":
-            x = x.permute(2, 0, 1).to(torch.float32).div_(255.0)  # [3, H, W]
-            if self.image_size is not None and tuple(x.shape[1:]) != self.image_size:
-                x = torch.nn.functional.interpolate(x[None], size=self.image_size, mode="bilinear",
-                                                    align_corners=False, antialias=True)[0].clamp_(0.0, 1.0)
-        elif m == "depth":
-            x = x.to(torch.float32)[None]  # [1, H, W]
-            x = torch.where(torch.isinf(x), torch.tensor(self.depth_far_m), x)
-            if self.image_size is not None and tuple(x.shape[1:]) != self.image_size:
-                x = torch.nn.functional.interpolate(x[None], size=self.image_size, mode="nearest")[0]
-        else:
-            x = x.to(torch.float32)  # audio [C, N]
-            k = self.audio_channels
-            if k == 1:
-                x = x.mean(dim=0, keepdim=True)  # mono downmix
-            elif k is not None and k != x.shape[0]:
-                # channels spread evenly over the array (left to right), repeated when the device has fewer
-                idx = torch.from_numpy(np.round(np.linspace(0, x.shape[0] - 1, k)).astype(np.int64))
-                x = x[idx]
-        return x
-
-    def _read_window(self, h5: Any, f: _FileIndex, m: str, r: int, item: dict[str, Any]) -> None:
+    def _steps(self, fi: int, r: int) -> list[dict[str, Any]]:
+        """Rows ``r - window + 1 .. r`` of file ``fi`` (not before the episode start) as steps in the
+        :mod:`bridge.arrays` layout: images and audio of the current row, series of every row."""
+        f, h5 = self._files[fi], self._handle(fi)
         r0 = max(0, r - self.window + 1)
-        pad = self.window - (r - r0 + 1)  # rows before the episode start
-        valid = np.zeros(self.window, dtype=bool)
-        valid[pad:] = f.present[m][r0:r + 1]
-        data = np.asarray(h5[_DATASET_OF[m]][r0:r + 1], dtype=np.float32).reshape(r - r0 + 1, -1)
-        out = np.zeros((self.window, data.shape[1]), dtype=np.float32)
-        out[pad:] = data
-        out[~valid] = 0.0  # absent rows are fill (NaN) on disk; zeros here, flagged by window_valid
-        item[m] = torch.from_numpy(out)
-        item["window_valid"][m] = torch.from_numpy(valid)
-        aux = _AUX_OF.get(m)
-        if aux is not None and aux in h5:
-            a = np.asarray(h5[aux][r0:r + 1], dtype=bool)
-            full = np.zeros((self.window, *a.shape[1:]), dtype=bool)
-            full[pad:] = a
-            full[~valid] = False
-            item[aux] = torch.from_numpy(full)
+        steps: list[dict[str, Any]] = [{"present": {m: bool(f.present[m][t]) for m in self.modalities}}
+                                       for t in range(r0, r + 1)]
+        for m in self.modalities:
+            if not steps[-1]["present"][m]:
+                continue
+            key = ARRAY_KEYS[m]
+            try:
+                if m in SERIES_MODALITIES:  # absent rows hold the fill value; build_item reads present rows only
+                    for s, row in zip(steps, h5[key][r0:r + 1], strict=True):
+                        s[key] = row
+                    flag = FLAG_KEYS.get(m)
+                    if flag is not None and flag in h5:
+                        for s, row in zip(steps, h5[flag][r0:r + 1], strict=True):
+                            s[flag] = row
+                else:
+                    steps[-1][key] = h5[key][r]
+            except KeyError:
+                raise DatasetError(f"{f.path}: dataset {key!r} is missing") from None
+        return steps
 
     # -- handles ---------------------------------------------------------------------------------------
     def _handle(self, fi: int) -> Any:
@@ -254,7 +213,7 @@ def collate_frames(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
     for m in mods:
         batch["present"][m] = torch.tensor([bool(it["present"].get(m, False)) for it in items])
-        for key in (m, _AUX_OF.get(m)):
+        for key in (m, FLAG_KEYS.get(m)):
             if key is not None:
                 _stack_into(batch, key, [it.get(key) for it in items], b)
         if any(m in it["window_valid"] for it in items):
