@@ -50,7 +50,8 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.s
   $PIP install -q "torch==$TORCH_VERSION"
 fi
 say "installing xrfed and its extras"
-$PIP install -q -e ".[dev,speech,usd,unity]"
+# One resolve for all extras: the unity extra's protobuf==3.20.3 also bounds Ray's protobuf>=3.20.3.
+$PIP install -q -e ".[dev,speech,usd,unity,ray]"
 # mlagents-envs 1.1.0 declares Python <= 3.10.12 but runs on 3.11; it is the only release that decodes the current
 # Unity package's channels-first observations (see docs/unity.md), so it is installed without its pins.
 if ! "$VENV/bin/python" -c "import mlagents_envs" 2>/dev/null; then
