@@ -2,14 +2,19 @@
 
 :class:`Client` is the protocol a device's agent satisfies (``federation.agent_client`` adapts the agents
 package's ``DeviceAgent`` to it). The engine never calls a client directly: it goes through an *executor* so the
-same rounds run in-process (:class:`LocalExecutor`) or with every device as a Ray actor (:class:`RayExecutor`,
-Ray imported lazily, an optional extra) when the devices' local training should spread over several cores or
-machines.
+same rounds run in-process (:class:`LocalExecutor`) or with every device as a Ray actor (:class:`RayExecutor`)
+when the devices' local training should spread over several cores or machines. Ray is the ``ray`` extra, part of
+the default environment (``scripts/setup.sh`` installs it), and is imported only when a Ray executor is built.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
+import os
+import socket
+import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -106,34 +111,95 @@ class LocalExecutor(Executor):
         return [getattr(self.clients[dev], method)(*args, **kwargs) for dev, args, kwargs in calls]
 
 
+#: seconds to wait for a TCP connection to a given Ray address before calling it unreachable (Ray's own client
+#: retries an unreachable GCS for minutes)
+_RAY_CONNECT_TIMEOUT_S = 5.0
+#: seconds :meth:`RayExecutor.close` waits for Ray to take back the CPUs of the actors it killed
+_RAY_RELEASE_TIMEOUT_S = 10.0
+#: Ray's switch between multi-node clusters and a loopback-only node; "0" keeps every Ray port on 127.0.0.1
+_RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _summary(exc: BaseException) -> str:
+    """One line about a Ray failure, naming the device's own exception where Ray wraps one."""
+    cause = getattr(exc, "cause", None)  # a failed call: Ray's RayTaskError carries the original exception
+    if isinstance(cause, BaseException):
+        exc = cause
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if getattr(exc, "actor_init_failed", False) and lines:
+        return lines[-1]  # a failed __init__ arrives as text only; the traceback's last line is "Type: message"
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast, with one line, when a ``host:port`` (or ``ray://host:port``) Ray address does not answer."""
+    if address in ("auto", "local"):
+        return  # Ray resolves these itself and fails at once when nothing is running
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ExecutorError(f"Ray address {address!r}: expected host:port, ray://host:port, 'auto' or 'local'")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=_RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise ExecutorError(f"cannot reach a Ray cluster at {address!r}: {reason}") from exc
+
+
 class RayExecutor(Executor):
     """Every device's client is a Ray actor built remotely from ``factories[device_id]()``.
 
     Calls to different devices run concurrently (local training is the expensive part). Tensors travel through
-    Ray's object store; Ray connects to an existing cluster when ``address`` is given (``ray start --head`` on
-    one machine, ``ray start --address=...`` on the others), else starts a local one.
+    Ray's object store. Ray connects to an existing cluster when ``address`` is given (``ray start --head`` on
+    one machine, ``ray start --address=...`` on the others), else starts a local one, bound to 127.0.0.1 when
+    Ray was not imported before; a process already connected to Ray keeps that connection.
+
+    Each actor computes exactly what the same client computes in-process: ``torch_threads`` (default 1, the
+    :class:`~federation.runner.ExperimentRunner`'s default) sets torch's intra-op threads in the actor before its
+    client is built; None leaves them at Ray's setting. ``num_cpus_per_device`` is the CPU share each actor holds
+    for its lifetime; None gives every device an equal share of the CPUs free in the cluster, at most one. A Ray
+    that cannot start or be reached, actors that do not fit, and failing calls raise :class:`ExecutorError`.
     """
 
     name = "ray"
 
     def __init__(self, factories: Mapping[str, Callable[[], Client]], *, address: str | None = None,
-                 num_cpus_per_device: float = 1.0):
+                 num_cpus_per_device: float | None = None, torch_threads: int | None = 1):
+        if address is not None:
+            _check_reachable(address)
+        elif "ray" not in sys.modules:
+            # Ray binds a local node's GCS, raylet and object store to the machine's network address, reachable
+            # from the network and without authentication; this switch (read when Ray is imported, inherited by
+            # Ray's processes) keeps a single-machine experiment on loopback.
+            os.environ.setdefault(_RAY_CLUSTER_ENV, "0")
         try:
             ray = importlib.import_module("ray")
         except ImportError as exc:
-            raise ExecutorError("executor 'ray' needs Ray: pip install 'ray>=2.9'") from exc
+            raise ExecutorError("executor 'ray' needs Ray: pip install 'xrfed[ray]' (scripts/setup.sh installs it)"
+                                ) from exc
         self._ray = ray
+        self._actors: dict[str, Any] = {}
         if not ray.is_initialized():
-            kw: dict[str, Any] = {}
-            if address is None:
-                # A local cluster stays on loopback: Ray otherwise binds its GCS and object store to the machine's
-                # network address, which a single-machine experiment has no reason to expose.
-                kw["_node_ip_address"] = "127.0.0.1"
-            ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, **kw)
+            try:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            except Exception as exc:
+                where = "start a local Ray" if address is None else f"connect to the Ray cluster at {address!r}"
+                raise ExecutorError(f"cannot {where}: {_summary(exc)}") from exc
+        # An actor holds its CPUs while it lives and one that does not fit waits for them forever: share the
+        # CPUs free now (other executors' actors hold theirs) or refuse.
+        cpus = float(ray.available_resources().get("CPU", 0.0))
+        if num_cpus_per_device is None:
+            # Ray keeps resource amounts to 4 decimals: round down so that the shares never exceed the total.
+            num_cpus_per_device = min(1.0, math.floor(cpus / max(1, len(factories)) * 1e4) / 1e4)
+        if num_cpus_per_device <= 0 or num_cpus_per_device * len(factories) > cpus + 1e-9:
+            raise ExecutorError(f"{len(factories)} device actors x {num_cpus_per_device:g} CPUs do not fit the "
+                                f"{cpus:g} CPUs free in the Ray cluster; lower num_cpus_per_device or close other "
+                                "executors")
 
         @ray.remote(num_cpus=num_cpus_per_device)
         class _Actor:
-            def __init__(self, factory: Callable[[], Client]):
+            def __init__(self, factory: Callable[[], Client], threads: int | None):
+                if threads is not None:
+                    torch.set_num_threads(threads)
                 self.client = factory()
 
             def info(self) -> dict[str, Any]:
@@ -142,12 +208,14 @@ class RayExecutor(Executor):
             def call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
                 return getattr(self.client, method)(*args, **kwargs)
 
-        self._actors = {dev: _Actor.remote(f) for dev, f in factories.items()}  # type: ignore[attr-defined]
+        self._cpus_held = num_cpus_per_device * len(factories)
+        self._actors = {dev: _Actor.remote(f, torch_threads) for dev, f in factories.items()}  # type: ignore[attr-defined]
         try:
             self._infos = dict(zip(self._actors, ray.get([a.info.remote() for a in self._actors.values()]),
                                    strict=True))
         except Exception as exc:  # Ray wraps the actor's exception
-            raise ExecutorError(f"a Ray device actor failed to start: {exc}") from exc
+            self.close()
+            raise ExecutorError(f"a Ray device actor failed to start: {_summary(exc)}") from exc
 
     @property
     def device_ids(self) -> tuple[str, ...]:
@@ -161,12 +229,21 @@ class RayExecutor(Executor):
         try:
             return self._ray.get(futures)
         except Exception as exc:
-            raise ExecutorError(f"Ray call {method!r} failed: {exc}") from exc
+            raise ExecutorError(f"Ray call {method!r} failed: {_summary(exc)}") from exc
 
     def close(self) -> None:
+        """Kill the device actors and wait (a few seconds at most) until Ray has their CPUs back for the next."""
+        if not self._actors:
+            return
+        ray = self._ray
+        total = ray.cluster_resources().get("CPU", 0.0)  # a dead actor may have given its CPUs back already
+        want = min(total, ray.available_resources().get("CPU", 0.0) + self._cpus_held) - 1e-6
         for a in self._actors.values():
-            self._ray.kill(a)
+            ray.kill(a)
         self._actors = {}
+        deadline = time.monotonic() + _RAY_RELEASE_TIMEOUT_S
+        while ray.available_resources().get("CPU", 0.0) < want and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 _EXECUTORS = {"local": LocalExecutor, "ray": RayExecutor}

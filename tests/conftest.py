@@ -46,3 +46,31 @@ def write_scenario(tmp_path):
         return p
 
     return _write
+
+
+# -- Ray ---------------------------------------------------------------------------------------------------------
+# Ray (2.55) rewrites a loopback node address to the machine's network address and binds its ports to every
+# interface; this switch, read when ray is imported and inherited by Ray's processes, keeps the test node on
+# 127.0.0.1. Set here, before any test module can import ray.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray node for every test that runs devices as Ray actors: 2 CPUs, loopback, no dashboard.
+
+    Started once (a start costs seconds) and shut down when the session ends. Ray is part of the default
+    environment (scripts/setup.sh installs the ``ray`` extra): under CI a missing Ray fails, elsewhere it skips.
+    """
+    try:
+        import ray
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("Ray is not installed; scripts/setup.sh installs it (pip install -e '.[ray]')")
+        pytest.skip("Ray is not installed (pip install -e '.[ray]')")
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
