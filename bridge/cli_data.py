@@ -52,12 +52,16 @@ def format_info(manifest: dict[str, Any]) -> str:
     totals: dict[str, dict[str, int]] = {t: {} for t in manifest["tasks"]}
     for c in manifest["clients"]:
         n = sum(f["n_steps"] for f in c["files"])
-        n_test = sum(f["split"]["test"][1] - f["split"]["test"][0] for f in c["files"])
+        rows = {part: sum(f["split"][part][1] - f["split"][part][0] for f in c["files"] if part in f["split"])
+                for part in ("train", "guard", "test")}  # 1.0 manifests have no guard
         lines.append(f"  {c['client_id']}: user {c['user_id']}, profile {c['profile']}, "
-                     f"modalities {','.join(c['modalities'])}; {n} steps ({n - n_test} train, {n_test} test)")
+                     f"modalities {','.join(c['modalities'])}; {n} steps ({rows['train']} train, "
+                     + (f"{rows['guard']} guard, " if rows["guard"] else "") + f"{rows['test']} test)")
         for f in c["files"]:
+            guard = f["split"].get("guard", [0, 0])
             lines.append(f"    {f['path']}: {f['n_steps']} steps, train rows {f['split']['train']}, "
-                         f"test rows {f['split']['test']}")
+                         + (f"guard rows {guard}, " if guard[1] > guard[0] else "")
+                         + f"test rows {f['split']['test']}")
             for task, counts in f.get("label_counts", {}).items():
                 for cls, k in counts.items():
                     totals.setdefault(task, {})[cls] = totals.get(task, {}).get(cls, 0) + k

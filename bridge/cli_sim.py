@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
-__all__ = ["register", "record"]
+__all__ = ["register", "record", "GUARD_S"]
+
+#: Default guard gap, seconds, between each episode's training and test parts (``xrfed record --guard-s``).
+GUARD_S = 5.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-audio", action="store_true", help="skip audio simulation")
     p.add_argument("--preview", action="store_true", help="write contact sheets next to the data when done")
     p.add_argument("--overwrite", action="store_true", help="replace episode files that already exist in --out")
+    p.add_argument("--guard-s", type=float, default=GUARD_S, metavar="S",
+                   help=f"seconds before each episode's held-out test part that belong to neither train nor test, so "
+                        f"labels that persist across the boundary do not leak (default {GUARD_S:g}; 0 = none; "
+                        f"converted to steps at the scenario's step rate)")
     p.set_defaults(func=_run_record)
 
     s = sub.add_parser("scenarios", help="list, validate or show scenarios",
@@ -39,22 +47,38 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def record(scenario: str, *, out: str | Path, steps: int, seed: int = 0, episodes: int = 1,
            size: int | None = None, segmentation: bool = False, audio: bool = True, progress: bool = True,
-           overwrite: bool = False) -> Path:
-    """Record ``episodes`` x ``steps`` of ``scenario`` into ``out``; returns the manifest path."""
+           overwrite: bool = False, guard_s: float = GUARD_S) -> Path:
+    """Record ``episodes`` x ``steps`` of ``scenario`` into ``out``; returns the manifest path.
+
+    Every episode's split holds out its last :data:`~bridge.record.TEST_FRACTION` as test with ``guard_s``
+    seconds (rounded to whole steps at the scenario's ``step_hz``) before it in neither set; an episode too short
+    for that guard is refused before anything is simulated.
+    """
     from tqdm import tqdm
 
     from .embedded.backend import EmbeddedBackend
-    from .record import DatasetWriter
+    from .errors import DatasetError
+    from .record import TEST_FRACTION, DatasetWriter
+    from .scenario import load_scenario
+    from .splits import temporal_split
 
+    if not (math.isfinite(guard_s) and guard_s >= 0):
+        raise DatasetError(f"record: guard_s must be a number of seconds >= 0, got {guard_s!r}")
+    sc = load_scenario(scenario)
+    guard_steps = round(guard_s * sc.step_hz)
+    try:
+        temporal_split(steps, TEST_FRACTION, guard_steps)
+    except DatasetError as exc:
+        raise DatasetError(f"record: a guard of {guard_s:g} s is {guard_steps} steps at {sc.step_hz:g} Hz; {exc} "
+                           f"(--guard-s / guard_s)") from None
     out = Path(out)
     manifest = None
-    with EmbeddedBackend(scenario, seed=seed, render_size=(size, size) if size else None,
+    with EmbeddedBackend(sc, seed=seed, render_size=(size, size) if size else None,
                          segmentation=segmentation or None, audio=audio) as env:
-        sc = env.scenario
         for ep in range(episodes):
             frames = env.reset(seed=seed + ep)
             with DatasetWriter(out, scenario_name=sc.name, scenario_yaml=sc.source_yaml, seed=seed + ep,
-                               step_dt_s=env.step_dt_s, devices=env.devices, episode=ep,
+                               step_dt_s=env.step_dt_s, devices=env.devices, episode=ep, guard_steps=guard_steps,
                                overwrite=overwrite) as writer:
                 bar = tqdm(total=steps, desc=f"record {sc.name} ep{ep}", unit="step", disable=not progress)
                 writer.write(frames)
@@ -72,7 +96,7 @@ def _run_record(args: argparse.Namespace) -> int:
         raise SystemExit("xrfed record: --steps and --episodes must be >= 1")
     manifest = record(args.scenario, out=args.out, steps=args.steps, seed=args.seed, episodes=args.episodes,
                       size=args.size, segmentation=args.segmentation, audio=not args.no_audio,
-                      overwrite=args.overwrite)
+                      overwrite=args.overwrite, guard_s=args.guard_s)
     print(f"wrote {manifest}")
     if args.preview:
         from .preview import write_preview

@@ -2,7 +2,7 @@
 
 Layout (documented for plain-h5py users in ``docs/dataset.md``)::
 
-    <out>/manifest.json                  clients, files, steps, train/test partitions, tasks and classes
+    <out>/manifest.json                  clients, files, steps, train/guard/test partitions, tasks and classes
     <out>/episode_000/<device_id>.h5     one device, one episode; every dataset has the step axis T first
 
 Array names, shapes and dtypes are those of :mod:`bridge.arrays` (the one flat layout shared with streams and
@@ -13,9 +13,11 @@ The writer streams: every file grows along T step by step (resizable, chunked, c
 most a small block of pending rows in memory, so an episode of any length fits. Files are written under a
 ``.partial`` name and renamed when closed, so a crashed run never leaves a file that looks complete.
 
-The train/test pre-partition is *temporal*: the last ``test_fraction`` of every episode is held out. Neighbouring
-frames are near-duplicates (same view, same label), so a random split would put almost the same frame on both
-sides and measure memorisation; a temporal split tests on later, unseen data, as a deployed device would face.
+The train/test pre-partition is *temporal* (:func:`bridge.splits.temporal_split`): the last ``test_fraction`` of
+every episode is held out. Neighbouring frames are near-duplicates (same view, same label), so a random split would
+put almost the same frame on both sides and measure memorisation; a temporal split tests on later, unseen data, as a
+deployed device would face. Labels also persist for seconds across the boundary, so the ``guard_steps`` rows before
+the test part belong to neither set (:func:`bridge.splits.label_persistence_steps` measures how long labels last).
 """
 
 from __future__ import annotations
@@ -35,11 +37,13 @@ from .arrays import arrays_to_frame, frame_to_arrays
 from .backend import DeviceInfo
 from .errors import DatasetError, UnknownNameError
 from .frame import DeviceFrame
+from .splits import temporal_split
 from .tasks import MODALITIES, TASKS
 
 __all__ = [
     "FORMAT_VERSION",
     "PRESENCE_KEYS",
+    "TEST_FRACTION",
     "UNITS",
     "ClientInfo",
     "DatasetWriter",
@@ -51,9 +55,12 @@ __all__ = [
     "temporal_split",
 ]
 
-#: Version of the on-disk format (file attr ``xrfed_format_version`` and manifest ``format_version``).
-FORMAT_VERSION = "1.0"
+#: Version of the on-disk format (file attr ``xrfed_format_version`` and manifest ``format_version``). 1.1 added
+#: the guard gap (manifest ``guard_steps``, a ``guard`` range in every file's ``split``); 1.0 manifests still load.
+FORMAT_VERSION = "1.1"
 MANIFEST_NAME = "manifest.json"
+#: Default fraction of every episode held out as test (its last part).
+TEST_FRACTION = 0.2
 
 #: Keys of the ``present/`` group: the modalities plus the two optional non-modality arrays.
 PRESENCE_KEYS: tuple[str, ...] = MODALITIES + ("segmentation", "lighting")
@@ -105,19 +112,6 @@ _CHUNK_TARGET_BYTES = 64 << 10  # ~64 KiB chunks for series: a random-access rea
 def episode_file_name(episode: int, device_id: str) -> str:
     """Relative path of one device's file for one episode (``episode_000/<device_id>.h5``)."""
     return f"episode_{episode:03d}/{device_id}.h5"
-
-
-def temporal_split(n_steps: int, test_fraction: float) -> dict[str, list[int]]:
-    """Half-open row ranges ``{"train": [0, k], "test": [k, n]}``: the last ``test_fraction`` of the episode is test.
-
-    ``k = n - round(n * test_fraction)``; with at least 2 steps and a positive fraction, one step is held out and
-    one kept for training at minimum, so neither side is silently empty.
-    """
-    n_test = math.floor(n_steps * test_fraction + 0.5)
-    if test_fraction > 0 and n_steps >= 2:
-        n_test = min(max(n_test, 1), n_steps - 1)
-    n_test = max(0, min(n_test, n_steps))
-    return {"train": [0, n_steps - n_test], "test": [n_steps - n_test, n_steps]}
 
 
 @dataclass(frozen=True)
@@ -343,12 +337,15 @@ class DatasetWriter:
 
     Several writers (one per episode) may share ``out_dir``: each ``close`` merges its episode into
     ``manifest.json``. An existing episode file is replaced only with ``overwrite=True`` (a silent overwrite
-    would lose recorded data).
+    would lose recorded data). The split of every episode (:func:`temporal_split`) holds out its last
+    ``test_fraction`` with ``guard_steps`` rows before it in neither set; all episodes of one directory share
+    one guard, and an episode too short for it is refused at ``close`` (its files are discarded).
     """
 
     def __init__(self, out_dir: str | os.PathLike[str], *, scenario_name: str, scenario_yaml: str, seed: int,
                  step_dt_s: float, devices: Sequence[DeviceInfo], episode: int = 0, compression: str = "gzip",
-                 test_fraction: float = 0.2, extra_attrs: dict[str, Any] | None = None, overwrite: bool = False):
+                 test_fraction: float = TEST_FRACTION, guard_steps: int = 0,
+                 extra_attrs: dict[str, Any] | None = None, overwrite: bool = False):
         if not devices:
             raise DatasetError("DatasetWriter: expected at least one device, got none")
         ids = [d.device_id for d in devices]
@@ -360,11 +357,15 @@ class DatasetWriter:
             raise DatasetError(f"DatasetWriter: step_dt_s must be a positive number, got {step_dt_s}")
         if episode < 0:
             raise DatasetError(f"DatasetWriter: episode must be >= 0, got {episode}")
+        if isinstance(guard_steps, bool) or not isinstance(guard_steps, (int, np.integer)) or guard_steps < 0:
+            raise DatasetError(f"DatasetWriter: guard_steps must be an integer >= 0, got {guard_steps!r}")
         comp = _compression_kwargs(compression)
         self.out_dir = Path(out_dir)
         self.scenario_name, self.scenario_yaml = scenario_name, scenario_yaml
         self.seed, self.step_dt_s, self.episode = int(seed), float(step_dt_s), int(episode)
-        self.test_fraction = float(test_fraction)
+        self.test_fraction, self.guard_steps = float(test_fraction), int(guard_steps)
+        if self.manifest_path.exists():  # before recording: an episode that cannot join the manifest is refused now
+            self._check_joins(load_manifest(self.manifest_path))
         self.devices = tuple(devices)
         self.extra_attrs = dict(extra_attrs or {})
         self._state = WriterState.OPEN
@@ -449,6 +450,11 @@ class DatasetWriter:
             self._discard()
             raise DatasetError("DatasetWriter.close: no steps were written; nothing recorded")
         try:
+            temporal_split(self.n_steps, self.test_fraction, self.guard_steps)
+        except DatasetError as exc:
+            self._discard()
+            raise DatasetError(f"DatasetWriter.close: episode {self.episode} discarded: {exc}") from None
+        try:
             for f in self._files.values():
                 f.finish()
         except BaseException:
@@ -473,19 +479,30 @@ class DatasetWriter:
             "n_steps": f.n,
             "first_step": f.first_step,
             "last_step": f.last_step,
-            "split": temporal_split(f.n, self.test_fraction),
+            "split": temporal_split(f.n, self.test_fraction, self.guard_steps),
             "present_counts": dict(f.present_counts),
             "label_counts": {t: {c: n for c, n in zip(TASKS[t].classes, counts, strict=True) if n}
                              for t, counts in f.label_counts.items()},
         }
 
+    def _check_joins(self, m: Mapping[str, Any]) -> None:
+        """Refuse to add this episode to manifest ``m`` of another scenario or with another guard."""
+        path = self.manifest_path
+        if m.get("scenario") != self.scenario_name:
+            raise DatasetError(f"{path} holds scenario {m.get('scenario')!r}; this writer records "
+                               f"{self.scenario_name!r} -- use one output directory per scenario")
+        if int(m.get("guard_steps", 0)) != self.guard_steps:
+            raise DatasetError(f"{path} holds episodes with a guard of {int(m.get('guard_steps', 0))} steps; this "
+                               f"writer's guard is {self.guard_steps} -- one guard per output directory")
+
     def _merge_manifest(self) -> None:
         path = self.manifest_path
         if path.exists():
             m = load_manifest(path)
-            if m.get("scenario") != self.scenario_name:
-                raise DatasetError(f"{path} holds scenario {m.get('scenario')!r}; this writer records "
-                                   f"{self.scenario_name!r} -- use one output directory per scenario")
+            self._check_joins(m)
+            m["format_version"] = FORMAT_VERSION  # this episode's entries carry the guard range
+            m.setdefault("guard_steps", 0)  # a 1.0 manifest: no guard (_check_joins allowed only guard 0)
+            m.setdefault("guard_s", 0.0)
         else:
             m = {
                 "format": "xrfed-dataset",
@@ -494,8 +511,9 @@ class DatasetWriter:
                 "seed": self.seed,
                 "step_dt_s": self.step_dt_s,
                 "test_fraction": self.test_fraction,
-                "split_policy": "temporal: the last test_fraction of every episode is held out as test "
-                                "(row ranges are half-open [start, stop) into each file)",
+                "guard_steps": self.guard_steps,
+                "guard_s": round(self.guard_steps * self.step_dt_s, 9),
+                "split_policy": _split_policy(self.test_fraction, self.guard_steps, self.step_dt_s),
                 "tasks": {t: list(spec.classes) for t, spec in TASKS.items()},
                 "modalities": list(MODALITIES),
                 "episodes": [],
@@ -520,6 +538,14 @@ class DatasetWriter:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(m, indent=2) + "\n")
         os.replace(tmp, path)
+
+
+def _split_policy(test_fraction: float, guard_steps: int, step_dt_s: float) -> str:
+    """The manifest's ``split_policy`` sentence."""
+    guard = (f"the {guard_steps} steps ({guard_steps * step_dt_s:g} s) before it are a guard gap that belongs to "
+             f"neither train nor test" if guard_steps else "no guard gap between train and test")
+    return (f"temporal: the last test_fraction ({test_fraction:g}) of every episode is held out as test, and {guard} "
+            f"(row ranges are half-open [start, stop) into each file)")
 
 
 # -- reading ---------------------------------------------------------------------------------------------

@@ -36,7 +36,8 @@ def recorded(tmp_path_factory):
     from bridge.cli_sim import record
 
     out = tmp_path_factory.mktemp("rec")
-    record("default", out=out, steps=100, seed=3, progress=False, audio=False)
+    # 160 steps per episode: the last 32 held out, the default 5 s guard (50 steps) before them, 78 to train on
+    record("default", out=out, steps=160, seed=3, progress=False, audio=False)
     return out
 
 

@@ -143,7 +143,8 @@ def test_manifest_lists_clients_files_and_temporal_partitions(tmp_path):
     assert clients["xr"]["modalities"] == ["rgb", "pose", "imu"]  # unknown profile: what was observed
     f = clients["avp"]["files"][0]
     assert f["path"] == "episode_000/avp.h5" and f["n_steps"] == 12
-    assert f["split"] == {"train": [0, 10], "test": [10, 12]}  # round(12 * 0.2) = 2 last steps held out
+    assert f["split"] == {"train": [0, 10], "guard": [10, 10], "test": [10, 12]}  # round(12 * 0.2) = 2 held out
+    assert m["guard_steps"] == 0 and "no guard gap" in m["split_policy"]
     assert f["present_counts"]["gaze"] == 10
     assert f["label_counts"]["object_recognition"] == {"mug": 4}
 
@@ -157,18 +158,86 @@ def test_second_episode_merges_into_the_manifest(tmp_path):
     assert [e["episode"] for e in m["episodes"]] == [0, 1]
     files = m["clients"][0]["files"]
     assert [(f["path"], f["n_steps"]) for f in files] == [("episode_000/avp.h5", 12), ("episode_001/avp.h5", 5)]
-    assert files[1]["split"] == {"train": [0, 3], "test": [3, 5]}
+    assert files[1]["split"] == {"train": [0, 3], "guard": [3, 3], "test": [3, 5]}
 
 
-@pytest.mark.parametrize("n, frac, expected", [
-    (12, 0.2, {"train": [0, 10], "test": [10, 12]}),
-    (10, 0.25, {"train": [0, 7], "test": [7, 10]}),  # 2.5 rounds half up
-    (2, 0.2, {"train": [0, 1], "test": [1, 2]}),  # never an empty side
-    (1, 0.2, {"train": [0, 1], "test": [1, 1]}),
-    (5, 0.0, {"train": [0, 5], "test": [5, 5]}),
+@pytest.mark.parametrize("n, frac, guard, expected", [
+    (12, 0.2, 0, {"train": [0, 10], "guard": [10, 10], "test": [10, 12]}),
+    (10, 0.25, 0, {"train": [0, 7], "guard": [7, 7], "test": [7, 10]}),  # 2.5 rounds half up
+    (2, 0.2, 0, {"train": [0, 1], "guard": [1, 1], "test": [1, 2]}),  # never an empty side
+    (1, 0.2, 0, {"train": [0, 1], "guard": [1, 1], "test": [1, 1]}),
+    (5, 0.0, 0, {"train": [0, 5], "guard": [5, 5], "test": [5, 5]}),
+    (12, 0.2, 3, {"train": [0, 7], "guard": [7, 10], "test": [10, 12]}),  # the 3 rows before the test part
+    (14, 0.2, 10, {"train": [0, 1], "guard": [1, 11], "test": [11, 14]}),  # round(2.8) = 3 test, 1 left to train
+    (5, 0.0, 3, {"train": [0, 5], "guard": [5, 5], "test": [5, 5]}),  # no test part: nothing to guard
 ])
-def test_temporal_split(n, frac, expected):
-    assert temporal_split(n, frac) == expected
+def test_temporal_split(n, frac, guard, expected):
+    assert temporal_split(n, frac, guard) == expected
+    assert temporal_split(n, frac, guard) == temporal_split(n, frac, guard_steps=guard)
+
+
+def test_temporal_split_refuses_a_guard_that_leaves_nothing_to_train_on():
+    # 13 steps: round(2.6) = 3 test + 10 guard = 13; 14 steps leave one training row (see above)
+    with pytest.raises(DatasetError, match="13 steps hold 3 test steps .* guard of 10 steps, which leaves 0 to "
+                                           "train on; an episode needs at least 14 steps"):
+        temporal_split(13, 0.2, 10)
+    with pytest.raises(DatasetError, match=r"test_fraction must be in \[0, 1\), got 1.0"):
+        temporal_split(10, 1.0)
+    with pytest.raises(DatasetError, match="guard_steps must be an integer >= 0, got -1"):
+        temporal_split(10, 0.2, -1)
+
+
+def test_guard_rows_are_in_neither_split_and_the_manifest_says_so(tmp_path):
+    from bridge.dataset import XRDataset
+
+    record(tmp_path, n_steps=12, guard_steps=3)
+
+    m = load_manifest(tmp_path)
+    ds = {split: XRDataset(tmp_path, clients=["avp"], split=split, modalities=["rgb"])
+          for split in ("train", "test", "all")}
+
+    assert m["format_version"] == FORMAT_VERSION == "1.1"
+    assert (m["guard_steps"], m["guard_s"]) == (3, 0.3)
+    assert "the 3 steps (0.3 s) before it are a guard gap that belongs to neither train nor test" in m["split_policy"]
+    assert m["clients"][0]["files"][0]["split"] == {"train": [0, 7], "guard": [7, 10], "test": [10, 12]}
+    assert [ds["train"][i]["step"] for i in range(len(ds["train"]))] == [0, 1, 2, 3, 4, 5, 6]
+    assert [ds["test"][i]["step"] for i in range(len(ds["test"]))] == [10, 11]
+    assert len(ds["all"]) == 12  # guard rows 7, 8, 9 are still data, just in neither split
+
+
+def test_an_episode_too_short_for_its_guard_is_refused_and_discarded(tmp_path):
+    with pytest.raises(DatasetError, match="episode 0 discarded: temporal_split: 6 steps hold 1 test step .* "
+                                           "guard of 5 steps"):
+        record(tmp_path, n_steps=6, guard_steps=5)
+
+    assert not list(tmp_path.rglob("*.h5*")) and not (tmp_path / "manifest.json").exists()
+
+
+def test_old_manifests_without_a_guard_still_load_and_take_guardless_episodes(tmp_path):
+    from bridge.cli_data import format_info
+    from bridge.dataset import XRDataset
+
+    # Prepare: a 1.0 manifest as older xrfed wrote it (no guard_steps, no guard ranges)
+    record(tmp_path, n_steps=12)
+    path = tmp_path / "manifest.json"
+    m = json.loads(path.read_text())
+    del m["guard_steps"], m["guard_s"]
+    m["format_version"] = "1.0"
+    for c in m["clients"]:
+        for f in c["files"]:
+            del f["split"]["guard"]
+    path.write_text(json.dumps(m))
+
+    # Execute / Assert: it reads as before
+    assert [len(XRDataset(tmp_path, clients=["avp"], split=s)) for s in ("train", "test", "all")] == [10, 2, 12]
+    assert "12 steps (10 train, 2 test)" in format_info(load_manifest(tmp_path))
+    # another episode without a guard joins it; one with a guard is refused before anything is recorded
+    with pytest.raises(DatasetError, match="holds episodes with a guard of 0 steps; this writer's guard is 3"):
+        record(tmp_path, n_steps=12, episode=1, guard_steps=3)
+    record(tmp_path, n_steps=12, episode=1)
+    m = load_manifest(tmp_path)
+    assert m["format_version"] == FORMAT_VERSION and m["guard_steps"] == 0
+    assert [len(f["split"]) for f in m["clients"][0]["files"]] == [2, 3]
 
 
 def test_write_after_close_raises(tmp_path):
@@ -231,13 +300,25 @@ def test_record_command_writes_a_readable_dataset(tmp_path, tiny_raw, write_scen
     from bridge.cli_sim import record as record_scenario
 
     manifest = record_scenario(str(write_scenario(tiny_raw)), out=tmp_path / "ds", steps=4, seed=2, episodes=2,
-                               audio=False, progress=False)
+                               audio=False, progress=False, guard_s=0.1)
 
     m = load_manifest(manifest)
     assert [e["seed"] for e in m["episodes"]] == [2, 3]
+    assert m["guard_steps"] == 1  # 0.1 s at the tiny scene's 10 Hz
+    assert m["clients"][0]["files"][1]["split"] == {"train": [0, 2], "guard": [2, 3], "test": [3, 4]}
     assert [(c["profile"], [f["n_steps"] for f in c["files"]]) for c in m["clients"]] == \
            [("apple_vision_pro", [4, 4]), ("ray_ban_meta", [4, 4])]
     frames = list(read_device_file(tmp_path / "ds" / m["clients"][0]["files"][1]["path"]))
     assert [f.step for f in frames] == [0, 1, 2, 3] and frames[0].rgb.shape == (64, 64, 3)
     with h5py.File(tmp_path / "ds" / m["clients"][0]["files"][0]["path"], "r") as h5:
         assert h5.attrs["camera_fov_y_deg"] > 0 and h5.attrs["scenario"] == "tiny"
+
+
+def test_record_command_refuses_a_guard_longer_than_the_episode_before_simulating(tmp_path, tiny_raw,
+                                                                                   write_scenario):
+    from bridge.cli_sim import record as record_scenario
+
+    with pytest.raises(DatasetError, match="a guard of 5 s is 50 steps at 10 Hz; .*needs at least 64 steps"):
+        record_scenario(str(write_scenario(tiny_raw)), out=tmp_path / "ds", steps=12, progress=False)
+
+    assert not (tmp_path / "ds").exists()
