@@ -22,6 +22,7 @@ __all__ = [
     "AgentConfig",
     "Prediction",
     "TrainReport",
+    "EvalReport",
     "frames_to_batch",
     "save_checkpoint",
     "load_checkpoint",
@@ -32,7 +33,7 @@ __all__ = [
 _WHERE = {
     "AgentError": "errors", "ModelConfig": "config", "make_config": "config", "M3TModel": "model",
     "PersonalizationConfig": "personalize", "DeviceAgent": "agent", "AgentConfig": "agent", "Prediction": "agent",
-    "TrainReport": "agent", "frames_to_batch": "batching", "save_checkpoint": "checkpoint",
+    "TrainReport": "reports", "EvalReport": "reports", "frames_to_batch": "batching", "save_checkpoint": "checkpoint",
     "load_checkpoint": "checkpoint", "foundation_checkpoint": "pretrain", "PretrainConfig": "pretrain",
 }
 

@@ -65,7 +65,7 @@ def _run_pretrain(args: argparse.Namespace) -> int:
 
         with tempfile.TemporaryDirectory() as tmp:
             record_dataset(cfg.scenario, Path(tmp) / "data", steps=cfg.record_steps,
-                           seed=cfg.seed + PRETRAIN_SEED_OFFSET, progress=True)
+                           seed=cfg.seed + PRETRAIN_SEED_OFFSET, progress=True, guard_s=cfg.guard_s)
             facts = pretrain(Path(tmp) / "data", args.out, cfg, log=print)
         out = Path(args.out)
         print(f"held-out accuracy: {facts['heldout_accuracy']}")

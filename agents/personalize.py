@@ -24,8 +24,9 @@ base checkpoint: peft wraps the targeted layers.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -47,9 +48,15 @@ __all__ = [
     "load_trainable_state",
     "state_nbytes",
     "select_experts",
+    "is_personal_key",
+    "without_personalization",
+    "check_shareable",
+    "PERSONAL_PREFIX",
 ]
 
 METHODS: tuple[str, ...] = ("lora", "adapter", "prompt", "expert", "full")
+#: parameters under this prefix are a device's personal modules (:class:`agents.model.PersonalModules`)
+PERSONAL_PREFIX = "personal."
 
 
 @dataclass(frozen=True)
@@ -121,9 +128,9 @@ class Personalized:
     experts: tuple[int, ...] = ()
 
 
-def _canonical(name: str) -> str:
-    """peft's adapter state-dict name of a parameter (the adapter name ``default`` removed)."""
-    return name.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B.")
+def _is_lora_param(name: str) -> bool:
+    """A LoRA factor injected by peft (``...lora_A.<adapter>.weight``); peft owns its state-dict naming."""
+    return ".lora_A." in name or ".lora_B." in name
 
 
 def select_experts(model: M3TModel, count: int) -> tuple[int, ...]:
@@ -183,11 +190,11 @@ def apply_personalization(model: M3TModel, cfg: PersonalizationConfig, tasks: Se
 
     shared, personal = [], []
     for name, p in model.named_parameters():
-        if name.startswith("personal."):
+        if is_personal_key(name):
             role = "personal"
         elif cfg.method == "full":
             role = "shared"
-        elif cfg.method == "lora" and ("lora_A" in name or "lora_B" in name):
+        elif cfg.method == "lora" and _is_lora_param(name):
             role = "shared"
         elif cfg.method == "adapter" and ".adapter." in name:
             role = "shared"
@@ -208,10 +215,41 @@ def _params(model: nn.Module) -> dict[str, nn.Parameter]:
     return dict(model.named_parameters())
 
 
+def is_personal_key(key: str) -> bool:
+    """True for a device's personal tensors (``personal.`` anywhere in the dotted name): they never leave it.
+
+    This is the one place the rule is written; :func:`check_shareable` enforces it on anything about to be sent
+    and :func:`load_shared_state` on anything received.
+    """
+    return key.startswith(PERSONAL_PREFIX) or f".{PERSONAL_PREFIX}" in key
+
+
+def check_shareable(state: Mapping[str, torch.Tensor], where: str = "shared state") -> None:
+    """Raise :class:`PersonalizationError` if ``state`` holds a personal tensor."""
+    personal = sorted(k for k in state if is_personal_key(k))
+    if personal:
+        raise PersonalizationError(f"{where} holds personal tensors {personal[:3]}: personal adapters never "
+                                   "leave the device")
+
+
+def _lora_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """peft's adapter state dict (its own key naming: ``...q_proj.lora_A.weight``), detached copies."""
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+
+
 def shared_state(model: nn.Module, info: Personalized) -> dict[str, torch.Tensor]:
-    """The tuned tensors that may leave the device (detached copies), keyed in peft's naming for LoRA."""
+    """The tuned tensors that may leave the device (detached copies).
+
+    LoRA factors come from peft's ``get_peft_model_state_dict`` in peft's naming; the other shared tensors
+    (task heads, shared prompt, bottleneck adapters, experts) keep their parameter names.
+    """
     params = _params(model)
-    return {_canonical(n): params[n].detach().clone() for n in info.shared_names}
+    out = _lora_state(model) if info.config.method == "lora" else {}
+    out.update({n: params[n].detach().clone() for n in info.shared_names if not _is_lora_param(n)})
+    check_shareable(out)
+    return out
 
 
 def personal_state(model: nn.Module, info: Personalized) -> dict[str, torch.Tensor]:
@@ -230,25 +268,41 @@ def load_shared_state(model: nn.Module, info: Personalized, state: Mapping[str, 
     """Copy received shared tensors in; returns the keys that were loaded.
 
     A device may receive a subset (partial aggregation skips keys it does not hold) unless ``strict``; an unknown
-    key or a shape mismatch is an error, and a ``personal.`` key is refused: personal state is never received.
+    key or a shape mismatch is an error, and a personal key is refused: personal state is never received. LoRA
+    factors go in through peft's ``set_peft_model_state_dict``.
     """
+    for k in state:
+        if is_personal_key(k):
+            raise PersonalizationError(f"refusing to load personal tensor {k!r} from outside the device")
     params = _params(model)
-    by_canon = {_canonical(n): n for n in info.shared_names}
+    lora_own = _lora_state(model) if info.config.method == "lora" else {}
+    plain_own = {n: params[n] for n in info.shared_names if not _is_lora_param(n)}
+    lora_in: dict[str, torch.Tensor] = {}
     loaded = []
     for k, v in state.items():
-        if k.startswith("personal.") or ".personal." in k:
-            raise PersonalizationError(f"refusing to load personal tensor {k!r} from outside the device")
-        if k not in by_canon:
+        own = lora_own.get(k, plain_own.get(k))
+        if own is None:
+            known = sorted([*lora_own, *plain_own])
             raise PersonalizationError(f"{k!r} is not a shared tensor of this model ({info.config.method}); "
-                                       f"expected keys like {sorted(by_canon)[:3]}")
-        p = params[by_canon[k]]
-        if tuple(v.shape) != tuple(p.shape):
-            raise PersonalizationError(f"{k!r}: expected shape {tuple(p.shape)}, got {tuple(v.shape)}")
-        with torch.no_grad():
-            p.copy_(v.to(p.dtype))
+                                       f"expected keys like {known[:3]}")
+        if tuple(v.shape) != tuple(own.shape):
+            raise PersonalizationError(f"{k!r}: expected shape {tuple(own.shape)}, got {tuple(v.shape)}")
+        if not bool(torch.isfinite(v).all()):
+            raise PersonalizationError(f"{k!r}: received non-finite values")
+        if k in lora_own:
+            lora_in[k] = v.to(own.dtype)
+        else:
+            with torch.no_grad():
+                plain_own[k].copy_(v.to(plain_own[k].dtype))
         loaded.append(k)
+    if lora_in:
+        from peft import set_peft_model_state_dict
+
+        res = set_peft_model_state_dict(model, lora_in)
+        if res.unexpected_keys:
+            raise PersonalizationError(f"peft did not place LoRA tensors {res.unexpected_keys[:3]}")
     if strict:
-        missing = sorted(set(by_canon) - set(loaded))
+        missing = sorted((set(lora_own) | set(plain_own)) - set(loaded))
         if missing:
             raise PersonalizationError(f"missing shared tensors {missing[:5]}")
     return loaded
@@ -256,14 +310,43 @@ def load_shared_state(model: nn.Module, info: Personalized, state: Mapping[str, 
 
 def load_trainable_state(model: nn.Module, info: Personalized, state: Mapping[str, torch.Tensor]) -> None:
     """Restore a device's own checkpoint (shared and personal tensors)."""
-    personal = {k: v for k, v in state.items() if k.startswith("personal.")}
-    load_shared_state(model, info, {k: v for k, v in state.items() if not k.startswith("personal.")})
+    personal = {k: v for k, v in state.items() if is_personal_key(k)}
+    load_shared_state(model, info, {k: v for k, v in state.items() if not is_personal_key(k)})
     params = _params(model)
     for k, v in personal.items():
         if k not in info.personal_names:
             raise PersonalizationError(f"{k!r} is not a personal tensor of this device")
+        if tuple(v.shape) != tuple(params[k].shape):
+            raise PersonalizationError(f"{k!r}: expected shape {tuple(params[k].shape)}, got {tuple(v.shape)}")
         with torch.no_grad():
             params[k].copy_(v)
+
+
+@contextlib.contextmanager
+def without_personalization(model: M3TModel) -> Iterator[None]:
+    """Inside the block the model runs with every personalization module switched off: peft's LoRA layers
+    disabled (``enable_adapters(False)``), bottleneck adapters, shared and personal prompts and personal heads
+    removed. Before any tuning (LoRA B, adapters' up-projections and personal heads start at zero; tuned heads are
+    still the checkpoint's) this is exactly the pretrained foundation model."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    lora = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    adapters = [blk.adapter for blk in model.blocks]
+    prompt, personal = model.prompt, model.personal
+    try:
+        for m in lora:
+            m.enable_adapters(False)
+        for blk in model.blocks:
+            blk.adapter = None
+        model.prompt = nn.ParameterDict()
+        model.personal = type(personal)()
+        yield
+    finally:
+        for m in lora:
+            m.enable_adapters(True)
+        for blk, ad in zip(model.blocks, adapters, strict=True):
+            blk.adapter = ad
+        model.prompt, model.personal = prompt, personal
 
 
 def state_nbytes(state: Mapping[str, torch.Tensor]) -> int:

@@ -53,6 +53,8 @@ class PretrainConfig:
     scenario: str = "default"
     record_steps: int = 240
     num_experts: int | None = None
+    #: seconds between the recording's training and held-out steps (``xrfed record --guard-s``)
+    guard_s: float = 5.0
 
     def __post_init__(self) -> None:
         for n in ("steps", "batch_size", "record_steps"):
@@ -61,6 +63,8 @@ class PretrainConfig:
                 raise ConfigError(n, "must be an integer >= 1", value=v)
         if not self.learning_rate > 0:
             raise ConfigError("learning_rate", "must be positive", value=self.learning_rate)
+        if not (isinstance(self.guard_s, (int, float)) and self.guard_s >= 0):
+            raise ConfigError("guard_s", "must be a number of seconds >= 0", value=self.guard_s)
 
     def model_config(self) -> ModelConfig:
         extra = {} if self.num_experts is None else {"num_experts": self.num_experts}
@@ -76,8 +80,8 @@ def cache_root() -> Path:
 
 
 #: bump when the training code changes what a recipe produces (loss, sampling, data pipeline), so cached
-#: checkpoints built by older code are not reused. 2: class-balanced loss.
-RECIPE_VERSION = 2
+#: checkpoints built by older code are not reused. 2: class-balanced loss. 3: recordings with a guard gap.
+RECIPE_VERSION = 3
 
 
 def checkpoint_key(cfg: PretrainConfig) -> str:
@@ -93,11 +97,11 @@ def checkpoint_key(cfg: PretrainConfig) -> str:
 
 
 def record_dataset(scenario: str, out: str | os.PathLike[str], *, steps: int, seed: int,
-                   progress: bool = False) -> Path:
+                   progress: bool = False, guard_s: float = 5.0) -> Path:
     """Record ``steps`` of ``scenario`` with the embedded backend into ``out`` (the `xrfed record` path)."""
     from bridge.cli_sim import record
 
-    record(scenario, out=out, steps=steps, seed=seed, progress=progress, overwrite=True)
+    record(scenario, out=out, steps=steps, seed=seed, progress=progress, overwrite=True, guard_s=guard_s)
     return Path(out)
 
 
@@ -229,7 +233,7 @@ def foundation_checkpoint(cfg: PretrainConfig = DEFAULT_PRETRAIN, *, progress: b
         if log is not None:
             log(f"building foundation checkpoint {key}: recording {cfg.record_steps} steps of {cfg.scenario!r}")
         record_dataset(cfg.scenario, data, steps=cfg.record_steps, seed=cfg.seed + PRETRAIN_SEED_OFFSET,
-                       progress=progress)
+                       progress=progress, guard_s=cfg.guard_s)
         pretrain(data, tmp, cfg, log=log)
         shutil.rmtree(data, ignore_errors=True)
         shutil.rmtree(out, ignore_errors=True)

@@ -10,10 +10,11 @@ gradients, so this is an upper bound).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,12 @@ import torch.nn.functional as F
 
 from .batching import items_to_batch
 from .config import ModelConfig
-from .errors import AgentError
+from .errors import AgentError, EmptyFrameError
 from .model import M3TModel
+from .reports import EvalReport, balanced_accuracy
 
-__all__ = ["TrainStats", "EvalStats", "class_weights", "multitask_loss", "train_steps", "evaluate_items", "load_items",
-           "forward_flops", "TRAIN_FLOPS_FACTOR"]
+__all__ = ["TrainStats", "class_weights", "multitask_loss", "train_steps", "evaluate_items", "label_baselines",
+           "load_items", "forward_flops", "TRAIN_FLOPS_FACTOR", "BASELINES"]
 
 #: training FLOPs per sample = TRAIN_FLOPS_FACTOR x forward FLOPs (stated model, see module docstring)
 TRAIN_FLOPS_FACTOR = 3.0
@@ -40,19 +42,6 @@ class TrainStats:
     loss: float
     wall_time_s: float
     flops: float
-
-
-@dataclass
-class EvalStats:
-    accuracy: dict[str, float]
-    loss: float
-    num_samples: int
-    per_sample_loss: list[float] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
-    latency_ms: float = float("nan")
-    #: mean per-class recall over the classes present in the evaluated labels: unlike accuracy it cannot be won by
-    #: always answering the majority class (speech_command is "none" most of the time)
-    balanced_accuracy: dict[str, float] = field(default_factory=dict)
 
 
 def class_weights(items: Sequence[Mapping[str, Any]], tasks: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -110,13 +99,27 @@ def multitask_loss(logits: Mapping[str, torch.Tensor], labels: Mapping[str, torc
 _FLOP_CACHE: dict[tuple[Any, ...], float] = {}
 
 
+def _structure_key(model: M3TModel) -> str:
+    """What a forward pass's FLOPs depend on besides the inputs: the config and every parameter's name and shape.
+
+    Two models of the same structure share the cached count (an ``id()`` key could be reused by a later model
+    of another structure once the first is garbage-collected)."""
+    key = getattr(model, "_xrfed_structure_key", None)
+    if key is None:
+        desc = model.cfg.to_json() + "".join(f"{n}{tuple(p.shape)}" for n, p in model.named_parameters())
+        key = hashlib.sha256(desc.encode()).hexdigest()
+        object.__setattr__(model, "_xrfed_structure_key", key)
+    return key
+
+
 def forward_flops(model: M3TModel, batch: Mapping[str, Any], tasks: Sequence[str]) -> float:
     """FLOPs of one forward pass per sample for this batch's modality signature (cached)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     present = batch.get("present", {})
-    sig = (id(model), tuple(sorted(m for m, v in present.items() if bool(torch.as_tensor(v).any()) and m in batch)),
-           tuple(tasks), tuple(sorted(n for n, p in model.named_parameters() if p.requires_grad))[:4])
+    sig = (_structure_key(model),
+           tuple(sorted(m for m, v in present.items() if bool(torch.as_tensor(v).any()) and m in batch)),
+           tuple(tasks))
     if sig not in _FLOP_CACHE:
         b = int(next(iter(present.values())).shape[0])
         was = model.training
@@ -130,8 +133,11 @@ def forward_flops(model: M3TModel, batch: Mapping[str, Any], tasks: Sequence[str
 
 def train_steps(model: M3TModel, next_batch: Callable[[], dict[str, Any]], steps: int, tasks: Sequence[str],
                 optimizer: torch.optim.Optimizer, *, moe_aux_weight: float = 0.01,
-                weights: Mapping[str, torch.Tensor] | None = None) -> TrainStats:
-    """``steps`` optimiser steps on batches from ``next_batch()``; returns loss, samples, wall time and FLOPs."""
+                weights: Mapping[str, torch.Tensor] | None = None,
+                penalty: Callable[[], torch.Tensor] | None = None) -> TrainStats:
+    """``steps`` optimiser steps on batches from ``next_batch()``; returns loss, samples, wall time and FLOPs.
+
+    ``penalty()`` (e.g. EWC's) is added to every step's loss; the reported loss is the task loss alone."""
     model.train()
     t0 = time.perf_counter()
     losses, n, flops = [], 0, 0.0
@@ -142,10 +148,13 @@ def train_steps(model: M3TModel, next_batch: Callable[[], dict[str, Any]], steps
         batch = next_batch()
         logits = model(batch, tasks)
         loss, _ = multitask_loss(logits, batch["labels"], model.sample_has_input(), weights)
+        total = loss
         if model.cfg.num_experts:
-            loss = loss + moe_aux_weight * model.moe_aux_loss()
+            total = total + moe_aux_weight * model.moe_aux_loss()
+        if penalty is not None:
+            total = total + penalty()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         losses.append(float(loss.detach()))
@@ -158,9 +167,12 @@ def train_steps(model: M3TModel, next_batch: Callable[[], dict[str, Any]], steps
 
 @torch.no_grad()
 def evaluate_items(model: M3TModel, items: Sequence[Mapping[str, Any]], tasks: Sequence[str], *,
-                   batch_size: int = 64) -> EvalStats:
-    """Accuracy per task on labelled samples with input, mean loss, per-sample loss."""
+                   batch_size: int = 64) -> EvalReport:
+    """Accuracy and balanced accuracy per task on labelled samples with input, mean loss, per-sample loss.
+
+    ``latency_ms`` is the host's mean time per sample of the whole evaluation (batched)."""
     model.eval()
+    t0 = time.perf_counter()
     correct = dict.fromkeys(tasks, 0)
     total = dict.fromkeys(tasks, 0)
     hits: dict[str, dict[int, list[int]]] = {t: {} for t in tasks}  # task -> class -> [correct, total]
@@ -169,12 +181,8 @@ def evaluate_items(model: M3TModel, items: Sequence[Mapping[str, Any]], tasks: S
         batch = items_to_batch(items[i:i + batch_size], tasks)
         try:
             logits = model(batch, tasks)
-        except Exception as exc:
-            from .errors import EmptyFrameError
-
-            if isinstance(exc, EmptyFrameError):
-                continue
-            raise
+        except EmptyFrameError:
+            continue
         has = model.sample_has_input()
         _, ps = multitask_loss(logits, batch["labels"], has)
         per_sample.extend(float(v) for v, h in zip(ps, has, strict=True) if h)
@@ -188,10 +196,58 @@ def evaluate_items(model: M3TModel, items: Sequence[Mapping[str, Any]], tasks: S
                 h = hits[t].setdefault(int(c), [0, 0])
                 h[0] += int(r)
                 h[1] += 1
-    acc = {t: correct[t] / total[t] for t in tasks if total[t]}
-    bal = {t: float(np.mean([c / n for c, n in hits[t].values()])) for t in tasks if hits[t]}
-    return EvalStats(acc, float(np.mean(per_sample)) if per_sample else float("nan"), len(per_sample), per_sample,
-                     {t: total[t] for t in tasks}, balanced_accuracy=bal)
+    n = len(per_sample)
+    return EvalReport(
+        accuracy={t: correct[t] / total[t] for t in tasks if total[t]},
+        loss=float(np.mean(per_sample)) if per_sample else float("nan"),
+        latency_ms=(time.perf_counter() - t0) * 1000 / n if n else float("nan"),
+        num_samples=n,
+        balanced_accuracy={t: balanced_accuracy({c: (v[0], v[1]) for c, v in hits[t].items()})
+                           for t in tasks if hits[t]},
+        per_sample_loss=per_sample, counts={t: total[t] for t in tasks})
+
+
+#: label-only baselines of :func:`label_baselines`
+BASELINES: tuple[str, ...] = ("majority", "persistence")
+
+
+def label_baselines(train_items: Sequence[Mapping[str, Any]], test_items: Sequence[Mapping[str, Any]],
+                    tasks: Sequence[str]) -> dict[str, EvalReport]:
+    """What a device scores on ``test_items`` without looking at any input, knowing only its training labels.
+
+    * ``majority``: always the most frequent training label of the task (ties: the lowest class index);
+    * ``persistence``: always the last training label of the task (the label "stays as it was").
+
+    Both are computed on the same labelled test samples as the models (label >= 0); a task without any
+    training label gets no entry.
+    """
+    out: dict[str, EvalReport] = {}
+    for kind in BASELINES:
+        acc: dict[str, float] = {}
+        bal: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        for t in tasks:
+            ys = [int(it["labels"][t]) for it in train_items if t in it["labels"] and int(it["labels"][t]) >= 0]
+            test = [int(it["labels"][t]) for it in test_items if t in it["labels"] and int(it["labels"][t]) >= 0]
+            if not ys or not test:
+                continue
+            if kind == "majority":
+                freq: dict[int, int] = {}
+                for y in ys:
+                    freq[y] = freq.get(y, 0) + 1
+                guess = min(freq, key=lambda c: (-freq[c], c))
+            else:
+                guess = ys[-1]
+            hits: dict[int, tuple[int, int]] = {}
+            for y in test:
+                c, n = hits.get(y, (0, 0))
+                hits[y] = (c + int(y == guess), n + 1)
+            acc[t] = sum(c for c, _ in hits.values()) / len(test)
+            bal[t] = balanced_accuracy(hits)
+            counts[t] = len(test)
+        out[kind] = EvalReport(accuracy=acc, loss=float("nan"), latency_ms=0.0, num_samples=len(test_items),
+                               balanced_accuracy=bal, counts=counts)
+    return out
 
 
 def load_items(root: str | os.PathLike[str], cfg: ModelConfig, *, clients: Sequence[str] | None = None,
