@@ -3,9 +3,10 @@
 select -> local train (per-device agents) -> adapter updates -> topology (server / clusters + D2D / gossip)
 -> aggregation (LoRA-aware, modality-/task-aware, robust, DP) -> broadcast, with every byte and joule accounted.
 
-The maths are pure functions (:mod:`.aggregate`, :mod:`.topology`, :mod:`.privacy`, :mod:`.continual`); the
-round engine (:mod:`.rounds`) and the experiment runner (:mod:`.runner`) build on them. The runner, report and
-Ray executor are imported from their modules (they pull matplotlib / Ray).
+The maths are pure functions (:mod:`.aggregate`, :mod:`.topology`, :mod:`.privacy`, :mod:`.continual`,
+:mod:`.stats`); strategies (:mod:`.strategies`, DP as a wrapper) and paradigms (:mod:`.paradigms`) are registered
+classes; the round engine (:mod:`.rounds`) and the experiment runner (:mod:`.runner`) build on them. The runner,
+report and Ray executor are imported from their modules (they pull matplotlib / Ray).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .config import (
     ContinualConfig,
     DeviceConfig,
     DPConfig,
+    EvalConfig,
     ExperimentConfig,
     RoundsConfig,
     load_config,
@@ -31,13 +33,23 @@ from .errors import (
     UnknownNameError,
 )
 from .messages import Broadcast, ClientUpdate, EvalReport, LinkRecord, LinkType, TrainReport
+from .paradigms import Paradigm, make_paradigm, paradigm_names, register_paradigm
 from .privacy import RdpAccountant
 from .rounds import RoundEngine, RoundRecord
-from .strategies import AggregateResult, Strategy, make_strategy, register_strategy, strategy_names
+from .strategies import (
+    AggregateResult,
+    DifferentialPrivacy,
+    Strategy,
+    make_strategy,
+    register_strategy,
+    strategy_names,
+)
 
 __all__ = [
     "AggregateResult", "AggregationError", "AggregatorConfig", "Broadcast", "CheckpointError", "Client",
-    "ClientUpdate", "CommLedger", "ConfigError", "ContinualConfig", "DPConfig", "DeviceConfig", "EvalReport",
+    "ClientUpdate", "CommLedger", "ConfigError", "ContinualConfig", "DPConfig", "DeviceConfig",
+    "DifferentialPrivacy", "EvalConfig", "EvalReport", "Paradigm", "make_paradigm", "paradigm_names",
+    "register_paradigm",
     "Executor", "ExecutorError", "ExperimentConfig", "FederationError", "LinkRecord", "LinkType", "LocalExecutor",
     "RayExecutor", "RdpAccountant", "RoundEngine", "RoundRecord", "RoundsConfig", "SERVER", "Strategy",
     "TopologyError", "TrainReport", "UnknownNameError", "load_config", "make_executor", "make_strategy",

@@ -24,7 +24,10 @@ from bridge.devices import DeviceProfile
 
 from .messages import LinkRecord, LinkType
 
-__all__ = ["SERVER", "tensor_nbytes", "transfer_time_s", "CommLedger"]
+__all__ = ["SERVER", "tensor_nbytes", "common_nbytes", "transfer_time_s", "CommLedger", "WIRE_ELEMENT_BYTES"]
+
+#: bytes per element of a common-space message on the wire (adapters are float32 on the device)
+WIRE_ELEMENT_BYTES = 4
 
 #: Name of the server endpoint in link records.
 SERVER = "server"
@@ -33,6 +36,26 @@ SERVER = "server"
 def tensor_nbytes(tensors: Mapping[str, torch.Tensor]) -> int:
     """Exact payload bytes of a tensor dict: sum of ``numel * element_size``."""
     return int(sum(t.numel() * t.element_size() for t in tensors.values()))
+
+
+def common_nbytes(tensors: Mapping[str, torch.Tensor], rank_bounds: Mapping[str, int] | None = None, *,
+                  elem_bytes: int = WIRE_ELEMENT_BYTES) -> int:
+    """Bytes of a common-space message (see :mod:`federation.strategies`) as it would cross the air.
+
+    A LoRA product ``dW`` [d, n] whose rank is known to be at most R (a sum of R rank-one terms: the devices it
+    combines) travels as factors when that is smaller, ``min(d * n, R * (d + n))`` elements; without a bound it
+    travels dense. Other tensors travel as they are. Elements are ``elem_bytes`` each (float32 on the wire,
+    whatever precision the arithmetic used)."""
+    from .aggregate import is_product_key
+
+    total = 0
+    for k, t in tensors.items():
+        n = t.numel()
+        if t.ndim == 2 and is_product_key(k) and rank_bounds is not None and k in rank_bounds:
+            d, m = t.shape
+            n = min(n, int(rank_bounds[k]) * (d + m))
+        total += n
+    return int(total * elem_bytes)
 
 
 def transfer_time_s(nbytes: int, rate_mbps: float) -> float:

@@ -44,6 +44,15 @@ __all__ = [
     "refactorize",
     "exact_lora_deltas",
     "naive_lora_error",
+    "trim_count",
+    "product_key",
+    "is_product_key",
+    "to_products",
+    "from_products",
+    "pad_lora_factors",
+    "truncate_lora_factors",
+    "zero_pad_to",
+    "lora_rank",
 ]
 
 Update = Mapping[str, torch.Tensor]
@@ -51,7 +60,6 @@ Reducer = Callable[[Sequence[Update], Sequence[float]], dict[str, torch.Tensor]]
 
 _ENCODER_RE = re.compile(r"(?:^|\.)encoders\.([^.]+)\.")
 _HEAD_RE = re.compile(r"(?:^|\.)heads\.([^.]+)\.")
-_PERSONAL_RE = re.compile(r"(?:^|\.)personal\.")
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
@@ -125,19 +133,35 @@ def coordinate_median(updates: Sequence[Update], weights: Sequence[float] | None
     return out
 
 
-def trimmed_mean(updates: Sequence[Update], weights: Sequence[float] | None = None, *,
-                 trim_fraction: float = 0.1) -> dict[str, torch.Tensor]:
-    """Coordinate-wise trimmed mean: drop the ``floor(trim_fraction * n)`` largest and smallest values per coordinate.
+def trim_count(n: int, *, trim: int | None = None, trim_fraction: float | None = None) -> int:
+    """Values dropped at *each* end of ``n`` by the trimmed mean: ``trim``, or ``floor(trim_fraction * n)``,
+    capped so that at least one value is left (``(n - 1) // 2``). Neither given = 1: a default that acts at
+    every device count of 3 or more (a fraction of 0.1 trims nothing below 10 devices)."""
+    if trim is not None and trim_fraction is not None:
+        raise AggregationError("give trim or trim_fraction, not both")
+    if trim_fraction is not None:
+        if not 0.0 <= trim_fraction < 0.5:
+            raise AggregationError(f"trim_fraction must be in [0, 0.5), got {trim_fraction}")
+        k = int(math.floor(trim_fraction * n))
+    else:
+        k = 1 if trim is None else int(trim)
+        if k < 0:
+            raise AggregationError(f"trim must be >= 0, got {trim}")
+    return max(0, min(k, (n - 1) // 2))
 
-    ``trim_fraction`` should be at least the expected fraction of Byzantine devices (Yin et al. 2018).
+
+def trimmed_mean(updates: Sequence[Update], weights: Sequence[float] | None = None, *, trim: int | None = None,
+                 trim_fraction: float | None = None) -> dict[str, torch.Tensor]:
+    """Coordinate-wise trimmed mean: per coordinate, drop the :func:`trim_count` largest and smallest values.
+
+    The count is taken per key over the devices holding it, so a key held by two devices is averaged plainly.
+    ``trim`` should be at least the number of Byzantine devices expected among the holders (Yin et al. 2018).
     """
-    if not 0.0 <= trim_fraction < 0.5:
-        raise AggregationError(f"trim_fraction must be in [0, 0.5), got {trim_fraction}")
     out: dict[str, torch.Tensor] = {}
     for key, idx in _holders(updates).items():
         x = _stack(key, [updates[i][key] for i in idx]).sort(dim=0).values
         n = x.shape[0]
-        k = int(math.floor(trim_fraction * n))
+        k = trim_count(n, trim=trim, trim_fraction=trim_fraction)
         out[key] = x[k:n - k].mean(dim=0).to(updates[idx[0]][key].dtype)
     return out
 
@@ -206,8 +230,11 @@ def key_task(key: str) -> str | None:
 
 
 def is_personal(key: str) -> bool:
-    """True for ``personal.`` parameters: a device's local adapters, which never leave it."""
-    return _PERSONAL_RE.search(key) is not None
+    """True for a device's personal tensors, which never leave it (the rule is the agents package's, written
+    once in :func:`agents.personalize.is_personal_key`)."""
+    from agents.personalize import is_personal_key
+
+    return is_personal_key(key)
 
 
 def partial_filter(updates: Sequence[Update], modalities: Sequence[Sequence[str]],
@@ -330,3 +357,110 @@ def naive_lora_error(updates: Sequence[Update], weights: Sequence[float],
         ref2 += float(dw.pow(2).sum())
     abs_fro = math.sqrt(err2)
     return {"abs_fro": abs_fro, "rel": abs_fro / math.sqrt(ref2) if ref2 > 0 else 0.0}
+
+
+# -- the common spaces of heterogeneous-rank LoRA ------------------------------------------------------------
+#: a LoRA pair's exact update s * B @ A travels under its A-key with ``lora_A`` replaced by this
+PRODUCT_TAG = "lora_BA"
+
+
+def product_key(a_key: str) -> str:
+    """The key of a LoRA pair's product (``...q_proj.lora_A.weight`` -> ``...q_proj.lora_BA.weight``)."""
+    head, sep, tail = a_key.rpartition("lora_A")
+    if not sep:
+        raise AggregationError(f"{a_key!r} is not a LoRA A-factor key")
+    return f"{head}{PRODUCT_TAG}{tail}"
+
+
+def is_product_key(key: str) -> bool:
+    return PRODUCT_TAG in key
+
+
+def lora_rank(update: Update, a_key: str) -> int:
+    return int(update[a_key].shape[0])
+
+
+def to_products(update: Update, scale: float = 1.0) -> dict[str, torch.Tensor]:
+    """A device's shared tensors in the rank-free space: every LoRA pair becomes ``scale * B @ A`` [d, n]
+    (float64) under :func:`product_key`; other tensors are copied (float64). Exact for any rank."""
+    out: dict[str, torch.Tensor] = {}
+    paired: set[str] = set()
+    for a_key, b_key in lora_pairs(list(update)):
+        a, b = update[a_key].detach().to(torch.float64), update[b_key].detach().to(torch.float64)
+        if a.ndim != 2 or b.ndim != 2 or b.shape[1] != a.shape[0]:
+            raise AggregationError(f"LoRA pair {a_key!r}: B {tuple(b.shape)} and A {tuple(a.shape)} do not chain")
+        out[product_key(a_key)] = scale * (b @ a)
+        paired.update((a_key, b_key))
+    for k, t in update.items():
+        if k not in paired:
+            out[k] = t.detach().to(torch.float64)
+    return out
+
+
+def from_products(common: Mapping[str, torch.Tensor], template: Mapping[str, torch.Tensor],
+                  scale: float = 1.0) -> dict[str, torch.Tensor]:
+    """A device's cut of a rank-free state: its keys, shapes and dtypes (read from ``template``).
+
+    A product ``dW`` becomes the device's rank-r factors by truncated SVD of ``dW / scale`` (FlexLoRA's
+    re-factorization: the best rank-r approximation, so a low-memory device keeps its small rank). Keys the
+    common state does not hold are left out (the device keeps its own values)."""
+    out: dict[str, torch.Tensor] = {}
+    paired: set[str] = set()
+    for a_key, b_key in lora_pairs(list(template)):
+        paired.update((a_key, b_key))
+        pk = product_key(a_key)
+        if pk not in common:
+            continue
+        b, a = refactorize(common[pk] / scale, template[a_key].shape[0])
+        out[a_key], out[b_key] = a.to(template[a_key].dtype), b.to(template[b_key].dtype)
+    for k, t in template.items():
+        if k not in paired and k in common:
+            if tuple(common[k].shape) != tuple(t.shape):
+                raise AggregationError(f"{k!r}: aggregate has shape {tuple(common[k].shape)}, the device "
+                                       f"holds {tuple(t.shape)}")
+            out[k] = common[k].to(t.dtype)
+    return out
+
+
+def pad_lora_factors(updates: Sequence[Update]) -> list[dict[str, torch.Tensor]]:
+    """HetLoRA's convention for averaging factors of different ranks: per LoRA pair, zero-pad every holder's
+    A [r, n] (rows) and B [d, r] (columns) to the largest rank among the holders. Other keys pass through."""
+    out = [dict(u) for u in updates]
+    keys: list[str] = list(_holders(updates)) if updates else []
+    for a_key, b_key in lora_pairs(keys):
+        idx = [i for i, u in enumerate(updates) if a_key in u and b_key in u]
+        r_max = max(int(updates[i][a_key].shape[0]) for i in idx)
+        for i in idx:
+            a, b = updates[i][a_key], updates[i][b_key]
+            r = int(a.shape[0])
+            if r < r_max:
+                out[i][a_key] = torch.cat([a, a.new_zeros(r_max - r, a.shape[1])], dim=0)
+                out[i][b_key] = torch.cat([b, b.new_zeros(b.shape[0], r_max - r)], dim=1)
+    return out
+
+
+def zero_pad_to(t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """``t`` zero-padded at the end of each dimension to ``shape`` (every dimension must be <= the target)."""
+    if t.ndim != len(shape) or any(a > b for a, b in zip(t.shape, shape, strict=True)):
+        raise AggregationError(f"cannot zero-pad shape {tuple(t.shape)} to {shape}")
+    out = t.new_zeros(shape)
+    out[tuple(slice(0, n) for n in t.shape)] = t
+    return out
+
+
+def truncate_lora_factors(common: Mapping[str, torch.Tensor],
+                          template: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A device's cut of a padded-factor state: its keys, the first r rows of A / columns of B, its dtypes."""
+    out: dict[str, torch.Tensor] = {}
+    for k, t in template.items():
+        if k not in common:
+            continue
+        v = common[k]
+        if "lora_A" in k and v.ndim == 2:
+            v = v[: t.shape[0]]
+        elif "lora_B" in k and v.ndim == 2:
+            v = v[:, : t.shape[1]]
+        if tuple(v.shape) != tuple(t.shape):
+            raise AggregationError(f"{k!r}: aggregate has shape {tuple(v.shape)}, the device holds {tuple(t.shape)}")
+        out[k] = v.to(t.dtype)
+    return out

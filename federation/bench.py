@@ -50,7 +50,7 @@ def measure(devices: list[int], rounds: int, local_steps: int, width: int, rank:
 
     torch.set_num_threads(1)
     big = SyntheticClient("w", "meta_quest_3", modalities=("rgb", "audio"), rank=rank, hidden=width, in_dim=width)
-    lora_b, full_b = tensor_nbytes(big.get_update()), full_model_bytes(big)
+    lora_b, full_b = tensor_nbytes(big.shared_state()), full_model_bytes(big)
     out: dict[str, Any] = {
         "host": {"python": platform.python_version(), "torch": torch.__version__, "threads": 1},
         "model": {"width": width, "rank": rank, "modalities": 2, "lora_update_bytes": lora_b,
@@ -82,17 +82,19 @@ def measure(devices: list[int], rounds: int, local_steps: int, width: int, rank:
         out["paradigms"][str(n)] = row
     gen = torch.Generator().manual_seed(0)
     updates = []
-    for i in range(32):
-        t = {k: v + 0.01 * torch.randn(v.shape, generator=gen) for k, v in big.get_update().items()}
-        updates.append(ClientUpdate(f"d{i}", 0, t, 10 + i, ("rgb", "audio"), ("object_recognition",),
-                                    big.lora_scale))
+    for _ in range(32):
+        t = {k: v + 0.01 * torch.randn(v.shape, generator=gen) for k, v in big.shared_state().items()}
+        updates.append(t)
     agg_ms: dict[str, float] = {}
-    for name, opts in (("fedavg", {}), ("exact_lora", {}), ("median", {}), ("trimmed_mean", {"trim_fraction": 0.1}),
+    for name, opts in (("fedavg", {}), ("exact_lora", {}), ("median", {}), ("trimmed_mean", {"trim": 3}),
                        ("krum", {"num_byzantine": 3})):
         s = make_strategy(name, **opts)
-        s.aggregate(updates)  # warm-up
+        # updates in the strategy's common space (products for exact_lora and the robust aggregators)
+        contribs = [ClientUpdate(f"d{i}", 0, s.encode(t, big.lora_scale), 10 + i, ("rgb", "audio"),
+                                 ("object_recognition",)) for i, t in enumerate(updates)]
+        s.aggregate(contribs)  # warm-up
         t0 = time.perf_counter()
-        s.aggregate(updates)
+        s.aggregate(contribs)
         agg_ms[name] = (time.perf_counter() - t0) * 1e3
     out["aggregation_ms"] = {"updates": 32, **agg_ms}
     return out

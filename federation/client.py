@@ -1,7 +1,7 @@
 """What the round engine needs from a device, and where the device's work runs.
 
-:class:`Client` is the protocol a device's agent satisfies (``federation.agent_client`` adapts the agents
-package's ``DeviceAgent`` to it). The engine never calls a client directly: it goes through an *executor* so the
+:class:`Client` is the protocol a device's agent satisfies (``agents.agent.DeviceAgent`` does, as it is;
+``federation.agent_client`` builds them). The engine never calls a client directly: it goes through an *executor* so the
 same rounds run in-process (:class:`LocalExecutor`) or with every device as a Ray actor (:class:`RayExecutor`)
 when the devices' local training should spread over several cores or machines. Ray is the ``ray`` extra, part of
 the default environment (``scripts/setup.sh`` installs it), and is imported only when a Ray executor is built.
@@ -30,15 +30,18 @@ __all__ = ["Client", "Executor", "LocalExecutor", "RayExecutor", "make_executor"
 
 @runtime_checkable
 class Client(Protocol):
-    """One device's agent as the federation sees it.
+    """One device's agent as the federation sees it -- exactly the surface of ``agents.agent.DeviceAgent``.
 
-    * ``get_update`` returns the *shared* adapter tensors only (never personal adapters, never the frozen base).
-    * ``local_train(steps, seed)`` must be deterministic given ``seed`` so an interrupted run resumes exactly.
-    * ``checkpoint_state``/``restore_state`` cover everything the device keeps between rounds (shared and personal
-      adapters, optimizer moments, continual-learning state) as tensors.
+    * ``shared_state`` returns the *shared* adapter tensors only (never personal modules, never the frozen base);
+      ``load_shared_state`` installs what the device received (it becomes its global model).
+    * ``local_train(steps=..., seed=...)`` must be deterministic given ``seed`` so an interrupted run resumes
+      exactly, and returns the agents package's :class:`~agents.reports.TrainReport`.
+    * ``state_dict``/``load_state_dict`` cover everything the device keeps between rounds (shared and personal
+      adapters, its global model, continual-learning state) as tensors.
     * ``set_phase`` switches the data the device trains on (a lighting phase or a task-script segment);
-      ``evaluate(split, phase)`` measures on the device's held-out data of that phase (``split="train"`` gives the
-      member losses for the membership-inference audit).
+      ``evaluate(split, phase)`` measures the model the device runs on its held-out data of that phase
+      (``split="train"``: the member losses of the membership-inference audit); ``evaluate_global`` the global
+      model alone (no personal modules) on the same data.
     """
 
     device_id: str
@@ -47,19 +50,22 @@ class Client(Protocol):
     tasks: tuple[str, ...]
     lora_scale: float
 
-    def local_train(self, steps: int, seed: int) -> TrainReport: ...
+    def local_train(self, steps: int | None = None, batch_size: int | None = None,
+                    seed: int | None = None) -> TrainReport: ...
 
-    def get_update(self) -> dict[str, torch.Tensor]: ...
+    def shared_state(self) -> dict[str, torch.Tensor]: ...
 
-    def set_update(self, tensors: Mapping[str, torch.Tensor]) -> None: ...
+    def load_shared_state(self, state: Mapping[str, torch.Tensor]) -> None: ...
 
     def evaluate(self, split: str = "test", phase: int | None = None) -> EvalReport: ...
 
+    def evaluate_global(self, split: str = "test", phase: int | None = None) -> EvalReport: ...
+
     def set_phase(self, phase: int) -> None: ...
 
-    def checkpoint_state(self) -> dict[str, torch.Tensor]: ...
+    def state_dict(self) -> dict[str, torch.Tensor]: ...
 
-    def restore_state(self, state: Mapping[str, torch.Tensor]) -> None: ...
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None: ...
 
 
 class Executor:
@@ -86,8 +92,9 @@ class Executor:
 
 
 def _info(client: Any) -> dict[str, Any]:
+    """The static facts of a device; ``personal`` = it has personal modules (the global model differs)."""
     return {"profile": client.profile, "modalities": tuple(client.modalities), "tasks": tuple(client.tasks),
-            "lora_scale": float(client.lora_scale)}
+            "lora_scale": float(client.lora_scale), "personal": bool(getattr(client, "has_personal", True))}
 
 
 class LocalExecutor(Executor):

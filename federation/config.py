@@ -25,6 +25,10 @@ from .errors import ConfigError
 __all__ = [
     "PARADIGMS",
     "TUNING_METHODS",
+    "EvalConfig",
+    "AttackConfig",
+    "ATTACKS",
+    "FoundationConfig",
     "DeviceConfig",
     "AggregatorConfig",
     "DPConfig",
@@ -34,10 +38,19 @@ __all__ = [
     "load_config",
 ]
 
-PARADIGMS = ("centralized", "semi", "decentralized")
+#: the paradigms ``xrfed demo`` compares (every registered one: ``federation.paradigms.paradigm_names()``)
+PARADIGMS = ("local", "centralized", "semi", "decentralized")
 TUNING_METHODS = ("lora", "adapter", "prompt")
-CONTINUAL_METHODS = ("none", "ewc", "replay")
 EXECUTORS = ("local", "ray")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _bool(path: str, v: Any) -> None:
+    if not isinstance(v, bool):
+        raise ConfigError(path, "must be true or false (a YAML boolean, not a string or number)", value=v)
 
 
 def _positive(path: str, v: float, *, allow_zero: bool = False) -> None:
@@ -110,19 +123,29 @@ class AggregatorConfig:
         from .strategies import make_strategy, strategy_names
 
         _choice(f"{where}.name", self.name, strategy_names())
+        _bool(f"{where}.partial", self.partial)
+        if not isinstance(self.options, dict):
+            raise ConfigError(f"{where}.options", "must be a mapping", value=self.options)
         make_strategy(self.name, partial=self.partial, **self.options)
 
 
 @dataclass
 class DPConfig:
-    """Client-level DP: clip each update to ``clip_norm``, Gaussian noise ``noise_multiplier * clip_norm``."""
+    """Client-level DP: each device clips its update to ``clip_norm`` before anything mixes it; Gaussian noise of
+    standard deviation ``noise_multiplier * clip_norm`` is added on the server once per round (``mode: central``,
+    DP-FedAvg) or by every device to its own release (``mode: local``: any aggregator, any paradigm)."""
 
     enabled: bool = False
     clip_norm: float = 1.0
     noise_multiplier: float = 1.0
     delta: float = 1e-5
+    mode: str = "central"
 
     def validate(self, where: str) -> None:
+        from .strategies import DP_MODES
+
+        _bool(f"{where}.enabled", self.enabled)
+        _choice(f"{where}.mode", self.mode, DP_MODES)
         _positive(f"{where}.clip_norm", self.clip_norm)
         _positive(f"{where}.noise_multiplier", self.noise_multiplier, allow_zero=True)
         if not 0 < self.delta < 1:
@@ -131,17 +154,93 @@ class DPConfig:
 
 @dataclass
 class ContinualConfig:
-    """Forgetting mitigation during local training across phases: none, EWC (strength) or replay (capacity)."""
+    """Forgetting mitigation in each device's local training across phases (``agents.continual``): none, EWC
+    (``ewc_strength``) or replay (``replay_capacity`` earlier steps)."""
 
     method: str = "none"
     ewc_strength: float = 100.0
     replay_capacity: int = 64
 
     def validate(self, where: str) -> None:
+        from agents.continual import CONTINUAL_METHODS
+
         _choice(f"{where}.method", self.method, CONTINUAL_METHODS)
         _positive(f"{where}.ewc_strength", self.ewc_strength, allow_zero=True)
-        if not isinstance(self.replay_capacity, int) or self.replay_capacity < 1:
+        if not _is_int(self.replay_capacity) or self.replay_capacity < 1:
             raise ConfigError(f"{where}.replay_capacity", "must be an integer >= 1", value=self.replay_capacity)
+
+
+ATTACKS = ("none", "sign_flip", "scale", "label_flip")
+
+
+@dataclass
+class AttackConfig:
+    """Poisoning as an experiment: a chosen set of devices misbehaves every round.
+
+    * ``sign_flip``: the device sends its update negated (``-delta``);
+    * ``scale``: the device sends its update multiplied by ``scale`` (a boosting attack);
+    * ``label_flip``: the device trains on labels mapped through a fixed derangement of each task's classes.
+
+    Attackers are ``devices`` (ids) if given, else ``round(fraction x devices)`` drawn from the seed. The attack
+    acts on what the device computes, before its release (so DP clipping still applies to it)."""
+
+    kind: str = "none"
+    fraction: float = 0.0
+    scale: float = 10.0
+    devices: list[str] | None = None
+
+    def validate(self, where: str) -> None:
+        _choice(f"{where}.kind", self.kind, ATTACKS)
+        _fraction(f"{where}.fraction", self.fraction, allow_zero=True)
+        _positive(f"{where}.scale", self.scale)
+
+
+@dataclass
+class FoundationConfig:
+    """The pretraining recipe of the foundation checkpoint the devices start from (``agents.pretrain``; built once
+    and cached under ``$XRFED_CACHE``). ``scenario`` None = the experiment's scenario (recorded with another seed,
+    so no device is evaluated on pretraining data); ``record_steps`` scene steps per avatar are recorded."""
+
+    scenario: str | None = None
+    steps: int = 250
+    record_steps: int = 240
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    seed: int = 0
+    guard_s: float = 5.0
+
+    def validate(self, where: str) -> None:
+        _positive(f"{where}.guard_s", self.guard_s, allow_zero=True)
+        for name in ("steps", "record_steps", "batch_size"):
+            v = getattr(self, name)
+            if not _is_int(v) or v < 1:
+                raise ConfigError(f"{where}.{name}", "must be an integer >= 1", value=v)
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ConfigError(f"{where}.seed", "must be an integer >= 0", value=self.seed)
+        _positive(f"{where}.learning_rate", self.learning_rate)
+        if self.scenario is not None and (not isinstance(self.scenario, str) or not self.scenario):
+            raise ConfigError(f"{where}.scenario", "must be a scenario name or path", value=self.scenario)
+
+
+@dataclass
+class EvalConfig:
+    """How each device's recorded steps are split, per phase, into training and held-out data.
+
+    Every phase (a consecutive segment of the device's episode) keeps its first part for training and its last
+    ``test_fraction`` for evaluation, with ``guard_s`` seconds between them that belong to neither: labels
+    persist for seconds (an activity, a room, a gaze dwell), so a test step right after a training step would be
+    a copy of it. The run report states the split and the labels' measured persistence next to the guard.
+    """
+
+    test_fraction: float = 0.25
+    guard_s: float = 4.0
+
+    def validate(self, where: str) -> None:
+        _fraction(f"{where}.test_fraction", self.test_fraction)
+        if self.test_fraction >= 1:
+            raise ConfigError(f"{where}.test_fraction", "must be below 1 (some steps must be left to train on)",
+                              value=self.test_fraction)
+        _positive(f"{where}.guard_s", self.guard_s, allow_zero=True)
 
 
 @dataclass
@@ -154,6 +253,8 @@ class RoundsConfig:
       later updates are dropped and counted as missed. None = wait for everyone.
     * ``radio_range_m``: D2D link range between avatars (None = the scenario's); ``max_cluster_size`` splits
       large components; ``clusters`` gives clusters explicitly (lists of device ids) instead.
+    * ``cluster_aggregation`` (semi): ``tree`` sums the members' updates exactly along a spanning tree to the
+      cluster's representative; ``consensus`` runs ``d2d_rounds`` steps of D2D averaging instead (approximate).
     * ``d2d_rounds``: consensus steps inside a cluster (semi); ``gossip_steps``: steps per round (decentralized).
     """
 
@@ -167,20 +268,24 @@ class RoundsConfig:
     radio_range_m: float | None = None
     max_cluster_size: int | None = None
     clusters: list[list[str]] | None = None
+    cluster_aggregation: str = "tree"
     d2d_rounds: int = 3
     gossip_steps: int = 5
     executor: str = "local"
 
     def validate(self, where: str) -> None:
-        _choice(f"{where}.paradigm", self.paradigm, PARADIGMS)
+        from .paradigms import CLUSTER_AGGREGATIONS, paradigm_names
+
+        _choice(f"{where}.paradigm", self.paradigm, paradigm_names())
         _choice(f"{where}.executor", self.executor, EXECUTORS)
+        _choice(f"{where}.cluster_aggregation", self.cluster_aggregation, CLUSTER_AGGREGATIONS)
         for name in ("rounds", "local_steps"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
+            if not _is_int(v) or v < 1:
                 raise ConfigError(f"{where}.{name}", "must be an integer >= 1", value=v)
         for name in ("d2d_rounds", "gossip_steps"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 0:
+            if not _is_int(v) or v < 0:
                 raise ConfigError(f"{where}.{name}", "must be an integer >= 0", value=v)
         _fraction(f"{where}.participation", self.participation)
         _fraction(f"{where}.availability", self.availability)
@@ -201,8 +306,13 @@ class ExperimentConfig:
     ``scenario`` is a scenario name or YAML path (``bridge.scenario.load_scenario``); ``episode_steps`` how many
     scene steps are recorded per device per phase; ``phases`` how many consecutive segments the rounds are split
     into (lighting phases of the scenario's schedule and task-script segments: the temporal dimension);
-    ``personal_adapters`` gives every device a local adapter that never leaves it (the personalization switch);
-    ``lora_rank`` is the default rank, overridden per device by ``devices[i].rank``.
+    ``eval`` how each phase is split in time into training and held-out steps; ``personal_adapters`` gives
+    every device personal modules that never leave it (the personalization switch); ``lora_rank`` is the
+    default rank, overridden per device by ``devices[i].rank``; ``lora_targets`` the layers LoRA adapts (peft
+    names: ``q_proj``/``v_proj`` in the shared backbone, ``fovea``/``net.0``/``proj`` in the modality encoders).
+
+    ``seed`` derives every random stream of a run (recording, initialisation, batches, sampling, noise);
+    ``seeds`` (a list) runs the experiment once per seed and reports mean and 95 % confidence intervals.
     """
 
     name: str
@@ -212,14 +322,19 @@ class ExperimentConfig:
     tuning: str = "lora"
     lora_rank: int = 4
     lora_alpha: float = 8.0
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     personal_adapters: bool = True
     episode_steps: int = 240
     phases: int = 2
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    foundation: FoundationConfig = field(default_factory=FoundationConfig)
     aggregator: AggregatorConfig = field(default_factory=AggregatorConfig)
     rounds: RoundsConfig = field(default_factory=RoundsConfig)
     dp: DPConfig = field(default_factory=DPConfig)
     continual: ContinualConfig = field(default_factory=ContinualConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
     seed: int = 0
+    seeds: list[int] | None = None
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -228,7 +343,7 @@ class ExperimentConfig:
     def validate(self) -> None:
         if not self.name or not isinstance(self.name, str):
             raise ConfigError("name", "must be a non-empty string", value=self.name)
-        if len(self.devices) < 1:
+        if not isinstance(self.devices, list) or len(self.devices) < 1:
             raise ConfigError("devices", "at least one device is required")
         ids = [d.id for d in self.devices]
         dup = sorted({i for i in ids if ids.count(i) > 1})
@@ -237,17 +352,34 @@ class ExperimentConfig:
         for i, d in enumerate(self.devices):
             d.validate(f"devices[{i}]")
         _choice("tuning", self.tuning, TUNING_METHODS)
-        if not isinstance(self.lora_rank, int) or self.lora_rank < 1:
+        if not _is_int(self.lora_rank) or self.lora_rank < 1:
             raise ConfigError("lora_rank", "must be an integer >= 1", value=self.lora_rank)
         _positive("lora_alpha", self.lora_alpha)
+        if not self.lora_targets or not all(isinstance(t, str) and t for t in self.lora_targets):
+            raise ConfigError("lora_targets", "must be a non-empty list of layer names", value=self.lora_targets)
+        _bool("personal_adapters", self.personal_adapters)
         for name in ("episode_steps", "phases"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
+            if not _is_int(v) or v < 1:
                 raise ConfigError(name, "must be an integer >= 1", value=v)
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ConfigError("seed", "must be an integer >= 0", value=self.seed)
+        if self.seeds is not None:
+            if not self.seeds or not all(_is_int(x) and x >= 0 for x in self.seeds):
+                raise ConfigError("seeds", "must be a non-empty list of integers >= 0", value=self.seeds)
+            if len(set(self.seeds)) != len(self.seeds):
+                raise ConfigError("seeds", "must not repeat a seed", value=self.seeds)
+        self.eval.validate("eval")
+        self.foundation.validate("foundation")
         self.aggregator.validate("aggregator")
         self.rounds.validate("rounds")
         self.dp.validate("dp")
         self.continual.validate("continual")
+        self.attack.validate("attack")
+        if self.attack.devices is not None:
+            unknown = sorted(set(self.attack.devices) - set(ids))
+            if unknown:
+                raise ConfigError("attack.devices", "names devices that do not exist", value=unknown, allowed=ids)
         if self.rounds.clusters is not None:
             flat = [i for c in self.rounds.clusters for i in c]
             unknown = sorted(set(flat) - set(ids))
@@ -255,15 +387,56 @@ class ExperimentConfig:
                 raise ConfigError("rounds.clusters", "names devices that do not exist", value=unknown, allowed=ids)
             if len(flat) != len(set(flat)):
                 raise ConfigError("rounds.clusters", "a device may be in one cluster only", value=self.rounds.clusters)
-        if self.dp.enabled and self.aggregator.name not in ("fedavg", "fedit"):
-            raise ConfigError("aggregator.name", "differential privacy sums clipped updates, so it needs an "
-                              "averaging aggregator", value=self.aggregator.name, allowed=["fedavg", "fedit"])
-        if self.dp.enabled and self.rounds.paradigm == "decentralized":
-            raise ConfigError("dp.enabled", "client-level DP needs a server that adds the noise; the decentralized "
-                              "paradigm has none", value=True, allowed=["centralized", "semi"])
-        if self.rounds.paradigm == "decentralized" and self.aggregator.name not in ("fedavg", "fedit"):
-            raise ConfigError("aggregator.name", "the decentralized paradigm averages by D2D consensus",
-                              value=self.aggregator.name, allowed=["fedavg", "fedit"])
+        self._validate_combination()
+
+    def _validate_combination(self) -> None:
+        """Paradigm x aggregator x DP: what the registries say can work together."""
+        from .paradigms import paradigm_class
+        from .strategies import TrimmedMean, averaging_strategy_names, make_strategy
+
+        paradigm = paradigm_class(self.rounds.paradigm)
+        strategy = make_strategy(self.aggregator.name, partial=self.aggregator.partial, **self.aggregator.options)
+        if paradigm.needs_averaging and not strategy.averaging:
+            raise ConfigError("aggregator.name", f"the {paradigm.name} paradigm averages by D2D consensus",
+                              value=self.aggregator.name, allowed=list(averaging_strategy_names()))
+        if isinstance(strategy, TrimmedMean) and len(self.devices) >= 3 and strategy.trim_at(len(self.devices)) == 0:
+            raise ConfigError("aggregator.options", f"the trimmed mean trims nothing with {len(self.devices)} "
+                              "devices; set trim >= 1 or a larger trim_fraction", value=self.aggregator.options)
+        if not self.dp.enabled:
+            return
+        if not paradigm.communicates:
+            raise ConfigError("dp.enabled", f"nothing leaves a device in the {paradigm.name} paradigm, there is "
+                              "nothing to privatize", value=True, allowed=[False])
+        if self.dp.mode == "central":
+            if not paradigm.uses_server:
+                raise ConfigError("dp.mode", f"central DP needs a server that adds the noise; the {paradigm.name} "
+                                  "paradigm has none", value="central", allowed=["local"])
+            if strategy.sensitivity(self.dp.clip_norm) is None:
+                raise ConfigError("dp.mode", f"central DP noises a sum, which {self.aggregator.name!r} does not "
+                                  "compute", value="central",
+                                  allowed=["local"] + [f"central with {n}" for n in averaging_strategy_names()])
+            if paradigm.name == "semi" and self.rounds.cluster_aggregation != "tree":
+                raise ConfigError("rounds.cluster_aggregation", "central DP needs each device's clipped update to "
+                                  "reach the server exactly once (consensus weights can amplify one device)",
+                                  value=self.rounds.cluster_aggregation, allowed=["tree"])
+
+    def attackers(self) -> list[str]:
+        """The devices that misbehave (empty without an attack): listed, or drawn from the seed."""
+        if self.attack.kind == "none":
+            return []
+        if self.attack.devices is not None:
+            return list(self.attack.devices)
+        import numpy as np
+
+        from bridge.seeding import derive_seed
+
+        k = int(round(self.attack.fraction * len(self.devices)))
+        order = np.random.default_rng(derive_seed(self.seed, "attackers")).permutation(len(self.devices))
+        return [self.devices[i].id for i in sorted(order[:k])]
+
+    def with_seed(self, seed: int) -> ExperimentConfig:
+        """This experiment with one seed (``seeds`` cleared): one run of a multi-seed experiment."""
+        return dataclasses.replace(self, seed=seed, seeds=None)
 
     # -- serialisation -------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -319,6 +492,14 @@ def _convert(tp: Any, v: Any, where: str) -> Any:
         return [_convert(item, x, f"{where}[{i}]") for i, x in enumerate(v)]
     if tp is float and isinstance(v, int) and not isinstance(v, bool):
         return float(v)
+    if tp is float and not isinstance(v, float):
+        raise ConfigError(where, "must be a number", value=v)
+    if tp is int and not _is_int(v):
+        raise ConfigError(where, "must be an integer", value=v)
+    if tp is bool and not isinstance(v, bool):
+        raise ConfigError(where, "must be true or false (a YAML boolean, not a string or number)", value=v)
+    if tp is str and not isinstance(v, str):
+        raise ConfigError(where, "must be a string", value=v)
     return v
 
 

@@ -9,10 +9,12 @@ checkpoints store payloads as safetensors and headers as JSON.
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
+
+# The device -> engine handoff types are the agents package's own (one report type per boundary).
+from agents.reports import EvalReport, TrainReport
 
 __all__ = ["LinkType", "TrainReport", "EvalReport", "ClientUpdate", "Broadcast", "LinkRecord"]
 
@@ -26,53 +28,12 @@ class LinkType(str, enum.Enum):
 
 
 @dataclass
-class TrainReport:
-    """What a device reports after local training (before its update is collected).
-
-    ``compute_gflop`` is the work done, used to simulate on-device time (divide by the profile's sustained
-    GFLOP/s) and compute energy (profile J/GFLOP); ``wall_time_s`` is what the host actually spent.
-    """
-
-    num_samples: int
-    loss: float
-    steps: int
-    compute_gflop: float
-    wall_time_s: float = 0.0
-    #: the model as deployed on the device (base + shared and personal adapters), Table 6's storage footprint;
-    #: None when the client does not know it (the round engine then counts the update's bytes)
-    storage_bytes: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
-class EvalReport:
-    """A device's evaluation: accuracy per task in [0, 1], mean loss, mean inference latency per sample (ms)."""
-
-    accuracy: dict[str, float]
-    loss: float
-    latency_ms: float
-    num_samples: int
-    per_sample_loss: list[float] = field(default_factory=list)
-
-    @property
-    def mean_accuracy(self) -> float:
-        return float(sum(self.accuracy.values()) / len(self.accuracy)) if self.accuracy else float("nan")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("per_sample_loss")
-        d["mean_accuracy"] = self.mean_accuracy
-        return d
-
-
-@dataclass
 class ClientUpdate:
-    """One device's shared adapter tensors for a round, plus what aggregation needs to know about it.
+    """One contribution to a round's aggregate: common-space tensors (see :mod:`federation.strategies`), their
+    weight, and what partial aggregation needs to know about who sent them.
 
-    ``modalities`` and ``tasks`` drive modality-/task-aware partial aggregation; ``ranks`` maps a LoRA A-key to
-    the device's rank (heterogeneous ranks); ``lora_scale`` is alpha/r so products can be formed exactly.
+    ``device_id`` is the sender (a device, or a cluster's representative carrying its cluster's contribution);
+    ``num_samples`` weights it; ``modalities`` and ``tasks`` drive modality-/task-aware partial aggregation.
     """
 
     device_id: str
@@ -81,7 +42,6 @@ class ClientUpdate:
     num_samples: int
     modalities: tuple[str, ...] = ()
     tasks: tuple[str, ...] = ()
-    lora_scale: float = 1.0
 
 
 @dataclass

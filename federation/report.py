@@ -1,29 +1,38 @@
-"""The run report a person opens: Table 6 metrics per device, plots, and run-to-run comparison (Table 7).
+"""The run report a person opens: the result next to its baselines, Table 6 metrics per device, plots, and
+run-to-run comparison (Table 7).
 
-``write_report(run_dir)`` reads ``metrics.jsonl`` and ``summary.json`` and writes ``report.md``, ``report.html``
-and ``plots/*.png`` (accuracy per device per round; bytes and energy per link type per round; latency
-distributions; epsilon per round). ``compare_runs(dirs)`` puts finished runs side by side.
+``write_report(run_dir)`` reads a run directory (:mod:`federation.rundir`) and writes ``report.md``,
+``report.html`` and ``plots/*.png``. The headline is **macro balanced accuracy** (per task, the mean recall over
+the classes present; then the mean over tasks) on each device's held-out data, next to the baselines on the
+same data: majority class, label persistence, the pretrained model -- and, in a comparison, local-only training.
+A multi-seed run (``seeds: [..]``) reports every figure as mean ± 95 % confidence interval over the seeds
+(:func:`summarise_seeds`). ``compare_runs(dirs)`` puts finished runs side by side.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .runner import read_metrics, read_summary
+from .rundir import read_metrics, read_summary, seed_dirs
+from .stats import Estimate, mean_ci
 
-__all__ = ["write_report", "compare_runs", "comparison_rows", "COMPARE_COLUMNS"]
+__all__ = ["write_report", "compare_runs", "comparison_rows", "COMPARE_COLUMNS", "summarise_seeds", "headline"]
 
 LINKS = ("uplink", "downlink", "d2d")
+BASELINES = ("majority", "persistence", "pretrained")
 
-#: (header, summary key or callable) of the comparison table
+#: (header, summary key) of the comparison table
 COMPARE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("run", "name"), ("paradigm", "paradigm"), ("aggregator", "aggregator"),
-    ("accuracy", "mean_final_accuracy"), ("pers. gain", "mean_personalization_gain"),
+    ("run", "name"), ("paradigm", "paradigm"), ("aggregator", "aggregator"), ("seeds", "n_seeds"),
+    ("bal. acc.", "balanced_accuracy"), ("accuracy", "accuracy"), ("global bal. acc.", "global_balanced_accuracy"),
+    ("pers. gain", "personalization_gain"), ("pretrained", "baseline_pretrained"),
+    ("majority", "baseline_majority"), ("persistence", "baseline_persistence"),
     ("uplink kB", "uplink_kb"), ("downlink kB", "downlink_kb"), ("D2D kB", "d2d_kb"),
     ("energy J", "total_joules"), ("round latency s", "mean_round_latency_s"), ("epsilon", "epsilon"),
     ("forgetting", "mean_forgetting"), ("MIA AUC", "mean_mia_auc"),
@@ -33,9 +42,18 @@ COMPARE_COLUMNS: tuple[tuple[str, str], ...] = (
 def _fmt(v: Any) -> str:
     if v is None:
         return "-"
+    if isinstance(v, dict) and "mean" in v:  # an Estimate
+        m, lo, hi = v["mean"], v.get("lo"), v.get("hi")
+        if m is None or (isinstance(m, float) and math.isnan(m)):
+            return "-"
+        if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)):
+            return _fmt(float(m))
+        return f"{_fmt(float(m))} ± {_fmt((hi - lo) / 2)}"
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
+        if math.isnan(v):
+            return "-"
         if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
             return f"{v:.3g}"
         return f"{v:.3f}"
@@ -48,7 +66,27 @@ def _md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(out)
 
 
-def _plots(run_dir: Path, rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+def _html_table(hs: Sequence[str], rs: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in hs)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r) + "</tr>" for r in rs)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def headline(summary: dict[str, Any]) -> list[list[Any]]:
+    """Rows (what, macro balanced accuracy, accuracy) of the result and its baselines on the same held-out data."""
+    rows: list[list[Any]] = [[f"this run ({summary['paradigm']}, the model each device runs)",
+                              summary["balanced_accuracy"], summary["accuracy"]],
+                             ["  its global model (no personal modules)", summary["global_balanced_accuracy"], None]]
+    names = {"pretrained": "pretrained foundation model (no tuning)", "majority": "majority class of the device",
+             "persistence": "label persistence (last training label)"}
+    for b in BASELINES:
+        fig = summary["baselines"][b]
+        rows.append([names[b], fig["balanced_accuracy"], fig["accuracy"]])
+    return rows
+
+
+# -- plots -------------------------------------------------------------------------------------------------
+def _plots(run_dir: Path, rows: list[dict[str, Any]], summary: dict[str, Any]) -> list[tuple[str, str]]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,14 +100,35 @@ def _plots(run_dir: Path, rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for d in devices:
-        ys = [r["devices"][d]["accuracy_global"] for r in rows]
-        ax.plot(rounds, [np.nan if y is None else y for y in ys], marker="o", ms=3, label=d)
-    ax.set(xlabel="round", ylabel="accuracy (model held after the round)", title="Accuracy per device per round")
+        ys = [r["devices"][d].get("balanced_accuracy") for r in rows]
+        line, = ax.plot(rounds, [np.nan if y is None else y for y in ys], marker="o", ms=3, label=d)
+        pre = summary["devices"].get(d, {}).get("baselines", {}).get("pretrained", {}).get("balanced_accuracy")
+        if pre is not None:
+            ax.axhline(pre, color=line.get_color(), ls=":", lw=0.8)
+    ax.set(xlabel="round", ylabel="macro balanced accuracy (held-out)",
+           title="Per device per round (dotted: pretrained model)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(pdir / "accuracy.png", dpi=90)
     plt.close(fig)
-    out.append(("Accuracy per device per round", "plots/accuracy.png"))
+    out.append(("Balanced accuracy per device per round", "plots/accuracy.png"))
+
+    tasks = list(summary.get("per_task", {}))
+    if tasks:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        cols = ["model", *BASELINES]
+        w = 0.8 / len(cols)
+        for i, c in enumerate(cols):
+            ys = [summary["per_task"][t].get(c) for t in tasks]
+            ax.bar(np.arange(len(tasks)) + i * w, [np.nan if y is None else y for y in ys], w,
+                   label="this run" if c == "model" else c)
+        ax.set_xticks(np.arange(len(tasks)) + 0.4 - w / 2, tasks, rotation=20, fontsize=8)
+        ax.set(ylabel="balanced accuracy (held-out)", title="Per task: the run and its baselines", ylim=(0, 1))
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(pdir / "tasks.png", dpi=90)
+        plt.close(fig)
+        out.append(("Per task, next to the baselines", "plots/tasks.png"))
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     bottom_b, bottom_j = np.zeros(len(rows)), np.zeros(len(rows))
@@ -116,13 +175,14 @@ def _plots(run_dir: Path, rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 DEVICE_COLUMNS = (
-    ("device", None), ("profile", "profile"), ("accuracy", "final_accuracy"),
-    ("pers. gain", "personalization_gain"), ("needs pers.", "personalization_necessity"),
+    ("device", None), ("profile", "profile"), ("bal. acc.", "balanced_accuracy"), ("accuracy", "accuracy"),
+    ("global bal. acc.", "global_balanced_accuracy"), ("pers. gain", "personalization_gain"),
+    ("pretrained", "pretrained"), ("majority", "majority"), ("persistence", "persistence"),
     ("latency ms", "inference_latency_ms"), ("train s", "train_time_s"), ("storage MB", "storage_mb"),
-    ("modules", "active_modules"),
-    ("sent kB", "bytes_sent"), ("recv kB", "bytes_received"), ("compute J", "compute_joules"),
-    ("comm J", "comm_joules"), ("battery", "battery_frac"), ("rounds in", "rounds_participated"),
-    ("missed", "rounds_missed_deadline"), ("forgetting", "forgetting"), ("MIA AUC", "mia_auc"),
+    ("modules", "active_modules"), ("sent kB", "bytes_sent"), ("recv kB", "bytes_received"),
+    ("compute J", "compute_joules"), ("comm J", "comm_joules"), ("battery", "battery_frac"),
+    ("rounds in", "rounds_participated"), ("missed", "rounds_missed_deadline"), ("forgetting", "forgetting"),
+    ("MIA AUC", "mia_auc"),
 )
 
 
@@ -133,6 +193,8 @@ def _device_rows(summary: dict[str, Any]) -> list[list[Any]]:
         for _, key in DEVICE_COLUMNS:
             if key is None:
                 row.append(d)
+            elif key in BASELINES:
+                row.append(v["baselines"][key]["balanced_accuracy"])
             elif key in ("bytes_sent", "bytes_received"):
                 row.append(v[key] / 1e3)
             else:
@@ -141,64 +203,182 @@ def _device_rows(summary: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
-def write_report(run_dir: str | Path) -> Path:
-    """Write report.md, report.html and plots for a finished run; returns the Markdown path."""
-    rd = Path(run_dir)
-    rows, summary = read_metrics(rd), read_summary(rd)
-    plots = _plots(rd, rows)
-    headers = [h for h, _ in DEVICE_COLUMNS]
-    drows = _device_rows(summary)
-    overview = [("paradigm", summary["paradigm"]), ("aggregator", summary["aggregator"]),
-                ("rounds", summary["rounds"]), ("mean final accuracy", summary["mean_final_accuracy"]),
-                ("mean personalization gain", summary["mean_personalization_gain"]),
-                ("personalization necessity rate", summary.get("personalization_necessity_rate")),
-                ("total bytes", summary["total_bytes"]), ("device energy (J)", summary["total_joules"]),
-                ("mean round latency (simulated s)", summary["mean_round_latency_s"]),
-                ("epsilon", summary["epsilon"]), ("mean forgetting", summary["mean_forgetting"]),
-                ("membership-inference AUC", summary["mean_mia_auc"])]
-    md = [f"# xrfed run: {summary['name']}", "", _md_table(["figure", "value"], overview), "",
-          "## Table 6 metrics per device", "", _md_table(headers, drows), "",
-          "*Accuracy: model each device holds at the end (global/consensus + personal parts). Pers. gain: "
-          "accuracy after local training minus before it, averaged over rounds. Needs pers.: the global model "
-          "is below 90 % on that device. Modules: encoders + task heads the device trains and shares. Latency: measured inference time per sample. Train s: simulated "
-          "on-device time (profile GFLOP/s). MIA AUC: loss-threshold membership inference (0.5 = no leakage).*",
-          "", "## Per link type", "",
-          _md_table(["link", "kB", "J"], [[lt, summary["links"][lt]["bytes"] / 1e3, summary["links"][lt]["joules"]]
-                                           for lt in LINKS]), ""]
-    for title, path in plots:
-        md += [f"## {title}", "", f"![{title}]({path})", ""]
+def _task_rows(summary: dict[str, Any]) -> list[list[Any]]:
+    return [[t, v.get("model"), *(v.get(b) for b in BASELINES)] for t, v in summary.get("per_task", {}).items()]
+
+
+_NOTE = ("*Held-out data: the end of each phase, separated from the training steps by a guard gap (see Split). "
+         "Bal. acc.: per task the mean recall over the classes present, then the mean over the device's tasks; "
+         "a constant answer scores at most 1 / (classes present), so near-constant labels cannot carry it. "
+         "Global: the aggregated shared tensors alone (no personal modules). Pers. gain: the device's model minus "
+         "the global model on the same data. Pretrained: the foundation model before any tuning. Majority / "
+         "persistence: the device's most frequent / last training label. Train s: simulated on-device time "
+         "(profile GFLOP/s). MIA AUC: loss-threshold membership inference, members = training steps, "
+         "non-members = held-out steps (0.5 = no leakage).*")
+
+
+def _write(rd: Path, title: str, sections: list[tuple[str, str, str]], plots: list[tuple[str, str]]) -> Path:
+    """``sections``: (heading, markdown body, html body)."""
+    md = [f"# {title}", ""]
+    parts = [f"<h1>{html.escape(title)}</h1>"]
+    for head, mdb, htb in sections:
+        md += [f"## {head}", "", mdb, ""] if head else [mdb, ""]
+        parts.append((f"<h2>{html.escape(head)}</h2>" if head else "") + htb)
+    for t, path in plots:
+        md += [f"## {t}", "", f"![{t}]({path})", ""]
+        parts.append(f"<h2>{html.escape(t)}</h2><img src='{html.escape(path)}' alt='{html.escape(t)}'>")
     md_path = rd / "report.md"
     md_path.write_text("\n".join(md))
-
-    def html_table(hs: Sequence[str], rs: Sequence[Sequence[Any]]) -> str:
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in hs)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r) + "</tr>" for r in rs)
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-    parts = [f"<h1>xrfed run: {html.escape(summary['name'])}</h1>", html_table(["figure", "value"], overview),
-             "<h2>Table 6 metrics per device</h2>", html_table(headers, drows),
-             "<h2>Per link type</h2>",
-             html_table(["link", "kB", "J"], [[lt, summary["links"][lt]["bytes"] / 1e3,
-                                               summary["links"][lt]["joules"]] for lt in LINKS])]
-    for title, path in plots:
-        parts.append(f"<h2>{html.escape(title)}</h2><img src='{html.escape(path)}' alt='{html.escape(title)}'>")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;"
-             "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}")
-    (rd / "report.html").write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>xrfed "
-                                    f"{html.escape(summary['name'])}</title><style>{style}</style></head><body>"
-                                    + "".join(parts) + "</body></html>")
+    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;"
+             "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+             "td:first-child{text-align:left}")
+    (rd / "report.html").write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+                                    f"</title><style>{style}</style></head><body>" + "".join(parts)
+                                    + "</body></html>")
     return md_path
 
 
+def _split_section(summary: dict[str, Any]) -> tuple[str, str, str]:
+    """The held-out split in words, and the labels' measured persistence next to the guard gap."""
+    text = summary.get("split") or "-"
+    pers = summary.get("label_persistence_s")
+    guard = summary.get("guard_s")
+    if pers:
+        parts = [f"{t} {'constant per device' if v is None else f'{v:.1f} s'}" for t, v in pers.items()]
+        longer = [t for t, v in pers.items() if v is not None and guard is not None and v >= guard]
+        text += (". Measured label persistence (lag at which a label no longer predicts itself beyond chance, "
+                 "pooled over the devices): " + ", ".join(parts) + ". ")
+        text += (f"The guard of {guard:g} s exceeds every decorrelating label's persistence." if not longer else
+                 f"Labels persisting at least as long as the guard: {', '.join(longer)}.")
+    return "Split", text, f"<p>{html.escape(text)}</p>"
+
+
+def _sec(head: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> tuple[str, str, str]:
+    return head, _md_table(headers, rows), _html_table(headers, rows)
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write report.md, report.html (and plots for a single run) for a finished run; returns the Markdown path."""
+    rd = Path(run_dir)
+    summary = read_summary(rd)
+    if summary.get("kind") == "multi-seed":
+        return _write_seed_report(rd, summary)
+    rows = read_metrics(rd)
+    plots = _plots(rd, rows, summary)
+    overview = [("paradigm", summary["paradigm"]), ("aggregator", summary["aggregator"]),
+                ("seed", summary["seed"]), ("rounds", summary["rounds"]),
+                ("total bytes", summary["total_bytes"]), ("device energy (J)", summary["total_joules"]),
+                ("mean round latency (simulated s)", summary["mean_round_latency_s"]),
+                ("epsilon", summary["epsilon"]), ("mean forgetting (balanced accuracy)", summary["mean_forgetting"]),
+                ("membership-inference AUC", summary["mean_mia_auc"])]
+    sections = [
+        _sec("Result and baselines (held-out, mean over devices)", ["", "macro balanced accuracy", "accuracy"],
+             headline(summary)),
+        _split_section(summary),
+        _sec("Per task (balanced accuracy, mean over the devices running it)",
+             ["task", "this run", *BASELINES], _task_rows(summary)),
+        _sec("Run", ["figure", "value"], overview),
+        _sec("Table 6 metrics per device", [h for h, _ in DEVICE_COLUMNS], _device_rows(summary)),
+        ("", _NOTE, f"<p><em>{html.escape(_NOTE.strip('*'))}</em></p>"),
+        _sec("Per link type", ["link", "kB", "J"],
+             [[lt, summary["links"][lt]["bytes"] / 1e3, summary["links"][lt]["joules"]] for lt in LINKS]),
+    ]
+    return _write(rd, f"xrfed run: {summary['name']}", sections, plots)
+
+
+# -- several seeds -------------------------------------------------------------------------------------------
+def _est(values: Sequence[Any]) -> dict[str, Any]:
+    return mean_ci([float(v) for v in values if v is not None]).to_dict()
+
+
+def summarise_seeds(run_dir: str | Path) -> dict[str, Any]:
+    """Mean and 95 % t-interval over the seeds of every headline figure of a multi-seed run."""
+    rd = Path(run_dir)
+    subs = [read_summary(p) for p in seed_dirs(rd)]
+    if not subs:
+        from .errors import CheckpointError
+
+        raise CheckpointError(f"{rd}: no finished seed runs ({rd}/seed-*/summary.json)")
+
+    def est(get: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+        return _est([get(s) for s in subs])
+
+    first = subs[0]
+    tasks = sorted({t for s in subs for t in s.get("per_task", {})})
+    return {
+        "kind": "multi-seed",
+        "name": first["name"], "paradigm": first["paradigm"], "aggregator": first["aggregator"],
+        "seeds": [s["seed"] for s in subs], "rounds": first["rounds"], "split": first.get("split"),
+        "guard_s": first.get("guard_s"), "label_persistence_s": first.get("label_persistence_s"),
+        "balanced_accuracy": est(lambda s: s["balanced_accuracy"]),
+        "accuracy": est(lambda s: s["accuracy"]),
+        "global_balanced_accuracy": est(lambda s: s["global_balanced_accuracy"]),
+        "personalization_gain": est(lambda s: s["personalization_gain"]),
+        "baselines": {b: {k: est(lambda s, b=b, k=k: s["baselines"][b][k]) for k in ("balanced_accuracy", "accuracy")}
+                      for b in BASELINES},
+        "per_task": {t: {c: est(lambda s, t=t, c=c: s["per_task"].get(t, {}).get(c)) for c in ("model", *BASELINES)}
+                     for t in tasks},
+        "links": {lt: {"bytes": est(lambda s, lt=lt: s["links"][lt]["bytes"])} for lt in LINKS},
+        "total_bytes": est(lambda s: s["total_bytes"]),
+        "total_joules": est(lambda s: s["total_joules"]),
+        "mean_round_latency_s": est(lambda s: s["mean_round_latency_s"]),
+        "epsilon": est(lambda s: s["epsilon"]),
+        "mean_forgetting": est(lambda s: s["mean_forgetting"]),
+        "mean_mia_auc": est(lambda s: s["mean_mia_auc"]),
+        "runs": [p.name for p in seed_dirs(rd)],
+    }
+
+
+def _write_seed_report(rd: Path, summary: dict[str, Any]) -> Path:
+    n = len(summary["seeds"])
+    sections = [
+        ("", f"{n} seeds ({', '.join(map(str, summary['seeds']))}); every figure is the mean over seeds ± the "
+             "half-width of its 95 % Student-t confidence interval. Each seed's own report is in its "
+             f"directory ({', '.join(summary['runs'])}).", f"<p>{n} seeds; mean ± 95 % CI half-width.</p>"),
+        _sec("Result and baselines (held-out, mean over devices)", ["", "macro balanced accuracy", "accuracy"],
+             headline(summary)),
+        _split_section(summary),
+        _sec("Per task (balanced accuracy)", ["task", "this run", *BASELINES],
+             [[t, v["model"], *(v[b] for b in BASELINES)] for t, v in summary["per_task"].items()]),
+        _sec("Run", ["figure", "value"],
+             [("paradigm", summary["paradigm"]), ("aggregator", summary["aggregator"]), ("rounds", summary["rounds"]),
+              ("personalization gain", summary["personalization_gain"]), ("total bytes", summary["total_bytes"]),
+              ("device energy (J)", summary["total_joules"]),
+              ("mean round latency (simulated s)", summary["mean_round_latency_s"]),
+              ("epsilon", summary["epsilon"]), ("mean forgetting", summary["mean_forgetting"]),
+              ("membership-inference AUC", summary["mean_mia_auc"])]),
+    ]
+    return _write(rd, f"xrfed run: {summary['name']} ({n} seeds)", sections, [])
+
+
+# -- comparison ----------------------------------------------------------------------------------------------
+def _flat(s: dict[str, Any]) -> dict[str, Any]:
+    flat = dict(s)
+    multi = s.get("kind") == "multi-seed"
+    flat["n_seeds"] = len(s["seeds"]) if multi else 1
+    for lt in LINKS:
+        b = s["links"][lt]["bytes"]
+        flat[f"{lt}_kb"] = ({**b, "mean": b["mean"] / 1e3, "lo": b["lo"] / 1e3, "hi": b["hi"] / 1e3}
+                            if multi else b / 1e3)
+    for b in BASELINES:
+        flat[f"baseline_{b}"] = s["baselines"][b]["balanced_accuracy"]
+    return flat
+
+
 def comparison_rows(run_dirs: Sequence[str | Path]) -> list[list[Any]]:
-    rows = []
-    for rd in run_dirs:
-        s = read_summary(rd)
-        flat = {**s, **{f"{lt}_kb": s["links"][lt]["bytes"] / 1e3 for lt in LINKS}}
-        rows.append([flat.get(key) for _, key in COMPARE_COLUMNS])
-    return rows
+    return [[_flat(read_summary(rd)).get(key) for _, key in COMPARE_COLUMNS] for rd in run_dirs]
 
 
 def compare_runs(run_dirs: Sequence[str | Path]) -> str:
-    """A Markdown table of finished runs side by side (the Table 7 trade-offs)."""
+    """A Markdown table of finished runs side by side (the Table 7 trade-offs), with their baselines."""
     return _md_table([h for h, _ in COMPARE_COLUMNS], comparison_rows(run_dirs))
+
+
+def estimate_of(value: Any) -> Estimate | None:
+    """A summary figure as an :class:`Estimate` (a single run's float becomes n = 1)."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return Estimate(value["mean"], value["lo"], value["hi"], value["n"], value.get("level", 0.95),
+                        value.get("sign_holds"), tuple(value.get("values", ())))
+    return Estimate(float(value), math.nan, math.nan, 1)

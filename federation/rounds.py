@@ -1,26 +1,32 @@
-"""The round engine: select -> local train -> collect adapter updates -> coordinate -> aggregate -> broadcast.
+"""The round engine: select -> local train -> collect adapter updates -> paradigm -> evaluate.
 
 One :class:`RoundEngine` drives any set of devices (through an :class:`~federation.client.Executor`) under one of
-the three coordination paradigms of the seed paper's Fig. 3:
+the registered paradigms (:mod:`federation.paradigms`: centralized, semi, decentralized, local) with one strategy
+(:mod:`federation.strategies`), optionally wrapped in :class:`~federation.strategies.DifferentialPrivacy`.
 
-* ``centralized``: every on-time participant uplinks its update; the server aggregates and broadcasts.
-* ``semi``: devices form clusters (connected components of the D2D graph from the avatars' positions and the
-  radio range, split to a maximum size, or given explicitly); inside a cluster the participants run ``d2d_rounds``
-  steps of sample-weighted Metropolis-Hastings consensus; one representative per cluster, drawn anew each round,
-  uplinks the cluster's consensus (a key the representative does not hold -- another modality's encoder -- is
-  uplinked by one of its holders in the cluster); the server aggregates the clusters and broadcasts.
-* ``decentralized``: the participants gossip over the D2D graph for ``gossip_steps`` steps, no server; the
-  consensus distance before and after is reported.
+Per round:
 
-Partial participation is the normal case: devices go offline (``availability``), sit out on low battery, are not
-sampled (``participation``), or finish after the deadline (compute time from the profile's GFLOP/s plus uplink
-time) -- their work is spent and counted, their update is dropped. Every message goes through the
-:class:`~federation.accounting.CommLedger`. All randomness derives from ``(seed, round)`` so a resumed run draws
+1. selection: devices go offline (``availability``), sit out on low battery, are not sampled
+   (``participation``);
+2. the sampled devices train locally (``local_steps``, a seed per device and round) and hand over their shared
+   tensors; each update becomes a common-space *delta* against the state the device last received, clipped on the
+   device (and noised there under local DP) before anything mixes it;
+3. devices whose simulated compute plus upload time exceeds ``deadline_s`` are stragglers: their work is spent
+   and counted, their update dropped;
+4. the paradigm combines the on-time deltas (server aggregate + broadcast, cluster trees/consensus, gossip, or
+   nothing) -- every message goes through the :class:`~federation.accounting.CommLedger`;
+5. DP accounting covers every paradigm: central noise with the sampled-Gaussian RDP accountant, local noise per
+   device (sensitivity 2 x clip, no amplification);
+6. every online device evaluates, on its held-out data of the phase, the model it now runs (global shared
+   tensors + personal modules) and the global model alone: the personalization gain is their difference.
+
+All randomness derives from ``(seed, round, ...)`` (:func:`bridge.seeding.derive_seed`), so a resumed run draws
 exactly what an uninterrupted one would.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,14 +35,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from bridge.seeding import derive_seed
+
 from . import aggregate as agg
 from . import topology as topo
-from .accounting import SERVER, CommLedger, tensor_nbytes, transfer_time_s
+from .accounting import SERVER, CommLedger, common_nbytes, tensor_nbytes, transfer_time_s
 from .client import Executor
-from .config import DPConfig, RoundsConfig
+from .config import AttackConfig, DPConfig, RoundsConfig
 from .messages import ClientUpdate, EvalReport, LinkType, TrainReport
-from .privacy import RdpAccountant, clip_update, dp_average
-from .strategies import AggregateResult, Strategy
+from .paradigms import Paradigm, RoundInputs, make_paradigm
+from .privacy import RdpAccountant
+from .strategies import AggregationContext, DifferentialPrivacy, Strategy
 
 __all__ = ["DeviceRoundStats", "RoundRecord", "RoundEngine", "DEFAULT_RADIO_RANGE_M"]
 
@@ -46,15 +55,23 @@ DEFAULT_RADIO_RANGE_M = 8.0
 
 @dataclass
 class DeviceRoundStats:
-    """One device's Table-6 figures for one round (None where the device did not take that step)."""
+    """One device's Table-6 figures for one round (None where the device did not take that step).
+
+    ``accuracy``/``balanced_accuracy`` are the model the device runs after the round (global shared tensors +
+    its personal modules), as the mean over its tasks; ``global_*`` the global model alone on the same held-out
+    data; ``personalization_gain`` = balanced accuracy of the device's model minus the global model's.
+    """
 
     status: str  # participant | missed_deadline | not_sampled | offline | low_battery
-    accuracy_global: float | None = None
-    accuracy_local: float | None = None
+    accuracy: float | None = None
+    balanced_accuracy: float | None = None
+    global_accuracy: float | None = None
+    global_balanced_accuracy: float | None = None
     personalization_gain: float | None = None
     train_loss: float | None = None
     train_time_s: float | None = None  # simulated on-device training time (profile GFLOP/s)
     train_wall_s: float | None = None
+    update_norm: float | None = None  # L2 norm of the device's common-space delta before clipping
     compute_joules: float = 0.0
     comm_joules: float = 0.0
     bytes_sent: int = 0
@@ -64,6 +81,7 @@ class DeviceRoundStats:
     storage_bytes: int | None = None
     active_modules: int | None = None  # distinct encoders + heads the device trains (submodule activation)
     accuracy_per_task: dict[str, float] = field(default_factory=dict)
+    balanced_accuracy_per_task: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -92,6 +110,7 @@ class RoundRecord:
 
     def mean(self, attr: str) -> float | None:
         vals = [getattr(s, attr) for s in self.devices.values() if getattr(s, attr) is not None]
+        vals = [v for v in vals if not math.isnan(v)]
         return float(np.mean(vals)) if vals else None
 
     def to_json(self) -> dict[str, Any]:
@@ -99,67 +118,148 @@ class RoundRecord:
 
         d = asdict(self)
         d["counts"] = self.counts
-        d["mean_accuracy_global"] = self.mean("accuracy_global")
-        d["mean_personalization_gain"] = self.mean("personalization_gain")
+        for k in ("accuracy", "balanced_accuracy", "global_balanced_accuracy", "personalization_gain"):
+            d[f"mean_{k}"] = self.mean(k)
         return d
+
+
+def _finite(x: float) -> float | None:
+    return None if x is None or math.isnan(x) else float(x)
 
 
 class RoundEngine:
     """Runs rounds over the devices behind ``executor`` with one paradigm, strategy and (optional) DP."""
 
     def __init__(self, executor: Executor, strategy: Strategy, config: RoundsConfig, *, seed: int = 0,
-                 dp: DPConfig | None = None):
-        self.executor, self.strategy, self.cfg, self.seed = executor, strategy, config, seed
+                 dp: DPConfig | None = None, attack: AttackConfig | None = None,
+                 attackers: Sequence[str] = ()):
+        self.executor, self.cfg, self.seed = executor, config, seed
+        self.attack = attack if attack is not None and attack.kind in ("sign_flip", "scale") else None
+        self.attackers = frozenset(attackers)
         self.dp = dp if dp is not None and dp.enabled else None
+        self.strategy: Strategy = strategy if self.dp is None else DifferentialPrivacy(
+            strategy, clip_norm=self.dp.clip_norm, noise_multiplier=self.dp.noise_multiplier, mode=self.dp.mode)
+        self.paradigm: Paradigm = make_paradigm(config.paradigm)
         self.ids = list(executor.device_ids)
         self.radio_range_m = config.radio_range_m if config.radio_range_m is not None else DEFAULT_RADIO_RANGE_M
         self.info = {d: executor.info(d) for d in self.ids}
         self.profiles = {d: self.info[d]["profile"] for d in self.ids}
         self.ledger = CommLedger(self.profiles)
-        self.accountant = RdpAccountant()
+        self.accountant = RdpAccountant()  # central DP
+        self.local_accountants: dict[str, RdpAccountant] = {d: RdpAccountant() for d in self.ids}  # local DP
         self.battery_j = {d: (None if p.battery_wh is None else p.battery_wh * 3600.0)
                           for d, p in self.profiles.items()}
-        self.last_accuracy: dict[str, float | None] = {d: None for d in self.ids}
-        self.reference: dict[str, dict[str, torch.Tensor]] = {}  # last state each device received (DP deltas)
-        self.templates: dict[str, dict[str, torch.Tensor]] = {}
+        self.templates: dict[str, dict[str, torch.Tensor]] = {}  # each device's key/shape/dtype set
+        self.received: dict[str, dict[str, torch.Tensor]] = {}  # the shared state each device last received
+        self.global_state: dict[str, torch.Tensor] = {}  # the server's model, in the strategy's common space
 
     # -- setup -------------------------------------------------------------------------------------------
     def initial_sync(self) -> None:
         """Give every device the same starting shared state (the first holder's value per key and shape).
 
-        This is deployment, not a round: it is not charged to the ledger. It also records each device's key set
-        (the template its broadcasts are cut to) and evaluates the starting model.
-        """
-        states = self.executor.map("get_update", [(d, (), {}) for d in self.ids])
+        This is deployment, not a round: it is not charged to the ledger. It records each device's key set (the
+        template its broadcasts are cut to) and the server's starting global state."""
+        states = self.executor.map("shared_state", [(d, (), {}) for d in self.ids])
         first: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
         for s in states:
             for k, t in s.items():
                 first.setdefault((k, tuple(t.shape)), t)
-        synced = {d: {k: first[(k, tuple(t.shape))].clone() for k, t in s.items()} for d, s in zip(self.ids, states,
-                                                                                                     strict=True)}
-        self.executor.map("set_update", [(d, (synced[d],), {}) for d in self.ids])
+        synced = {d: {k: first[(k, tuple(t.shape))].clone() for k, t in s.items()}
+                  for d, s in zip(self.ids, states, strict=True)}
+        self.executor.map("load_shared_state", [(d, (synced[d],), {}) for d in self.ids])
         self.templates = {d: {k: t.detach().clone() for k, t in s.items()} for d, s in synced.items()}
-        self.reference = {d: dict(s) for d, s in self.templates.items()}
-        evals = self.executor.map("evaluate", [(d, (), {}) for d in self.ids])
-        self.last_accuracy = {d: e.mean_accuracy for d, e in zip(self.ids, evals, strict=True)}
+        self.received = {d: dict(s) for d, s in self.templates.items()}
+        self.global_state = {}
+        for state in self.strategy.align([self.encode(d, synced[d]) for d in self.ids]):
+            for k, v in state.items():
+                self.global_state.setdefault(k, v)
 
-    # -- helpers ---------------------------------------------------------------------------------------------
-    def _rng(self, round_idx: int, salt: int = 0) -> np.random.Generator:
-        return np.random.default_rng([self.seed, round_idx, salt])
-
-    def _battery_frac(self, d: str) -> float | None:
-        b, p = self.battery_j[d], self.profiles[d]
-        return None if b is None or p.battery_wh is None else max(0.0, b / (p.battery_wh * 3600.0))
-
-    def _spend(self, d: str, joules: float) -> None:
-        b = self.battery_j[d]
-        if b is not None:
-            self.battery_j[d] = max(0.0, b - joules)
+    # -- helpers used by the paradigms --------------------------------------------------------------------
+    def rng(self, round_idx: int, salt: int = 0) -> np.random.Generator:
+        return np.random.default_rng(derive_seed(self.seed, "round", round_idx, salt))
 
     def device_seed(self, round_idx: int, d: str) -> int:
-        return int(self._rng(round_idx, 1 + self.ids.index(d)).integers(2**31 - 1))
+        """The seed of device ``d``'s local training in round ``round_idx``."""
+        return derive_seed(self.seed, "train", d, round_idx)
 
-    def _graph(self, members: Sequence[str], positions_m: Mapping[str, Sequence[float]] | None) -> np.ndarray:
+    def encode(self, d: str, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.strategy.encode(tensors, float(self.info[d]["lora_scale"]))
+
+    def key_rank(self, d: str, key: str) -> int:
+        """Device ``d``'s LoRA rank for a product key (0 when it does not hold it)."""
+        if not agg.is_product_key(key):
+            return 0
+        head, _, tail = key.rpartition(agg.PRODUCT_TAG)
+        a_key = f"{head}lora_A{tail}"
+        tpl = self.templates.get(d, {})
+        return int(tpl[a_key].shape[0]) if a_key in tpl else 0
+
+    def contribution(self, d: str, round_idx: int, tensors: dict[str, torch.Tensor], weight: float) -> ClientUpdate:
+        i = self.info[d]
+        return ClientUpdate(d, round_idx, tensors, weight, i["modalities"], i["tasks"])  # type: ignore[arg-type]
+
+    def filtered_releases(self, members: Sequence[str], inp: RoundInputs) -> list[dict[str, torch.Tensor]]:
+        """The members' releases, partial-filtered and made shape-compatible."""
+        return self.strategy.align(self.strategy.filtered(
+            [self.contribution(d, inp.round_idx, inp.deltas[d], inp.weights[d]) for d in members]))
+
+    def local_state(self, d: str, inp: RoundInputs) -> dict[str, torch.Tensor]:
+        """Device ``d``'s state after its round, as the world sees it: what it received plus its release."""
+        base = self.encode(d, self.received[d])
+        return {k: base[k] + v for k, v in inp.deltas[d].items()}
+
+    def aggregation_context(self, round_idx: int) -> AggregationContext:
+        """DP's fixed denominators (expected contributors per key) and the server's noise generator."""
+        q = self.cfg.availability * self.cfg.participation
+        holders: dict[str, int] = {}
+        for d in self.ids:
+            for k in self.encode(d, self.templates[d]):
+                if self.strategy.holds(k, self.info[d]["modalities"], self.info[d]["tasks"]):
+                    holders[k] = holders.get(k, 0) + 1
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, "dp-server", round_idx))
+        return AggregationContext({k: q * n for k, n in holders.items()}, gen)
+
+    def apply_to_global(self, delta: Mapping[str, torch.Tensor]) -> None:
+        """The server's model moves by the aggregated delta (keys nobody contributed stay as they were)."""
+        for k, v in delta.items():
+            if k not in self.global_state:
+                self.global_state[k] = v.clone()
+                continue
+            g = self.global_state[k]
+            if tuple(v.shape) != tuple(g.shape):  # padded factors of a round without the highest-rank holders
+                v = agg.zero_pad_to(v, tuple(g.shape))
+            self.global_state[k] = g + v
+
+    def broadcast(self, round_idx: int, receivers: Sequence[str]) -> float:
+        """Downlink each receiver's cut of the global state; returns the slowest downlink time (s)."""
+        payloads: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        slowest = 0.0
+        for d in receivers:
+            payload = self.strategy.decode(self.global_state, self.templates[d], float(self.info[d]["lora_scale"]))
+            nbytes = tensor_nbytes(payload)
+            self.ledger.record(round_idx, LinkType.DOWNLINK, SERVER, d, nbytes)
+            slowest = max(slowest, transfer_time_s(nbytes, self.profiles[d].uplink_mbps))
+            payloads.append((d, (payload,), {}))
+            self.received[d] = {**self.received[d], **{k: v.detach().clone() for k, v in payload.items()}}
+        self.executor.map("load_shared_state", payloads)
+        return slowest
+
+    def install(self, round_idx: int, states: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+        """Devices take their own (consensus) common-space states, cut to their ranks (no message: local)."""
+        calls = []
+        for d, common in states.items():
+            payload = self.strategy.decode(common, self.templates[d], float(self.info[d]["lora_scale"]))
+            calls.append((d, (payload,), {}))
+            self.received[d] = {**self.received[d], **{k: v.detach().clone() for k, v in payload.items()}}
+        self.executor.map("load_shared_state", calls)
+
+    def keep_own(self, ids: Sequence[str], updates: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+        """Local-only: each device's own trained tensors become its global model."""
+        self.executor.map("load_shared_state", [(d, (dict(updates[d]),), {}) for d in ids])
+        for d in ids:
+            self.received[d] = {k: v.detach().clone() for k, v in updates[d].items()}
+
+    def graph(self, members: Sequence[str], positions_m: Mapping[str, Sequence[float]] | None) -> np.ndarray:
         """D2D adjacency among ``members``: from positions and radio range, else complete (explicit clusters)."""
         if positions_m is None or any(m not in positions_m for m in members):
             adj = np.ones((len(members), len(members)), dtype=bool)
@@ -172,18 +272,47 @@ class RoundEngine:
         if self.cfg.clusters:
             listed = {i for c in self.cfg.clusters for i in c}
             return [list(c) for c in self.cfg.clusters] + [[d] for d in self.ids if d not in listed]
-        adj = self._graph(self.ids, positions_m)
+        adj = self.graph(self.ids, positions_m)
         return [[self.ids[i] for i in c] for c in topo.greedy_clusters(adj, self.cfg.max_cluster_size)]
 
+    def charge_gossip(self, round_idx: int, members: Sequence[str], states: Sequence[Mapping[str, torch.Tensor]],
+                      adj: np.ndarray, steps: int) -> float:
+        """Each consensus step, every device sends each neighbour the keys they both hold; returns the simulated
+        D2D time (per step, the slowest single exchange).
+
+        A product's message at step t is bounded by the ranks of the devices within t hops of the sender."""
+        total = 0.0
+        local_dp = self.dp is not None and self.dp.mode == "local"
+        for t in range(steps):
+            reach = topo.reach_within(adj, t)
+            slowest = 0.0
+            for i, j in zip(*np.nonzero(adj), strict=True):
+                shared = {k: v for k, v in states[i].items() if k in states[j]}
+                if not shared:
+                    continue
+                bounds = None if local_dp else {
+                    k: sum(self.key_rank(members[h], k) for h in np.flatnonzero(reach[i]) if k in states[h])
+                    for k in shared}
+                nbytes = common_nbytes(shared, bounds)
+                src, dst = members[i], members[j]
+                self.ledger.record(round_idx, LinkType.D2D, src, dst, nbytes)
+                rate = min(self.profiles[src].d2d_mbps, self.profiles[dst].d2d_mbps)
+                slowest = max(slowest, transfer_time_s(nbytes, rate))
+            total += slowest
+        return total
+
+    # -- battery ------------------------------------------------------------------------------------------
+    def _battery_frac(self, d: str) -> float | None:
+        b, p = self.battery_j[d], self.profiles[d]
+        return None if b is None or p.battery_wh is None else max(0.0, b / (p.battery_wh * 3600.0))
+
+    def _spend(self, d: str, joules: float) -> None:
+        b = self.battery_j[d]
+        if b is not None:
+            self.battery_j[d] = max(0.0, b - joules)
+
     # -- the round ---------------------------------------------------------------------------------------------
-    def run_round(self, round_idx: int, *, phase: int = 0,
-                  positions_m: Mapping[str, Sequence[float]] | None = None) -> RoundRecord:
-        t0 = time.perf_counter()
-        if not self.templates:
-            self.initial_sync()
-        self.ledger.drop_round(round_idx)
-        rng = self._rng(round_idx)
-        stats: dict[str, DeviceRoundStats] = {}
+    def _select(self, rng: np.random.Generator, stats: dict[str, DeviceRoundStats]) -> tuple[list[str], list[str]]:
         online: list[str] = []
         for d in self.ids:
             is_online = rng.random() < self.cfg.availability
@@ -202,59 +331,70 @@ class RoundEngine:
         for d in eligible:
             if d not in sampled:
                 stats[d] = DeviceRoundStats("not_sampled", battery_frac=self._battery_frac(d))
+        return online, sampled
+
+    def _release(self, d: str, round_idx: int, update: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
+                                                                                             float]:
+        """Device d's common-space delta against what it last received (clipped/noised under DP), and its norm."""
+        from .privacy import update_norm
+
+        new, old = self.encode(d, update), self.encode(d, self.received[d])
+        delta = {k: v - old[k] for k, v in new.items()}
+        if self.attack is not None and d in self.attackers:  # a poisoning device (update attacks)
+            factor = -1.0 if self.attack.kind == "sign_flip" else float(self.attack.scale)
+            delta = {k: factor * v for k, v in delta.items()}
+        if isinstance(self.strategy, DifferentialPrivacy):
+            gen = torch.Generator().manual_seed(derive_seed(self.seed, "dp-device", d, round_idx))
+            return self.strategy.device_release(delta, gen)
+        return delta, update_norm(delta)
+
+    def run_round(self, round_idx: int, *, phase: int = 0,
+                  positions_m: Mapping[str, Sequence[float]] | None = None) -> RoundRecord:
+        t0 = time.perf_counter()
+        if not self.templates:
+            self.initial_sync()
+        self.ledger.drop_round(round_idx)
+        rng = self.rng(round_idx)
+        stats: dict[str, DeviceRoundStats] = {}
+        online, sampled = self._select(rng, stats)
 
         self.executor.map("set_phase", [(d, (phase,), {}) for d in self.ids])
-        # Local training (the expensive, parallel part) and the personalised evaluation.
         reports: list[TrainReport] = self.executor.map(
-            "local_train", [(d, (self.cfg.local_steps, self.device_seed(round_idx, d)), {}) for d in sampled])
-        local_evals: list[EvalReport] = self.executor.map("evaluate", [(d, (), {}) for d in sampled])
-        raw_updates = self.executor.map("get_update", [(d, (), {}) for d in sampled])
-        on_time: list[str] = []
+            "local_train", [(d, (), {"steps": self.cfg.local_steps, "seed": self.device_seed(round_idx, d)})
+                            for d in sampled])
+        raw = self.executor.map("shared_state", [(d, (), {}) for d in sampled])
+        inp = RoundInputs(round_idx, [], online, {}, {}, {}, {}, positions_m,
+                          RoundRecord(round_idx, self.cfg.paradigm, phase, stats, {}, 0.0, 0.0))
         finish_s: dict[str, float] = {}
-        updates: dict[str, dict[str, torch.Tensor]] = {}
-        samples: dict[str, int] = {}
-        for d, rep, ev, upd in zip(sampled, reports, local_evals, raw_updates, strict=True):
+        for d, rep, upd in zip(sampled, reports, raw, strict=True):
             prof = self.profiles[d]
             compute_s = rep.compute_gflop / prof.gflops_sustained
-            compute_j = prof.compute_joules(rep.compute_gflop * 1e9)
+            compute_j = prof.compute_joules(rep.flops)
             self._spend(d, compute_j)
-            finish_s[d] = compute_s + transfer_time_s(tensor_nbytes(upd), prof.uplink_mbps)
-            late = self.cfg.deadline_s is not None and finish_s[d] > self.cfg.deadline_s
-            before = self.last_accuracy[d]
+            upload_s = transfer_time_s(tensor_nbytes(upd), prof.uplink_mbps) if self.paradigm.communicates else 0.0
+            finish_s[d] = compute_s + upload_s
+            late = self.cfg.deadline_s is not None and self.paradigm.communicates and finish_s[d] > self.cfg.deadline_s
+            release, norm = self._release(d, round_idx, upd)
             stats[d] = DeviceRoundStats(
-                "missed_deadline" if late else "participant", accuracy_local=ev.mean_accuracy,
-                personalization_gain=None if before is None else ev.mean_accuracy - before,
-                train_loss=rep.loss, train_time_s=compute_s, train_wall_s=rep.wall_time_s, compute_joules=compute_j,
+                "missed_deadline" if late else "participant", train_loss=rep.loss, train_time_s=compute_s,
+                train_wall_s=rep.wall_time_s, update_norm=norm, compute_joules=compute_j,
                 storage_bytes=rep.storage_bytes if rep.storage_bytes is not None else tensor_nbytes(upd),
                 active_modules=len({m for k in upd for m in (agg.key_modality(k), agg.key_task(k)) if m}))
             if not late:
-                on_time.append(d)
-                updates[d], samples[d] = upd, max(1, int(rep.num_samples))
+                inp.on_time.append(d)
+                inp.updates[d], inp.deltas[d] = dict(upd), release
+                inp.weights[d] = 1.0 if self.dp is not None else float(max(1, int(rep.num_samples)))
+                inp.compute_s[d] = compute_s
 
-        record = RoundRecord(round_idx, self.cfg.paradigm, phase, stats, {}, 0.0, 0.0)
-        if on_time:
-            if self.cfg.paradigm == "centralized":
-                latency = self._centralized(round_idx, on_time, updates, samples, online, finish_s, record)
-            elif self.cfg.paradigm == "semi":
-                latency = self._semi(round_idx, on_time, updates, samples, online, finish_s, positions_m, record)
-            else:
-                latency = self._decentralized(round_idx, on_time, updates, samples, finish_s, positions_m, record)
+        record = inp.record
+        if inp.on_time:
+            record.round_latency_s = self.paradigm.run(self, inp)
         else:
-            latency = max(finish_s.values(), default=0.0)
-        record.round_latency_s = latency
-        if self.dp is not None:
-            q = self.cfg.availability * self.cfg.participation
-            self.accountant.step(noise_multiplier=self.dp.noise_multiplier, sample_rate=q)
-            record.epsilon = self.accountant.get_epsilon(self.dp.delta)
+            record.round_latency_s = max(finish_s.values(), default=0.0)
+        self._account_privacy(inp.on_time)
+        record.epsilon = self.epsilon()
 
-        # Everyone online evaluates the model it now holds (global/consensus + its personal parts).
-        evals = self.executor.map("evaluate", [(d, (), {}) for d in online])
-        for d, ev in zip(online, evals, strict=True):
-            s = stats[d]
-            s.accuracy_global = ev.mean_accuracy
-            s.accuracy_per_task = dict(ev.accuracy)
-            s.inference_latency_ms = ev.latency_ms
-            self.last_accuracy[d] = ev.mean_accuracy
+        self._evaluate(online, stats)
         totals = self.ledger.device_totals(round_idx)
         for d, s in stats.items():
             t = totals.get(d, {})
@@ -266,173 +406,73 @@ class RoundEngine:
         record.wall_time_s = time.perf_counter() - t0
         return record
 
-    # -- paradigms ---------------------------------------------------------------------------------------------
-    def _client_update(self, d: str, round_idx: int, tensors: dict[str, torch.Tensor], n: int) -> ClientUpdate:
-        i = self.info[d]
-        return ClientUpdate(d, round_idx, tensors, n, i["modalities"], i["tasks"], i["lora_scale"])
+    def _evaluate(self, online: Sequence[str], stats: dict[str, DeviceRoundStats]) -> None:
+        """Everyone online evaluates the model it now runs and, when it has personal modules, the global one."""
+        evals: list[EvalReport] = self.executor.map("evaluate", [(d, (), {}) for d in online])
+        personal = [d for d in online if self.info[d].get("personal", True)]
+        gevals = dict(zip(personal, self.executor.map("evaluate_global", [(d, (), {}) for d in personal]),
+                          strict=True))
+        for d, ev in zip(online, evals, strict=True):
+            s = stats[d]
+            g = gevals.get(d, ev)
+            s.accuracy, s.balanced_accuracy = _finite(ev.mean_accuracy), _finite(ev.macro_balanced_accuracy)
+            s.global_accuracy, s.global_balanced_accuracy = _finite(g.mean_accuracy), _finite(
+                g.macro_balanced_accuracy)
+            if s.balanced_accuracy is not None and s.global_balanced_accuracy is not None:
+                s.personalization_gain = s.balanced_accuracy - s.global_balanced_accuracy
+            s.accuracy_per_task = dict(ev.accuracy)
+            s.balanced_accuracy_per_task = dict(ev.balanced_accuracy)
+            s.inference_latency_ms = _finite(ev.latency_ms)
 
-    def _dp_prepare(self, d: str, upd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The clipped delta of a device's update against the state it last received."""
-        assert self.dp is not None
-        ref = self.reference[d]
-        delta = {k: t.detach().to(torch.float64) - ref[k].detach().to(torch.float64) for k, t in upd.items()}
-        return clip_update(delta, self.dp.clip_norm)[0]
+    # -- privacy -------------------------------------------------------------------------------------------------
+    def _account_privacy(self, contributors: Sequence[str]) -> None:
+        if self.dp is None:
+            return
+        if self.dp.mode == "central":
+            q = self.cfg.availability * self.cfg.participation
+            self.accountant.step(noise_multiplier=self.dp.noise_multiplier, sample_rate=q)
+        else:
+            # Local release clip(delta) + N(0, (z C)^2): two neighbouring releases differ by up to 2C, so the
+            # Gaussian mechanism's effective multiplier is z / 2; the device knows it took part (no amplification).
+            for d in contributors:
+                self.local_accountants[d].step(noise_multiplier=self.dp.noise_multiplier / 2, sample_rate=1.0)
 
-    def _dp_aggregate(self, contributions: Sequence[ClientUpdate], round_idx: int) -> AggregateResult:
-        """DP-FedAvg on (filtered) clipped deltas: sum + noise over the expected contributor count, plus the global."""
-        assert self.dp is not None
-        filtered = self.strategy.filtered(contributions)
-        holders: dict[str, int] = {}
-        for d in self.ids:
-            for k in agg.partial_filter([self.templates[d]], [self.info[d]["modalities"]], [self.info[d]["tasks"]])[0]:
-                holders[k] = holders.get(k, 0) + 1
-        q = self.cfg.availability * self.cfg.participation
-        expected = {k: q * n for k, n in holders.items()}
-        gen = torch.Generator().manual_seed(int(self._rng(round_idx, 10_000).integers(2**31 - 1)))
-        noisy = dp_average(filtered, clip_norm=self.dp.clip_norm, noise_multiplier=self.dp.noise_multiplier,
-                           expected_counts=expected, generator=gen)
-        # The server's global is the reference every device was synced to; add the noisy mean delta.
-        base: dict[str, torch.Tensor] = {}
-        for d in self.ids:
-            for k, t in self.reference[d].items():
-                base.setdefault(k, t)
-        return AggregateResult({k: base[k].to(torch.float64) + v for k, v in noisy.items()})
-
-    def _broadcast(self, round_idx: int, result: AggregateResult, receivers: Sequence[str]) -> float:
-        """Downlink each receiver's cut of the aggregate; returns the slowest downlink time (s)."""
-        payloads: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
-        slowest = 0.0
-        for d in receivers:
-            payload = result.for_device(self.templates[d], self.info[d]["lora_scale"])
-            nbytes = tensor_nbytes(payload)
-            self.ledger.record(round_idx, LinkType.DOWNLINK, SERVER, d, nbytes)
-            slowest = max(slowest, transfer_time_s(nbytes, self.profiles[d].uplink_mbps))
-            payloads.append((d, (payload,), {}))
-            self.reference[d] = {**self.reference[d], **{k: v.detach().clone() for k, v in payload.items()}}
-        self.executor.map("set_update", payloads)
-        return slowest
-
-    def _centralized(self, r, on_time, updates, samples, online, finish_s, record) -> float:
-        contribs = []
-        for d in on_time:
-            self.ledger.record(r, LinkType.UPLINK, d, SERVER, tensor_nbytes(updates[d]))
-            tensors = self._dp_prepare(d, updates[d]) if self.dp else updates[d]
-            contribs.append(self._client_update(d, r, tensors, 1 if self.dp else samples[d]))
-        result = self._dp_aggregate(contribs, r) if self.dp else self.strategy.aggregate(contribs)
-        record.diagnostics.update(result.diagnostics)
-        down = self._broadcast(r, result, online)
-        return max(finish_s[d] for d in on_time) + down
-
-    def _semi(self, r, on_time, updates, samples, online, finish_s, positions_m, record) -> float:
-        clusters = self.clusters(positions_m)
-        record.clusters = clusters
-        rng = self._rng(r, 20_000)
-        contribs: list[ClientUpdate] = []
-        cluster_times = []
-        sizes = []
-        for cluster in clusters:
-            members = [d for d in cluster if d in updates]
-            if not members:
-                continue
-            sizes.append(len(members))
-            filtered = self.strategy.filtered([self._client_update(
-                d, r, self._dp_prepare(d, updates[d]) if self.dp else updates[d], samples[d]) for d in members])
-            weights = [1.0 if self.dp else float(samples[d]) for d in members]
-            adj = self._graph(members, positions_m)
-            mixed = topo.weighted_gossip_states(filtered, weights, adj, self.cfg.d2d_rounds)
-            d2d_time = self._charge_d2d(r, members, filtered, adj, self.cfg.d2d_rounds)
-            rep = members[int(rng.integers(len(members)))]
-            # One uplink per holder group: the representative when it holds the keys, else one of their holders.
-            groups: dict[tuple[int, ...], list[str]] = {}
-            for k in {k for f in filtered for k in f}:
-                shape = next(tuple(f[k].shape) for f in filtered if k in f)
-                idx = tuple(j for j, f in enumerate(filtered) if k in f and tuple(f[k].shape) == shape)
-                groups.setdefault(idx, []).append(k)
-            up_time = 0.0
-            for idx, keys in sorted(groups.items()):
-                holders = [members[j] for j in idx]
-                sender = rep if rep in holders else holders[int(rng.integers(len(holders)))]
-                j = members.index(sender)
-                tensors = {k: mixed[j][k] for k in sorted(keys)}
-                nbytes = tensor_nbytes(tensors)
-                self.ledger.record(r, LinkType.UPLINK, sender, SERVER, nbytes)
-                up_time = max(up_time, transfer_time_s(nbytes, self.profiles[sender].uplink_mbps))
-                mods = tuple(sorted({m for h in holders for m in self.info[h]["modalities"]}))
-                tasks = tuple(sorted({t for h in holders for t in self.info[h]["tasks"]}))
-                weight = sum(weights[j] for j in idx)
-                if self.dp:  # the server needs the cluster's sum of clipped deltas
-                    tensors = {k: v * weight for k, v in tensors.items()}
-                contribs.append(ClientUpdate(sender, r, tensors, int(round(weight)), mods, tasks,
-                                             self.info[sender]["lora_scale"]))
-            compute = max(finish_s[d] - transfer_time_s(tensor_nbytes(updates[d]), self.profiles[d].uplink_mbps)
-                          for d in members)
-            cluster_times.append(compute + d2d_time + up_time)
-        record.diagnostics["num_clusters"] = float(len(sizes))
-        record.diagnostics["mean_cluster_size"] = float(np.mean(sizes)) if sizes else 0.0
-        result = self._dp_aggregate(contribs, r) if self.dp else self.strategy.aggregate(contribs)
-        record.diagnostics.update(result.diagnostics)
-        down = self._broadcast(r, result, online)
-        return max(cluster_times) + down
-
-    def _decentralized(self, r, on_time, updates, samples, finish_s, positions_m, record) -> float:
-        filtered = self.strategy.filtered([self._client_update(d, r, updates[d], samples[d]) for d in on_time])
-        weights = [float(samples[d]) for d in on_time]
-        adj = self._graph(on_time, positions_m)
-        record.consensus_distance_before = topo.state_consensus_distance(filtered)
-        mixed = topo.weighted_gossip_states(filtered, weights, adj, self.cfg.gossip_steps)
-        record.consensus_distance_after = topo.state_consensus_distance(mixed)
-        record.diagnostics["spectral_gap"] = topo.spectral_gap(topo.metropolis_hastings_weights(adj))
-        record.diagnostics["num_components"] = float(len(topo.connected_components(adj)))
-        d2d_time = self._charge_d2d(r, on_time, filtered, adj, self.cfg.gossip_steps)
-        self.executor.map("set_update", [(d, (mixed[i],), {}) for i, d in enumerate(on_time)])
-        for i, d in enumerate(on_time):
-            self.reference[d] = {**self.reference[d], **mixed[i]}
-        compute = max(finish_s[d] - transfer_time_s(tensor_nbytes(updates[d]), self.profiles[d].uplink_mbps)
-                      for d in on_time)
-        return compute + d2d_time
-
-    def _charge_d2d(self, r: int, members: Sequence[str], states: Sequence[Mapping[str, torch.Tensor]],
-                    adj: np.ndarray, steps: int) -> float:
-        """Each consensus step, every device sends its neighbour the tensors they both hold (same shape).
-
-        Returns the simulated D2D time: ``steps`` x the slowest single exchange.
-        """
-        slowest = 0.0
-        for i, j in zip(*np.nonzero(adj), strict=True):
-            shared = {k: t for k, t in states[i].items()
-                      if k in states[j] and tuple(states[j][k].shape) == tuple(t.shape)}
-            if not shared:
-                continue
-            nbytes = tensor_nbytes(shared)
-            src, dst = members[i], members[j]
-            for _ in range(steps):
-                self.ledger.record(r, LinkType.D2D, src, dst, nbytes)
-            rate = min(self.profiles[src].d2d_mbps, self.profiles[dst].d2d_mbps)
-            slowest = max(slowest, transfer_time_s(nbytes, rate))
-        return steps * slowest
+    def epsilon(self) -> float | None:
+        """Privacy spent so far: the central accountant's, or the worst device's under local DP."""
+        if self.dp is None:
+            return None
+        if self.dp.mode == "central":
+            return self.accountant.get_epsilon(self.dp.delta)
+        return max(a.get_epsilon(self.dp.delta) for a in self.local_accountants.values())
 
     # -- checkpointing -------------------------------------------------------------------------------------------
     def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """(JSON header, tensors) of everything the engine keeps between rounds."""
-        header = {"battery_j": self.battery_j, "last_accuracy": self.last_accuracy,
-                  "accountant": self.accountant.state_dict(), "ledger": self.ledger.to_rows(),
-                  "template_keys": {d: list(t) for d, t in self.templates.items()}}
+        header = {"battery_j": self.battery_j, "accountant": self.accountant.state_dict(),
+                  "local_accountants": {d: a.state_dict() for d, a in self.local_accountants.items()},
+                  "ledger": self.ledger.to_rows()}
         tensors: dict[str, torch.Tensor] = {}
-        for d, ref in self.reference.items():
-            for k, t in ref.items():
-                tensors[f"reference/{d}/{k}"] = t.detach().clone()
-        for d, tpl in self.templates.items():
-            for k, t in tpl.items():
-                tensors[f"template/{d}/{k}"] = t.detach().clone()  # safetensors refuses shared storage
+        for kind, states in (("received", self.received), ("template", self.templates)):
+            for d, st in states.items():
+                for k, t in st.items():
+                    tensors[f"{kind}/{d}/{k}"] = t.detach().clone()  # safetensors refuses shared storage
+        for k, t in self.global_state.items():
+            tensors[f"global/-/{k}"] = t.detach().clone()
         return header, tensors
 
     def load_state(self, header: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
         self.battery_j = {d: (None if v is None else float(v)) for d, v in header["battery_j"].items()}
-        self.last_accuracy = {d: (None if v is None else float(v)) for d, v in header["last_accuracy"].items()}
         self.accountant = RdpAccountant.from_state_dict(header["accountant"])
+        self.local_accountants = {d: RdpAccountant.from_state_dict(s)
+                                  for d, s in header.get("local_accountants", {}).items()} or \
+            {d: RdpAccountant() for d in self.ids}
         self.ledger.load_rows(list(header["ledger"]))
-        self.reference = {d: {} for d in self.ids}
+        self.received = {d: {} for d in self.ids}
         self.templates = {d: {} for d in self.ids}
+        self.global_state = {}
         for name, t in tensors.items():
             kind, d, k = name.split("/", 2)
-            (self.reference if kind == "reference" else self.templates)[d][k] = t
+            if kind == "global":
+                self.global_state[k] = t
+            else:
+                (self.received if kind == "received" else self.templates)[d][k] = t

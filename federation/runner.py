@@ -1,14 +1,20 @@
 """Experiment runner: a whole experiment into a run directory, checkpointed every round, resumable.
 
-Run directory layout::
+Run directory layout (reading it: :mod:`federation.rundir`)::
 
     RUN/
       config.yaml            the validated config (a resume must match it)
+      baselines.json         per device and phase, on the held-out data: majority class, label persistence and
+                             the pretrained model, written before the first round
       metrics.jsonl          one RoundRecord per line (Table 6 figures per device, links, latency, epsilon)
       checkpoint/            the last completed round: engine.json, engine.safetensors, clients/<id>.safetensors
-      summary.json           end-of-run figures per device (accuracy, personalization gain, bytes, energy,
-                             latency, storage, forgetting, membership-inference AUC, epsilon)
+      summary.json           end-of-run figures: the final model next to its baselines on the same held-out data,
+                             per device and per task (balanced accuracy is the headline), bytes, energy, latency,
+                             storage, forgetting, membership-inference audit, epsilon
       report.md, report.html, plots/*.png
+
+A config with ``seeds: [..]`` runs once per seed into ``RUN/seed-<s>/`` (:func:`run_experiment`), and RUN's
+summary and report give every figure as a mean with its 95 % confidence interval over the seeds.
 
 Crash safety: after round r the metrics line is appended and flushed, *then* the checkpoint is written to a
 temporary directory and renamed into place. ``resume`` reloads the checkpoint and truncates ``metrics.jsonl`` to
@@ -19,6 +25,7 @@ the checkpointed rounds, so a round interrupted anywhere is re-run from the same
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -30,18 +37,26 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from bridge.seeding import seed_everything
+
 from .client import Client, Executor, make_executor
 from .config import ExperimentConfig
 from .continual import forgetting
 from .errors import CheckpointError, ExecutorError
+from .messages import EvalReport
 from .privacy import loss_threshold_auc, tpr_at_fpr
 from .rounds import RoundEngine, RoundRecord
+from .rundir import SEED_DIR_PREFIX, read_baselines, read_metrics, read_summary
 from .strategies import make_strategy
 
-__all__ = ["ExperimentRunner", "phase_of_round", "read_metrics", "read_summary", "with_paradigm"]
+__all__ = ["ExperimentRunner", "run_experiment", "phase_of_round", "with_paradigm", "BASELINE_NAMES",
+           "read_metrics", "read_summary"]
 
 ClientFactories = Mapping[str, Callable[[], Client]]
 PositionsFn = Callable[[int, int], Mapping[str, Sequence[float]] | None]
+
+#: the reference points every result stands next to (``local`` -- local-only training -- is a paradigm run)
+BASELINE_NAMES = ("majority", "persistence", "pretrained")
 
 
 def phase_of_round(round_idx: int, rounds: int, phases: int) -> int:
@@ -49,26 +64,27 @@ def phase_of_round(round_idx: int, rounds: int, phases: int) -> int:
     return min(phases - 1, round_idx * phases // rounds)
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    p = Path(run_dir) / "metrics.jsonl"
-    if not p.is_file():
-        raise CheckpointError(f"{run_dir}: no metrics.jsonl (not a run directory?)")
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-
-
-def read_summary(run_dir: str | Path) -> dict[str, Any]:
-    p = Path(run_dir) / "summary.json"
-    if not p.is_file():
-        raise CheckpointError(f"{run_dir}: no summary.json (the run has not finished; resume it with --resume)")
-    return json.loads(p.read_text())
-
-
 def _save_tensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
 
 
+def _eval_figures(ev: EvalReport) -> dict[str, Any]:
+    """The JSON figures of one evaluation (NaN -> None)."""
+    def f(x: float) -> float | None:
+        return None if x is None or math.isnan(x) else float(x)
+
+    return {"accuracy": f(ev.mean_accuracy), "balanced_accuracy": f(ev.macro_balanced_accuracy),
+            "accuracy_per_task": dict(ev.accuracy), "balanced_accuracy_per_task": dict(ev.balanced_accuracy),
+            "counts": dict(ev.counts)}
+
+
+def _mean(vals: Sequence[float | None]) -> float | None:
+    v = [float(x) for x in vals if x is not None and not math.isnan(float(x))]
+    return float(np.mean(v)) if v else None
+
+
 class ExperimentRunner:
-    """Runs ``config`` into ``run_dir``.
+    """Runs ``config`` (one seed) into ``run_dir``.
 
     ``client_factories`` build each device's client (default: the agents package through
     :func:`federation.agent_client.build_client_factories`). ``positions_fn(round, phase)`` gives the avatars'
@@ -77,19 +93,24 @@ class ExperimentRunner:
     ``torch_threads`` (default 1) caps torch's intra-op threads in this process: the in-process devices train one
     after another on small models that gain nothing from intra-op parallelism, and on a shared 2-core host two
     threads per process oversubscribe the cores (measured: a 7-device decentralized round of the demo took 60 s
-    with torch's default threads under load, 0.9 s with one). None leaves torch's setting alone.
+    with torch's default threads under load, 0.9 s with one). One thread also makes every float reduction run in
+    the same order in every process, so figures are bit-identical across runs. None leaves torch's setting alone.
     """
 
     def __init__(self, config: ExperimentConfig, run_dir: str | Path, *,
                  client_factories: ClientFactories | None = None, positions_fn: PositionsFn | None = None,
                  progress: bool = True, torch_threads: int | None = 1):
+        if config.seeds is not None:
+            raise CheckpointError(f"{config.name}: the config lists seeds {config.seeds}; run it with "
+                                  "federation.runner.run_experiment (one ExperimentRunner per seed)")
         self.cfg, self.run_dir, self.progress = config, Path(run_dir), progress
         self.torch_threads = torch_threads
         self._factories = client_factories
         self._positions_fn = positions_fn
         self.executor: Executor | None = None
         self.engine: RoundEngine | None = None
-        self.phase_acc: dict[str, dict[str, dict[str, float]]] = {}  # device -> "t" -> "j" -> accuracy
+        # device -> "t" -> "j" -> balanced accuracy on phase j after phase t (the forgetting matrix)
+        self.phase_acc: dict[str, dict[str, dict[str, float]]] = {}
 
     # -- setup ---------------------------------------------------------------------------------------------
     def _factories_or_default(self) -> ClientFactories:
@@ -97,14 +118,24 @@ class ExperimentRunner:
             return self._factories
         from .agent_client import build_client_factories
 
-        return build_client_factories(self.cfg)
+        return build_client_factories(self.cfg, progress=self.progress)
 
     def _build(self) -> None:
-        self.executor = make_executor(self.cfg.rounds.executor, self._factories_or_default())
+        kw: dict[str, Any] = {}
+        if self.cfg.rounds.executor == "ray":
+            kw["torch_threads"] = self.torch_threads
+        self.executor = make_executor(self.cfg.rounds.executor, self._factories_or_default(), **kw)
         strategy = make_strategy(self.cfg.aggregator.name, partial=self.cfg.aggregator.partial,
                                  **self.cfg.aggregator.options)
-        self.engine = RoundEngine(self.executor, strategy, self.cfg.rounds, seed=self.cfg.seed, dp=self.cfg.dp)
-        if self.cfg.rounds.radio_range_m is None and self.cfg.rounds.paradigm != "centralized":
+        attackers = self.cfg.attackers()
+        self.engine = RoundEngine(self.executor, strategy, self.cfg.rounds, seed=self.cfg.seed, dp=self.cfg.dp,
+                                  attack=self.cfg.attack, attackers=attackers)
+        if self.cfg.attack.kind == "label_flip" and attackers:
+            from bridge.seeding import derive_seed
+
+            self.executor.map("poison_labels", [(d, (), {"seed": derive_seed(self.cfg.seed, "poison", d)})
+                                                for d in attackers])
+        if self.cfg.rounds.radio_range_m is None and self.cfg.rounds.paradigm in ("semi", "decentralized"):
             self.engine.radio_range_m = self._scenario().radio_range_m
 
     def _scenario(self) -> Any:
@@ -115,7 +146,7 @@ class ExperimentRunner:
     def _positions(self, round_idx: int, phase: int) -> Mapping[str, Sequence[float]] | None:
         if self._positions_fn is not None:
             return self._positions_fn(round_idx, phase)
-        if self.executor is None or self.cfg.rounds.paradigm == "centralized":
+        if self.executor is None or self.cfg.rounds.paradigm not in ("semi", "decentralized"):
             return None
         try:
             pos = self.executor.map("position_m", [(d, (phase,), {}) for d in self.executor.device_ids])
@@ -141,7 +172,7 @@ class ExperimentRunner:
         (tmp / "engine.json").write_text(json.dumps(header))
         _save_tensors(tmp / "engine.safetensors", tensors)
         ids = self.executor.device_ids
-        for d, st in zip(ids, self.executor.map("checkpoint_state", [(d, (), {}) for d in ids]), strict=True):
+        for d, st in zip(ids, self.executor.map("state_dict", [(d, (), {}) for d in ids]), strict=True):
             _save_tensors(tmp / "clients" / f"{d}.safetensors", st)
         old = self.run_dir / "checkpoint.old"
         shutil.rmtree(old, ignore_errors=True)
@@ -161,12 +192,33 @@ class ExperimentRunner:
         try:
             header = json.loads((ck / "engine.json").read_text())
             self.engine.load_state(header, load_file(str(ck / "engine.safetensors")))
-            calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [(d, (load_file(str(ck / "clients" / f"{d}.safetensors")),), {}) for d in self.executor.device_ids]
+            calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+                (d, (load_file(str(ck / "clients" / f"{d}.safetensors")),), {}) for d in self.executor.device_ids]
         except (OSError, ValueError, KeyError) as exc:
             raise CheckpointError(f"{ck}: unreadable checkpoint: {exc}") from exc
-        self.executor.map("restore_state", calls)
+        self.executor.map("load_state_dict", calls)
         self.phase_acc = header.get("phase_acc", {})
         return int(header["completed_round"])
+
+    # -- baselines ---------------------------------------------------------------------------------------------
+    def _write_baselines(self) -> None:
+        """Before any training: every device's majority-class, label-persistence and pretrained-model figures on
+        each phase's held-out data (the same steps its models are evaluated on)."""
+        assert self.executor is not None
+        ids = self.executor.device_ids
+        out: dict[str, dict[str, dict[str, Any]]] = {d: {} for d in ids}
+        for p in range(self.cfg.phases):
+            labels = self.executor.map("label_baselines", [(d, (), {"phase": p}) for d in ids])
+            base = self.executor.map("evaluate_base", [(d, (), {"phase": p}) for d in ids])
+            for d, lb, b in zip(ids, labels, base, strict=True):
+                out[d][str(p)] = {**{k: _eval_figures(v) for k, v in lb.items()}, "pretrained": _eval_figures(b)}
+        meta: dict[str, Any] = {"guard_s": self.cfg.eval.guard_s, "test_fraction": self.cfg.eval.test_fraction}
+        if self._factories is None:  # the experiment's own recording: measure how long its labels persist
+            from .agent_client import label_persistence_s, split_policy
+
+            meta["split"] = split_policy(self.cfg)
+            meta["label_persistence_s"] = label_persistence_s(self.cfg)
+        (self.run_dir / "baselines.json").write_text(json.dumps({"split": meta, "devices": out}, indent=1))
 
     # -- running ---------------------------------------------------------------------------------------------
     def run(self, *, resume: bool = False, stop_after: int | None = None) -> dict[str, Any] | None:
@@ -186,10 +238,10 @@ class ExperimentRunner:
                 raise CheckpointError(f"{self.run_dir} already holds a run; pass --resume or choose another --out")
         if self.torch_threads is not None:
             torch.set_num_threads(self.torch_threads)
+        # Every stream the run uses is derived from the seed on its own (bridge.seeding); the process-wide
+        # generators are seeded too, so code drawing from them implicitly cannot make two runs differ.
+        seed_everything(self.cfg.seed)
         self._build()  # before writing anything: a config whose clients cannot be built leaves no run behind
-        if not resume:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            cfg_path.write_text(self.cfg.to_yaml())
         assert self.engine is not None and self.executor is not None
         try:
             start = 0
@@ -198,6 +250,11 @@ class ExperimentRunner:
                 lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
                 kept = [ln for ln in lines if ln.strip() and json.loads(ln)["round"] < start]
                 metrics_path.write_text("".join(ln + "\n" for ln in kept))
+            if start == 0:  # a fresh run, or one killed before its first checkpoint
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                cfg_path.write_text(self.cfg.to_yaml())
+                self.engine.initial_sync()
+                self._write_baselines()
             total = self.cfg.rounds.rounds
             bar = self._bar(start, total)
             done_now = 0
@@ -237,9 +294,9 @@ class ExperimentRunner:
 
     @staticmethod
     def _postfix(rec: RoundRecord) -> str:
-        acc = rec.mean("accuracy_global")
+        bal = rec.mean("balanced_accuracy")
         up = rec.links["uplink"]["bytes"] + rec.links["d2d"]["bytes"]
-        parts = [f"acc={acc:.3f}" if acc is not None else "acc=-", f"sent={up / 1e3:.1f}kB",
+        parts = [f"bal.acc={bal:.3f}" if bal is not None else "bal.acc=-", f"sent={up / 1e3:.1f}kB",
                  f"in={rec.counts.get('participant', 0)}"]
         if rec.epsilon is not None:
             parts.append(f"eps={rec.epsilon:.2f}")
@@ -252,33 +309,41 @@ class ExperimentRunner:
         for j in range(phase + 1):
             evals = self.executor.map("evaluate", [(d, (), {"phase": j}) for d in ids])
             for d, ev in zip(ids, evals, strict=True):
-                self.phase_acc.setdefault(d, {}).setdefault(str(phase), {})[str(j)] = ev.mean_accuracy
+                v = ev.macro_balanced_accuracy
+                self.phase_acc.setdefault(d, {}).setdefault(str(phase), {})[str(j)] = 0.0 if math.isnan(v) else v
 
     # -- summary -----------------------------------------------------------------------------------------------
     def _summarise(self) -> dict[str, Any]:
         assert self.executor is not None and self.engine is not None
         rows = read_metrics(self.run_dir)
+        base_file = read_baselines(self.run_dir)
+        baselines, split_meta = base_file["devices"], base_file["split"]
         ids = self.executor.device_ids
-        members = self.executor.map("evaluate", [(d, (), {"split": "train"}) for d in ids])
-        nonmembers = self.executor.map("evaluate", [(d, (), {"split": "test"}) for d in ids])
+        last_phase = self.cfg.phases - 1
+        final = self.executor.map("evaluate", [(d, (), {"phase": last_phase}) for d in ids])
+        final_global = self.executor.map("evaluate_global", [(d, (), {"phase": last_phase}) for d in ids])
+        members = self.executor.map("evaluate", [(d, (), {"split": "train", "phase": last_phase}) for d in ids])
         devices: dict[str, Any] = {}
-        for d, mem, non in zip(ids, members, nonmembers, strict=True):
+        for d, ev, gev, mem in zip(ids, final, final_global, members, strict=True):
             per_round = [r["devices"][d] for r in rows]
 
             def vals(key: str, per_round: list[dict[str, Any]] = per_round) -> list[float]:
                 return [float(x[key]) for x in per_round if x.get(key) is not None]
 
-            accs, gains, lat = vals("accuracy_global"), vals("personalization_gain"), vals("inference_latency_ms")
             phases = self.phase_acc.get(d, {})
             n_ph = len(phases)
             matrix = [[phases[str(t)].get(str(j), 0.0) for j in range(n_ph)] for t in range(n_ph)] if n_ph else []
             storage = vals("storage_bytes")
+            lat = vals("inference_latency_ms")
+            fig, gfig = _eval_figures(ev), _eval_figures(gev)
+            non = ev.per_sample_loss
             devices[d] = {
                 "profile": self.engine.profiles[d].name,
-                "final_accuracy": accs[-1] if accs else None,
-                "accuracy_per_task": per_round[-1].get("accuracy_per_task", {}) if per_round else {},
-                "personalization_gain": float(np.mean(gains)) if gains else None,
-                "personalization_necessity": (accs[-1] < 0.9) if accs else None,
+                **fig,
+                "global_accuracy": gfig["accuracy"], "global_balanced_accuracy": gfig["balanced_accuracy"],
+                "personalization_gain": (fig["balanced_accuracy"] - gfig["balanced_accuracy"])
+                if fig["balanced_accuracy"] is not None and gfig["balanced_accuracy"] is not None else None,
+                "baselines": {k: baselines[d][str(last_phase)][k] for k in BASELINE_NAMES},
                 "inference_latency_ms": float(np.mean(lat)) if lat else None,
                 "train_time_s": float(sum(vals("train_time_s"))),
                 "rounds_participated": sum(1 for x in per_round if x["status"] == "participant"),
@@ -291,43 +356,101 @@ class ExperimentRunner:
                 "comm_joules": float(sum(vals("comm_joules"))),
                 "battery_frac": per_round[-1].get("battery_frac") if per_round else None,
                 "forgetting": forgetting(matrix)["mean"] if n_ph > 1 else None,
-                "mia_auc": loss_threshold_auc(mem.per_sample_loss, non.per_sample_loss)
-                if mem.per_sample_loss and non.per_sample_loss else None,
-                "mia_tpr_at_fpr_0.1": tpr_at_fpr(mem.per_sample_loss, non.per_sample_loss, 0.1)
-                if mem.per_sample_loss and non.per_sample_loss else None,
+                "mia_auc": loss_threshold_auc(mem.per_sample_loss, non)
+                if mem.per_sample_loss and non else None,
+                "mia_tpr_at_fpr_0.1": tpr_at_fpr(mem.per_sample_loss, non, 0.1)
+                if mem.per_sample_loss and non else None,
             }
         links = {lt: {"bytes": sum(r["links"][lt]["bytes"] for r in rows),
                       "joules": sum(r["links"][lt]["joules"] for r in rows)} for lt in ("uplink", "downlink", "d2d")}
-        finals = [v["final_accuracy"] for v in devices.values() if v["final_accuracy"] is not None]
-        gains_all = [v["personalization_gain"] for v in devices.values() if v["personalization_gain"] is not None]
-        forg = [v["forgetting"] for v in devices.values() if v["forgetting"] is not None]
-        aucs = [v["mia_auc"] for v in devices.values() if v["mia_auc"] is not None]
+        dv = list(devices.values())
+        tasks = sorted({t for v in dv for t in v["balanced_accuracy_per_task"]})
+        per_task = {t: {"model": _mean([v["balanced_accuracy_per_task"].get(t) for v in dv]),
+                        **{b: _mean([v["baselines"][b]["balanced_accuracy_per_task"].get(t) for v in dv])
+                           for b in BASELINE_NAMES}} for t in tasks}
+        split = split_meta.get("split") or (f"temporal per phase: the last {self.cfg.eval.test_fraction:.0%} of "
+                                             f"each phase held out after a guard of {self.cfg.eval.guard_s:g} s")
         return {
+            "kind": "single-seed",
             "name": self.cfg.name,
             "paradigm": self.cfg.rounds.paradigm,
             "aggregator": self.cfg.aggregator.name,
+            "seed": self.cfg.seed,
+            "attack": {"kind": self.cfg.attack.kind, "devices": self.cfg.attackers()},
             "rounds": len(rows),
-            "mean_final_accuracy": float(np.mean(finals)) if finals else None,
-            "mean_personalization_gain": float(np.mean(gains_all)) if gains_all else None,
-            "personalization_necessity_rate": float(np.mean([v["personalization_necessity"] for v in devices.values()
-                                                             if v["personalization_necessity"] is not None]))
-            if finals else None,
+            "split": split,
+            "guard_s": self.cfg.eval.guard_s,
+            "label_persistence_s": split_meta.get("label_persistence_s"),
+            "balanced_accuracy": _mean([v["balanced_accuracy"] for v in dv]),
+            "accuracy": _mean([v["accuracy"] for v in dv]),
+            "global_balanced_accuracy": _mean([v["global_balanced_accuracy"] for v in dv]),
+            "personalization_gain": _mean([v["personalization_gain"] for v in dv]),
+            "baselines": {b: {"balanced_accuracy": _mean([v["baselines"][b]["balanced_accuracy"] for v in dv]),
+                              "accuracy": _mean([v["baselines"][b]["accuracy"] for v in dv])}
+                          for b in BASELINE_NAMES},
+            "per_task": per_task,
             "links": links,
             "total_bytes": int(sum(v["bytes"] for v in links.values())),
-            "total_joules": float(sum(v["compute_joules"] + v["comm_joules"] for v in devices.values())),
+            "total_joules": float(sum(v["compute_joules"] + v["comm_joules"] for v in dv)),
             "mean_round_latency_s": float(np.mean([r["round_latency_s"] for r in rows])) if rows else None,
             "epsilon": rows[-1].get("epsilon") if rows else None,
-            "mean_forgetting": float(np.mean(forg)) if forg else None,
-            "mean_mia_auc": float(np.mean(aucs)) if aucs else None,
+            "mean_forgetting": _mean([v["forgetting"] for v in dv]),
+            "mean_mia_auc": _mean([v["mia_auc"] for v in dv]),
             "devices": devices,
         }
 
 
+def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True,
+                   torch_threads: int | None = 1, **runner_kw: Any) -> dict[str, Any] | None:
+    """Run ``cfg``: one run, or -- with ``seeds`` -- one run per seed into ``run_dir/seed-<s>`` and the
+    mean/CI summary and report over them in ``run_dir``. With ``resume``, finished seeds are kept and an
+    interrupted one continues from its checkpoint."""
+    rd = Path(run_dir)
+    if cfg.seeds is None:
+        return ExperimentRunner(cfg, rd, progress=progress, torch_threads=torch_threads, **runner_kw).run(
+            resume=resume)
+    cfg_path = rd / "config.yaml"
+    if resume:
+        if not cfg_path.is_file():
+            raise CheckpointError(f"{rd}: nothing to resume (no config.yaml)")
+        if ExperimentConfig.from_yaml(cfg_path.read_text()).to_dict() != cfg.to_dict():
+            raise CheckpointError(f"{rd}: the run was started with a different config; "
+                                  "resume it with its own config.yaml")
+    elif cfg_path.exists():
+        raise CheckpointError(f"{rd} already holds a run; pass --resume or choose another --out")
+    # Build the config's clients once before writing anything (a broken config leaves no run directory behind).
+    rd.mkdir(parents=True, exist_ok=True)
+    cfg_path.write_text(cfg.to_yaml())
+    for s in cfg.seeds:
+        sub = rd / f"{SEED_DIR_PREFIX}{s}"
+        if (sub / "summary.json").is_file():
+            continue
+        started = (sub / "config.yaml").is_file()
+        ExperimentRunner(cfg.with_seed(s), sub, progress=progress, torch_threads=torch_threads, **runner_kw).run(
+            resume=started)
+    from .report import summarise_seeds, write_report
+
+    summary = summarise_seeds(rd)
+    (rd / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_report(rd)
+    return summary
+
+
 def with_paradigm(cfg: ExperimentConfig, paradigm: str) -> ExperimentConfig:
-    """A copy of ``cfg`` under another paradigm (aggregator forced to fedavg for decentralized consensus)."""
+    """A copy of ``cfg`` under another paradigm, differing in nothing else that the paradigm does not force:
+    decentralized gossip averages (a non-averaging aggregator becomes ``exact_lora``), central DP needs a server
+    (it becomes local DP without one) and local-only training sends nothing (DP off)."""
+    from .paradigms import paradigm_class
+    from .strategies import averaging_strategy_names
+
+    p = paradigm_class(paradigm)
     agg = cfg.aggregator
-    if paradigm == "decentralized" and agg.name not in ("fedavg", "fedit"):
-        agg = replace(agg, name="fedavg", options={})
-    dp = replace(cfg.dp, enabled=False) if paradigm == "decentralized" else cfg.dp
+    if p.needs_averaging and agg.name not in averaging_strategy_names():
+        agg = replace(agg, name="exact_lora", options={})
+    dp = cfg.dp
+    if not p.communicates:
+        dp = replace(dp, enabled=False)
+    elif dp.enabled and dp.mode == "central" and not p.uses_server:
+        dp = replace(dp, mode="local")
     return replace(cfg, name=f"{cfg.name}-{paradigm}", rounds=replace(cfg.rounds, paradigm=paradigm),
                    aggregator=agg, dp=dp)

@@ -1,17 +1,28 @@
 """Aggregation strategies: small classes over plain tensors, chosen by name per experiment.
 
-A strategy turns the round's :class:`~federation.messages.ClientUpdate` list into an :class:`AggregateResult`,
-from which every device's broadcast is cut (:meth:`AggregateResult.for_device`): a device receives only the keys
-it holds, and exact-LoRA deltas are re-factorized to that device's own rank. The maths live in
-:mod:`federation.aggregate`; a strategy only decides which pure function runs over which filtered updates.
+A strategy works in a *common space* where every device's update has the same shapes, whatever its LoRA rank:
 
-``partial=True`` (the default) applies modality-/task-aware filtering first: an encoder is averaged among the
-devices that have its modality, a head among the devices that run its task; personal adapters never count.
+* ``lora="product"`` (exact; the default of ``exact_lora`` and the robust aggregators): each LoRA pair becomes its
+  exact update ``s * B @ A`` [d, n] (:func:`federation.aggregate.to_products`); a device receives the aggregate
+  re-factorized to its own rank by truncated SVD (FlexLoRA);
+* ``lora="factors"`` (``fedavg``/``fedit``, the common baseline): A and B are aggregated separately; different ranks
+  are zero-padded to the largest (HetLoRA) and each device receives its first r rows/columns.
+
+``encode``/``decode`` cross between a device's tensors and the common space, ``align`` makes a list of encoded
+states shape-compatible, ``filtered`` applies modality-/task-aware partial aggregation (an encoder among the
+devices that have its modality, a head among the devices that run its task; personal keys never count), and
+``aggregate`` reduces the round's contributions -- the maths are the pure functions of :mod:`federation.aggregate`.
+
+:class:`DifferentialPrivacy` wraps any strategy, as Flower's DP strategies wrap theirs: it clips every device's
+update before anything mixes it and adds Gaussian noise, on the server (``central``: needs an averaging strategy,
+whose sum has sensitivity ``clip_norm``) or on the device itself (``local``: any strategy, any paradigm,
+post-processing of already private releases).
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +35,7 @@ from .messages import ClientUpdate
 
 __all__ = [
     "AggregateResult",
+    "AggregationContext",
     "Strategy",
     "FedAvg",
     "FedIT",
@@ -31,42 +43,76 @@ __all__ = [
     "CoordinateMedian",
     "TrimmedMean",
     "Krum",
+    "DifferentialPrivacy",
+    "DP_MODES",
+    "LORA_SPACES",
     "register_strategy",
     "make_strategy",
     "strategy_names",
+    "strategy_class",
+    "averaging_strategy_names",
 ]
+
+LORA_SPACES = ("product", "factors")
+DP_MODES = ("central", "local")
 
 
 @dataclass
 class AggregateResult:
-    """Global tensors (plain keys), exact LoRA products per (A-key, B-key) pair, and diagnostics."""
+    """The aggregate in the strategy's common space, and diagnostics (floats) for the round record."""
 
     tensors: dict[str, torch.Tensor]
-    lora_deltas: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
     diagnostics: dict[str, float] = field(default_factory=dict)
 
-    def for_device(self, template: Mapping[str, torch.Tensor], lora_scale: float = 1.0) -> dict[str, torch.Tensor]:
-        """The broadcast for a device whose shared state is ``template`` (keys, shapes and dtypes are read).
 
-        Keys the aggregate does not cover (no eligible device sent them this round) are left out, so the device
-        keeps its own values for them.
-        """
-        out = {k: v.to(template[k].dtype) for k, v in self.tensors.items() if k in template}
-        for (a_key, b_key), dw in self.lora_deltas.items():
-            if a_key in template and b_key in template:
-                rank = template[a_key].shape[0]
-                b, a = agg.refactorize(dw / lora_scale, rank)
-                out[a_key], out[b_key] = a.to(template[a_key].dtype), b.to(template[b_key].dtype)
-        return out
+@dataclass
+class AggregationContext:
+    """What a wrapper may need beyond the updates: DP's fixed denominators and its seeded noise generator.
+
+    ``expected_counts[key]`` is the expected number of devices contributing to ``key`` in a round (sampling rate
+    x devices holding it)."""
+
+    expected_counts: dict[str, float] = field(default_factory=dict)
+    generator: torch.Generator | None = None
 
 
 class Strategy:
-    """Base class: filter (partial aggregation), weight by samples, reduce. Subclasses implement ``_reduce``."""
+    """Base class: encode into the common space, filter (partial aggregation), weight by samples, reduce.
+
+    Subclasses implement ``_reduce(tensors, weights) -> dict``. ``averaging`` marks strategies whose result is
+    the weighted mean of the contributions: D2D gossip computes exactly that, and central DP can noise its sum.
+    """
 
     name = "abstract"
+    averaging = False
+    default_lora = "product"
 
-    def __init__(self, *, partial: bool = True):
+    def __init__(self, *, partial: bool = True, lora: str | None = None):
         self.partial = bool(partial)
+        self.lora = self.default_lora if lora is None else lora
+        if self.lora not in LORA_SPACES:
+            raise ConfigError("aggregator.lora", "unknown LoRA aggregation space", value=self.lora,
+                              allowed=list(LORA_SPACES))
+
+    # -- the common space --------------------------------------------------------------------------------
+    def encode(self, tensors: Mapping[str, torch.Tensor], lora_scale: float = 1.0) -> dict[str, torch.Tensor]:
+        """A device's shared tensors in the common space (float64)."""
+        if self.lora == "product":
+            return agg.to_products(tensors, lora_scale)
+        return {k: t.detach().to(torch.float64) for k, t in tensors.items()}
+
+    def decode(self, common: Mapping[str, torch.Tensor], template: Mapping[str, torch.Tensor],
+               lora_scale: float = 1.0) -> dict[str, torch.Tensor]:
+        """A device's cut of a common-space state (its keys, ranks, shapes and dtypes, read from ``template``)."""
+        if self.lora == "product":
+            return agg.from_products(common, template, lora_scale)
+        return agg.truncate_lora_factors(common, template)
+
+    def align(self, states: Sequence[Mapping[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+        """Make encoded states shape-compatible per key (pads factors of different ranks; products already are)."""
+        if self.lora == "factors":
+            return agg.pad_lora_factors(states)
+        return [dict(s) for s in states]
 
     def filtered(self, updates: Sequence[ClientUpdate]) -> list[dict[str, torch.Tensor]]:
         """Each update's tensors after modality/task filtering (personal keys are always dropped)."""
@@ -75,82 +121,99 @@ class Strategy:
                                       [u.tasks for u in updates])
         return [{k: t for k, t in u.tensors.items() if not agg.is_personal(k)} for u in updates]
 
-    def aggregate(self, updates: Sequence[ClientUpdate]) -> AggregateResult:
-        tensors = self.filtered(updates)
-        weights = [float(u.num_samples) for u in updates]
-        scales = [float(u.lora_scale) for u in updates]
-        result = self._reduce(tensors, weights, scales)
-        if any(agg.lora_pairs(list(t)) for t in tensors):
-            err = agg.naive_lora_error(tensors, weights, scales)
-            result.diagnostics["lora_naive_error_fro"] = err["abs_fro"]
-            result.diagnostics["lora_naive_error_rel"] = err["rel"]
-        return result
+    def holds(self, key: str, modalities: Sequence[str], tasks: Sequence[str]) -> bool:
+        """Whether a device with these modalities and tasks contributes to ``key`` (the partial filter's rule)."""
+        return bool(agg.partial_filter([{key: torch.zeros(())}], [modalities], [tasks])[0]) if self.partial \
+            else not agg.is_personal(key)
 
-    def _reduce(self, tensors: list[dict[str, torch.Tensor]], weights: list[float],
-                scales: list[float]) -> AggregateResult:
+    # -- reduction ---------------------------------------------------------------------------------------
+    def aggregate(self, updates: Sequence[ClientUpdate],
+                  context: AggregationContext | None = None) -> AggregateResult:
+        """Reduce the round's contributions (common-space tensors, weighted by ``num_samples``)."""
+        tensors = self.align(self.filtered(updates))
+        weights = [float(u.num_samples) for u in updates]
+        present = [i for i, t in enumerate(tensors) if t]
+        if not present:
+            return AggregateResult({})
+        return AggregateResult(self._reduce([tensors[i] for i in present], [weights[i] for i in present]))
+
+    def _reduce(self, tensors: list[dict[str, torch.Tensor]], weights: list[float]) -> dict[str, torch.Tensor]:
         raise TypeError(f"{type(self).__name__} must implement _reduce")
 
+    def sensitivity(self, clip_norm: float) -> float | None:
+        """L2 sensitivity of the aggregate's *sum* to adding or removing one device whose update is clipped to
+        ``clip_norm`` (None: this strategy's output has no such bound, central DP cannot noise it)."""
+        return clip_norm if self.averaging else None
+
     def config(self) -> dict[str, Any]:
-        return {"partial": self.partial}
+        return {"partial": self.partial, "lora": self.lora}
 
 
 class FedAvg(Strategy):
-    """Sample-weighted average per key (McMahan et al. 2017)."""
+    """Sample-weighted average per key (McMahan et al. 2017). On LoRA factors this is FedIT: A and B averaged
+    separately (inexact: the mean of products is not the product of means)."""
 
     name = "fedavg"
+    averaging = True
+    default_lora = "factors"
 
-    def _reduce(self, tensors, weights, scales):
-        return AggregateResult(agg.fedavg(tensors, weights))
+    def _reduce(self, tensors, weights):
+        return agg.fedavg(tensors, weights)
 
 
 class FedIT(FedAvg):
-    """FedAvg applied to LoRA factors: A and B averaged separately (Zhang et al. 2024), the common baseline."""
+    """FedAvg applied to LoRA factors (Zhang et al. 2024), the common baseline; mixed ranks are zero-padded."""
 
     name = "fedit"
 
 
-class ExactLoRA(Strategy):
-    """Average the products B.A exactly and re-factorize to each device's rank by truncated SVD (FlexLoRA).
-
-    Non-LoRA keys (heads, biases) are averaged as in FedAvg. Serves heterogeneous ranks.
-    """
+class ExactLoRA(FedAvg):
+    """The sample-weighted average of the exact products ``s_k B_k A_k``, re-factorized to each device's rank by
+    truncated SVD (FlexLoRA); serves heterogeneous ranks. Non-LoRA keys (heads, biases) are averaged."""
 
     name = "exact_lora"
-
-    def _reduce(self, tensors, weights, scales):
-        deltas = agg.exact_lora_deltas(tensors, weights, scales)
-        lora_keys = {k for pair in deltas for k in pair}
-        plain = [{k: t for k, t in u.items() if k not in lora_keys} for u in tensors]
-        present = [i for i, u in enumerate(plain) if u]
-        base = agg.fedavg([plain[i] for i in present], [weights[i] for i in present]) if present else {}
-        return AggregateResult(base, deltas)
+    default_lora = "product"
 
 
 class CoordinateMedian(Strategy):
-    """Coordinate-wise median (robust to < 50% arbitrary updates per coordinate)."""
+    """Coordinate-wise median (robust to < 50% arbitrary updates per coordinate); weights are ignored on purpose."""
 
     name = "median"
 
-    def _reduce(self, tensors, weights, scales):
-        return AggregateResult(agg.coordinate_median(tensors))
+    def _reduce(self, tensors, weights):
+        return agg.coordinate_median(tensors)
 
 
 class TrimmedMean(Strategy):
-    """Coordinate-wise trimmed mean dropping ``trim_fraction`` of the values at each end."""
+    """Coordinate-wise trimmed mean dropping ``trim`` values at each end (or ``trim_fraction`` of them).
+
+    Default: one at each end, which acts from 3 devices on (a fraction of 0.1 trims nothing below 10 devices);
+    the count is capped per key so at least one value is left."""
 
     name = "trimmed_mean"
 
-    def __init__(self, *, trim_fraction: float = 0.1, partial: bool = True):
-        super().__init__(partial=partial)
-        if not 0.0 <= trim_fraction < 0.5:
+    def __init__(self, *, trim: int | None = None, trim_fraction: float | None = None, partial: bool = True,
+                 lora: str | None = None):
+        super().__init__(partial=partial, lora=lora)
+        if trim is not None and trim_fraction is not None:
+            raise ConfigError("aggregator.options", "give trim or trim_fraction, not both",
+                              value={"trim": trim, "trim_fraction": trim_fraction})
+        if trim is not None and (isinstance(trim, bool) or not isinstance(trim, int) or trim < 0):
+            raise ConfigError("aggregator.trim", "must be an integer >= 0", value=trim)
+        if trim_fraction is not None and not (isinstance(trim_fraction, (int, float))
+                                              and 0.0 <= trim_fraction < 0.5):
             raise ConfigError("aggregator.trim_fraction", "must be in [0, 0.5)", value=trim_fraction)
-        self.trim_fraction = trim_fraction
+        self.trim, self.trim_fraction = trim, trim_fraction
 
-    def _reduce(self, tensors, weights, scales):
-        return AggregateResult(agg.trimmed_mean(tensors, trim_fraction=self.trim_fraction))
+    def trim_at(self, n: int) -> int:
+        """Values dropped at each end with ``n`` contributions."""
+        return agg.trim_count(n, trim=self.trim, trim_fraction=self.trim_fraction)
+
+    def _reduce(self, tensors, weights):
+        return agg.trimmed_mean(tensors, trim=self.trim, trim_fraction=self.trim_fraction)
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "trim_fraction": self.trim_fraction}
+        return {**super().config(), "trim": self.trim, "trim_fraction": self.trim_fraction}
 
 
 class Krum(Strategy):
@@ -158,21 +221,111 @@ class Krum(Strategy):
 
     name = "krum"
 
-    def __init__(self, *, num_byzantine: int = 1, num_selected: int = 1, partial: bool = True):
-        super().__init__(partial=partial)
-        if num_byzantine < 0:
-            raise ConfigError("aggregator.num_byzantine", "must be >= 0", value=num_byzantine)
-        if num_selected < 1:
-            raise ConfigError("aggregator.num_selected", "must be >= 1", value=num_selected)
+    def __init__(self, *, num_byzantine: int = 1, num_selected: int = 1, partial: bool = True,
+                 lora: str | None = None):
+        super().__init__(partial=partial, lora=lora)
+        if isinstance(num_byzantine, bool) or not isinstance(num_byzantine, int) or num_byzantine < 0:
+            raise ConfigError("aggregator.num_byzantine", "must be an integer >= 0", value=num_byzantine)
+        if isinstance(num_selected, bool) or not isinstance(num_selected, int) or num_selected < 1:
+            raise ConfigError("aggregator.num_selected", "must be an integer >= 1", value=num_selected)
         self.num_byzantine, self.num_selected = num_byzantine, num_selected
 
-    def _reduce(self, tensors, weights, scales):
-        res = AggregateResult(agg.krum(tensors, num_byzantine=self.num_byzantine, num_selected=self.num_selected))
-        res.diagnostics["krum_guarantee_holds"] = float(len(tensors) > 2 * self.num_byzantine + 2)
+    def aggregate(self, updates, context=None):
+        res = super().aggregate(updates, context)
+        res.diagnostics["krum_guarantee_holds"] = float(len(updates) > 2 * self.num_byzantine + 2)
         return res
+
+    def _reduce(self, tensors, weights):
+        return agg.krum(tensors, num_byzantine=self.num_byzantine, num_selected=self.num_selected)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "num_byzantine": self.num_byzantine, "num_selected": self.num_selected}
+
+
+class DifferentialPrivacy(Strategy):
+    """Client-level DP around any strategy: clip every device's update (its common-space delta against the state
+    it last received) to ``clip_norm`` *on the device, before any mixing*, then add Gaussian noise of standard
+    deviation ``noise_multiplier * clip_norm``:
+
+    * ``central`` (DP-FedAvg, McMahan et al. 2018): the server adds the noise once to the *sum* of the clipped
+      updates and divides by the expected number of contributors (a fixed denominator); needs an averaging
+      strategy (its sum has sensitivity ``clip_norm`` under adding or removing one device);
+    * ``local``: every device adds the noise to its own clipped update before it leaves; whatever mixes the
+      releases afterwards (any strategy, gossip, cluster consensus) is post-processing.
+
+    The wrapped strategy's space, filtering and reduction are used unchanged.
+    """
+
+    name = "dp"
+
+    def __init__(self, inner: Strategy, *, clip_norm: float, noise_multiplier: float, mode: str = "central"):
+        self.inner = inner
+        self.partial, self.lora = inner.partial, inner.lora
+        if mode not in DP_MODES:
+            raise ConfigError("dp.mode", "unknown DP mode", value=mode, allowed=list(DP_MODES))
+        if mode == "central" and inner.sensitivity(clip_norm) is None:
+            raise ConfigError("dp.mode", f"central DP adds noise to a sum, which {inner.name!r} does not compute; "
+                              "use an averaging aggregator or dp.mode 'local'", value=mode,
+                              allowed=["local"] + [f"central with {n}" for n in averaging_strategy_names()])
+        if not (math.isfinite(clip_norm) and clip_norm > 0):
+            raise ConfigError("dp.clip_norm", "must be a positive number", value=clip_norm)
+        if not (math.isfinite(noise_multiplier) and noise_multiplier >= 0):
+            raise ConfigError("dp.noise_multiplier", "must be a number >= 0", value=noise_multiplier)
+        self.clip_norm, self.noise_multiplier, self.mode = float(clip_norm), float(noise_multiplier), mode
+        self.averaging = inner.averaging
+
+    # the common space is the inner strategy's
+    def encode(self, tensors, lora_scale=1.0):
+        return self.inner.encode(tensors, lora_scale)
+
+    def decode(self, common, template, lora_scale=1.0):
+        return self.inner.decode(common, template, lora_scale)
+
+    def align(self, states):
+        return self.inner.align(states)
+
+    def filtered(self, updates):
+        return self.inner.filtered(updates)
+
+    def holds(self, key, modalities, tasks):
+        return self.inner.holds(key, modalities, tasks)
+
+    @property
+    def noise_std(self) -> float:
+        return self.noise_multiplier * self.clip_norm
+
+    def device_release(self, delta: Mapping[str, torch.Tensor],
+                       generator: torch.Generator | None = None) -> tuple[dict[str, torch.Tensor], float]:
+        """What a device lets out: its delta clipped to ``clip_norm`` (and, in ``local`` mode, noised with its own
+        ``generator``). Returns (release, the delta's norm before clipping)."""
+        from .privacy import clip_update
+
+        clipped, norm = clip_update(delta, self.clip_norm)
+        if self.mode == "local":
+            if generator is None:
+                raise ConfigError("dp.mode", "local DP needs the device's noise generator", value=self.mode)
+            clipped = {k: v + torch.randn(v.shape, generator=generator, dtype=torch.float64) * self.noise_std
+                       for k, v in clipped.items()}
+        return clipped, norm
+
+    def aggregate(self, updates, context=None):
+        if self.mode == "local":
+            return self.inner.aggregate(updates, context)
+        from .privacy import dp_average
+
+        ctx = context or AggregationContext()
+        if ctx.generator is None:
+            raise ConfigError("dp.mode", "central DP needs the server's noise generator", value=self.mode)
+        tensors = self.align(self.filtered(updates))
+        # each contribution is the mean of its devices' clipped updates; its weight is their number
+        sums = [{k: v * float(u.num_samples) for k, v in t.items()} for t, u in zip(tensors, updates, strict=True)]
+        noisy = dp_average(sums, clip_norm=self.clip_norm, noise_multiplier=self.noise_multiplier,
+                           expected_counts=ctx.expected_counts, generator=ctx.generator)
+        return AggregateResult(noisy, {"dp_noise_std": self.noise_std})
+
+    def config(self) -> dict[str, Any]:
+        return {"inner": self.inner.name, **self.inner.config(), "clip_norm": self.clip_norm,
+                "noise_multiplier": self.noise_multiplier, "mode": self.mode}
 
 
 _STRATEGIES: dict[str, type[Strategy]] = {
@@ -191,12 +344,21 @@ def strategy_names() -> tuple[str, ...]:
     return tuple(_STRATEGIES)
 
 
-def make_strategy(name: str, **options: Any) -> Strategy:
-    """Create a strategy by name; an unknown name lists the known ones, an unknown option the allowed ones."""
+def averaging_strategy_names() -> tuple[str, ...]:
+    """The registered strategies whose aggregate is a weighted mean (gossip and central DP can serve them)."""
+    return tuple(n for n, c in _STRATEGIES.items() if c.averaging)
+
+
+def strategy_class(name: str) -> type[Strategy]:
     try:
-        cls = _STRATEGIES[name]
+        return _STRATEGIES[name]
     except KeyError:
         raise UnknownNameError("aggregator", name, tuple(_STRATEGIES)) from None
+
+
+def make_strategy(name: str, **options: Any) -> Strategy:
+    """Create a strategy by name; an unknown name lists the known ones, an unknown option the allowed ones."""
+    cls = strategy_class(name)
     allowed = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     bad = [k for k in options if k not in allowed]
     if bad:

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from agents.reports import balanced_accuracy
 from bridge.devices import DeviceProfile, get_device
 
 from .messages import EvalReport, TrainReport
@@ -68,10 +69,13 @@ class SyntheticClient(nn.Module):
         g = torch.Generator().manual_seed(self._data_seed * 1000 + phase * 10 + split_id)
         n = self.samples
         labels = {t: torch.randint(0, _CLASSES, (n,), generator=g) for t in self.tasks}
+        x_labels = labels
+        if split == "train" and getattr(self, "_flip", 0):  # a label-flipping attacker trains on shifted labels
+            labels = {t: (y + self._flip) % _CLASSES for t, y in labels.items()}
         drift = 0.8 * phase * torch.ones(self.in_dim)
         x = {}
         for m in self.modalities:
-            signal = sum(self.means[t][labels[t]] for t in self.tasks) / len(self.tasks)
+            signal = sum(self.means[t][x_labels[t]] for t in self.tasks) / len(self.tasks)
             x[m] = signal + self.shift + drift + 0.7 * torch.randn(n, self.in_dim, generator=g)
         return x, labels
 
@@ -85,33 +89,40 @@ class SyntheticClient(nn.Module):
         return {t: head(h) for t, head in self.heads.items()}
 
     # -- the federation.client.Client protocol ----------------------------------------------------------------
+    has_personal = True
+
     def set_phase(self, phase: int) -> None:
         self.phase = int(phase)
 
-    def local_train(self, steps: int, seed: int) -> TrainReport:
+    def local_train(self, steps: int | None = None, batch_size: int | None = None,
+                    seed: int | None = None) -> TrainReport:
+        steps = 1 if steps is None else int(steps)
+        bsz = 16 if batch_size is None else int(batch_size)
         t0 = time.perf_counter()
         x, y = self._data("train", self.phase)
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator().manual_seed(0 if seed is None else seed)
         opt = torch.optim.SGD(self.parameters(), lr=self.lr)
         loss = torch.zeros(())
         for _ in range(steps):
-            idx = torch.randint(0, self.samples, (16,), generator=g)
+            idx = torch.randint(0, self.samples, (bsz,), generator=g)
             out = self({m: v[idx] for m, v in x.items()})
             loss = torch.stack([nn.functional.cross_entropy(out[t], y[t][idx]) for t in self.tasks]).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
-        return TrainReport(self.samples, float(loss.detach()), steps, steps * self.gflop_per_step, time.perf_counter() - t0)
+        return TrainReport(num_samples=self.samples, loss=float(loss.detach()), steps=steps, batch_size=bsz,
+                           flops=steps * self.gflop_per_step * 1e9, wall_time_s=time.perf_counter() - t0)
 
-    def get_update(self) -> dict[str, torch.Tensor]:
+    def shared_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.state_dict().items() if not k.startswith("personal.")}
 
-    def set_update(self, tensors: Mapping[str, torch.Tensor]) -> None:
+    def load_shared_state(self, tensors: Mapping[str, torch.Tensor]) -> None:
         own = self.state_dict()
         for k in tensors:
             if k not in own or k.startswith("personal."):
                 raise KeyError(f"{self.device_id}: unexpected shared tensor {k!r}")
         self.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=False)
+        self._global = {k: v.detach().clone() for k, v in self.state_dict().items()}
 
     @torch.no_grad()
     def evaluate(self, split: str = "test", phase: int | None = None) -> EvalReport:
@@ -119,15 +130,50 @@ class SyntheticClient(nn.Module):
         t0 = time.perf_counter()
         out = self(x)
         latency_ms = (time.perf_counter() - t0) * 1e3 / self.samples
-        acc = {t: float((out[t].argmax(1) == y[t]).float().mean()) for t in self.tasks}
+        acc, bal = {}, {}
+        for t in self.tasks:
+            pred = out[t].argmax(1)
+            acc[t] = float((pred == y[t]).float().mean())
+            bal[t] = balanced_accuracy({int(c): (int(((pred == y[t]) & (y[t] == c)).sum()), int((y[t] == c).sum()))
+                                        for c in y[t].unique()})
         losses = torch.stack([nn.functional.cross_entropy(out[t], y[t], reduction="none") for t in self.tasks]).mean(0)
-        return EvalReport(acc, float(losses.mean()), latency_ms, self.samples, losses.tolist())
+        return EvalReport(acc, float(losses.mean()), latency_ms, self.samples, bal, losses.tolist(),
+                          dict.fromkeys(self.tasks, self.samples))
 
-    def checkpoint_state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.state_dict().items()}
+    @torch.no_grad()
+    def evaluate_global(self, split: str = "test", phase: int | None = None) -> EvalReport:
+        """The last received shared state without the personal bias."""
+        mine = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        try:
+            glob = getattr(self, "_global", mine)
+            self.load_state_dict({**glob, "personal.bias": torch.zeros_like(mine["personal.bias"])})
+            return self.evaluate(split, phase)
+        finally:
+            self.load_state_dict(mine)
 
-    def restore_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        self.load_state_dict(dict(state), strict=True)
+    @torch.no_grad()
+    def evaluate_base(self, split: str = "test", phase: int | None = None) -> EvalReport:
+        """The frozen base with the initial heads: no LoRA, no personal bias."""
+        mine = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        try:
+            self.load_state_dict({k: (torch.zeros_like(v) if "lora_B" in k or k.startswith("personal.") else v)
+                                  for k, v in mine.items()})
+            return self.evaluate(split, phase)
+        finally:
+            self.load_state_dict(mine)
+
+    def poison_labels(self, seed: int) -> None:
+        self._flip = 1 + seed % (_CLASSES - 1)
+
+    def label_baselines(self, phase: int | None = None) -> dict[str, EvalReport]:
+        from agents.train import label_baselines
+
+        p = self.phase if phase is None else phase
+        items = {}
+        for split in ("train", "test"):
+            _, y = self._data(split, p)
+            items[split] = [{"labels": {t: y[t][i] for t in self.tasks}} for i in range(self.samples)]
+        return label_baselines(items["train"], items["test"], self.tasks)
 
 
 def full_model_bytes(client: SyntheticClient) -> int:

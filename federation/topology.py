@@ -30,6 +30,8 @@ __all__ = [
     "weighted_gossip_states",
     "consensus_distance",
     "state_consensus_distance",
+    "bfs_tree",
+    "reach_within",
 ]
 
 
@@ -206,3 +208,41 @@ def state_consensus_distance(states: Sequence[Mapping[str, torch.Tensor]]) -> fl
         x = torch.stack([states[i][key].detach().to(torch.float64).reshape(-1) for i in idx])
         total += float((x - x.mean(dim=0, keepdim=True)).pow(2).sum(dim=1).mean())
     return total ** 0.5
+
+
+def bfs_tree(adj: np.ndarray, root: int) -> list[int]:
+    """Parent of every node in a breadth-first spanning tree rooted at ``root`` (the root's parent is -1).
+
+    Neighbours are visited in index order, so the tree is deterministic. Raises if the graph is not connected
+    (a convergecast needs every node to reach the root)."""
+    a = _check_adjacency(adj)
+    n = a.shape[0]
+    if not 0 <= root < n:
+        raise TopologyError(f"root {root} out of range for {n} nodes")
+    parent = [-2] * n
+    parent[root] = -1
+    frontier = [root]
+    while frontier:
+        nxt = []
+        for i in frontier:
+            for j in np.flatnonzero(a[i]):
+                if parent[int(j)] == -2:
+                    parent[int(j)] = i
+                    nxt.append(int(j))
+        frontier = nxt
+    if any(p == -2 for p in parent):
+        raise TopologyError(f"the graph is not connected: nodes {[i for i, p in enumerate(parent) if p == -2]} "
+                            f"cannot reach node {root}")
+    return parent
+
+
+def reach_within(adj: np.ndarray, steps: int) -> np.ndarray:
+    """Boolean [N, N]: node j's value has reached node i after ``steps`` synchronous exchanges (j within
+    ``steps`` hops of i, itself included). What a consensus state can have mixed in, for message-size bounds."""
+    a = _check_adjacency(adj)
+    n = a.shape[0]
+    r = np.eye(n, dtype=bool)
+    step = a | np.eye(n, dtype=bool)
+    for _ in range(max(0, steps)):
+        r = (step.astype(np.int64) @ r.astype(np.int64)) > 0
+    return r

@@ -47,11 +47,45 @@ def test_participation_range_and_unknown_aggregator():
         ExperimentConfig.from_dict(minimal(aggregator={"name": "fedprox"}))
 
 
-def test_dp_needs_server_and_averaging():
-    with pytest.raises(ConfigError, match="dp.enabled.*server"):
+def test_dp_combinations_follow_the_registries():
+    # central DP: a server adds the noise to a sum
+    with pytest.raises(ConfigError, match="dp.mode.*needs a server.*allowed: \\['local'\\]"):
         ExperimentConfig.from_dict(minimal(dp={"enabled": True}, rounds={"paradigm": "decentralized"}))
-    with pytest.raises(ConfigError, match="aggregator.name.*averaging"):
+    with pytest.raises(ConfigError, match="dp.mode.*krum.*allowed: \\['local', 'central with fedavg'"):
         ExperimentConfig.from_dict(minimal(dp={"enabled": True}, aggregator={"name": "krum"}))
+    with pytest.raises(ConfigError, match="rounds.cluster_aggregation.*allowed: \\['tree'\\]"):
+        ExperimentConfig.from_dict(minimal(dp={"enabled": True}, rounds={"paradigm": "semi",
+                                                                         "cluster_aggregation": "consensus"}))
+    with pytest.raises(ConfigError, match="dp.enabled.*nothing leaves a device"):
+        ExperimentConfig.from_dict(minimal(dp={"enabled": True}, rounds={"paradigm": "local"}))
+    # local DP works with every aggregator and every communicating paradigm
+    for agg in ("krum", "median", "trimmed_mean"):
+        ExperimentConfig.from_dict(minimal(dp={"enabled": True, "mode": "local"}, aggregator={"name": agg}))
+    ExperimentConfig.from_dict(minimal(dp={"enabled": True, "mode": "local"}, rounds={"paradigm": "decentralized"}))
+    # gossip averages
+    with pytest.raises(ConfigError, match="aggregator.name.*consensus.*allowed: \\['fedavg', 'fedit', 'exact_lora'\\]"):
+        ExperimentConfig.from_dict(minimal(aggregator={"name": "median"}, rounds={"paradigm": "decentralized"}))
+
+
+def test_strict_types_no_truthy_strings():
+    with pytest.raises(ConfigError, match="dp.enabled.*true or false"):
+        ExperimentConfig.from_dict(minimal(dp={"enabled": "false"}))
+    with pytest.raises(ConfigError, match="personal_adapters.*true or false"):
+        ExperimentConfig.from_dict(minimal(personal_adapters="no"))
+    with pytest.raises(ConfigError, match="rounds.rounds.*integer"):
+        ExperimentConfig.from_dict(minimal(rounds={"rounds": True}))
+    with pytest.raises(ConfigError, match="seed.*integer"):
+        ExperimentConfig.from_dict(minimal(seed="abc"))
+    with pytest.raises(ConfigError, match="seeds.*repeat"):
+        ExperimentConfig.from_dict(minimal(seeds=[1, 1]))
+
+
+def test_trimmed_mean_must_trim_at_the_configured_device_count():
+    devs = [{"id": f"d{i}", "profile": "meta_quest_3"} for i in range(6)]
+    with pytest.raises(ConfigError, match="trims nothing with 6 devices"):
+        ExperimentConfig.from_dict(minimal(devices=devs, aggregator={"name": "trimmed_mean",
+                                                                     "options": {"trim_fraction": 0.1}}))
+    ExperimentConfig.from_dict(minimal(devices=devs, aggregator={"name": "trimmed_mean"}))
 
 
 def test_explicit_clusters_must_name_devices():

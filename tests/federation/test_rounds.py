@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from federation import aggregate as agg
 from federation.accounting import tensor_nbytes
 from federation.client import LocalExecutor
 from federation.config import DPConfig, RoundsConfig
@@ -13,38 +14,82 @@ def clients(n=4, profile="meta_quest_3", rank=2, **kw):
     return [SyntheticClient(f"d{i}", profile, rank=rank, seed=i, **kw) for i in range(n)]
 
 
+def mixed_ranks(ranks=(4, 2, 1, 4, 1, 2, 2)):
+    """Devices with different LoRA ranks (the demo's mix has 4 of 7 off the majority rank)."""
+    return [SyntheticClient(f"d{i}", "meta_quest_3", rank=r, seed=i) for i, r in enumerate(ranks)]
+
+
 def engine(cs, strategy="fedavg", dp=None, **cfg):
     return RoundEngine(LocalExecutor(cs), make_strategy(strategy), RoundsConfig(**cfg), seed=0, dp=dp)
 
 
+def product_of(state: dict, key="encoders.rgb.lora_A"):
+    return state[agg.product_key(key)]
+
+
 def test_centralized_bytes_equal_tensor_sizes():
-    # Prepare
     cs = clients(3)
     eng = engine(cs, local_steps=2)
-    # Execute
     rec = eng.run_round(0)
-    # Assert: each device uplinks its whole shared update and receives the same keys back
-    per_device = tensor_nbytes(cs[0].get_update())
+    # each device uplinks its whole shared update and receives the same keys back
+    per_device = tensor_nbytes(cs[0].shared_state())
     assert rec.links["uplink"]["bytes"] == 3 * per_device
     assert rec.links["downlink"]["bytes"] == 3 * per_device
     assert rec.links["d2d"]["bytes"] == 0
     assert all(s.status == "participant" for s in rec.devices.values())
-    # after the broadcast every device holds the same shared tensors, personal ones differ
-    a, b = cs[0].get_update(), cs[1].get_update()
+    a, b = cs[0].shared_state(), cs[1].shared_state()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert "personal.bias" not in a
 
 
-def test_semi_cuts_uplink_by_cluster_size():
+def test_semi_tree_cuts_uplink_by_cluster_size_and_equals_centralized():
+    central = engine(clients(6), local_steps=1)
+    crec = central.run_round(0)
     cs = clients(6)
-    central = engine(clients(6), local_steps=1).run_round(0)
-    semi = engine(cs, paradigm="semi", local_steps=1, d2d_rounds=2,
-                  clusters=[["d0", "d1", "d2"], ["d3", "d4", "d5"]]).run_round(0)
-    ratio = central.links["uplink"]["bytes"] / semi.links["uplink"]["bytes"]
-    assert ratio == pytest.approx(semi.diagnostics["mean_cluster_size"]) == pytest.approx(3.0)
-    # D2D: complete graph of 3 -> 6 directed edges x 2 steps per cluster, each a full update
-    assert semi.links["d2d"]["messages"] == 2 * 6 * 2
-    assert semi.links["d2d"]["bytes"] == 24 * tensor_nbytes(cs[0].get_update())
+    semi = engine(cs, paradigm="semi", local_steps=1, clusters=[["d0", "d1", "d2"], ["d3", "d4", "d5"]])
+    rec = semi.run_round(0)
+    ratio = crec.links["uplink"]["bytes"] / rec.links["uplink"]["bytes"]
+    assert ratio == pytest.approx(rec.diagnostics["mean_cluster_size"]) == pytest.approx(3.0)
+    # convergecast on a spanning tree: one D2D message per non-representative member
+    assert rec.links["d2d"]["messages"] == 2 * 2
+    # the tree sums exactly: the server ends where the centralized server does
+    for k, v in central.global_state.items():
+        assert torch.allclose(semi.global_state[k], v, atol=1e-12), k
+
+
+def test_semi_aggregates_heterogeneous_ranks_exactly_nothing_dropped():
+    # Old bug: the cluster grouped each key by the first member's shape and dropped every other rank.
+    central = engine(mixed_ranks(), strategy="exact_lora", local_steps=2)
+    central.run_round(0)
+    for mode, extra in (("tree", {}), ("consensus", {"d2d_rounds": 1})):  # complete graph: 1 MH step = exact
+        semi = engine(mixed_ranks(), strategy="exact_lora", paradigm="semi", local_steps=2,
+                      cluster_aggregation=mode, clusters=[[f"d{i}" for i in range(7)]], **extra)
+        semi.run_round(0)
+        want = product_of(central.global_state)
+        got = product_of(semi.global_state)
+        assert torch.linalg.norm(got - want) / torch.linalg.norm(want) < 1e-9, mode
+
+
+def test_exact_product_is_the_weighted_mean_of_every_devices_product():
+    cs = mixed_ranks()
+    eng = engine(cs, strategy="exact_lora", local_steps=2)
+    eng.initial_sync()
+    before = {c.device_id: c.shared_state() for c in cs}
+    rec = eng.run_round(0)
+    assert rec.counts == {"participant": 7}
+    # every device trained from zero products (B = 0), so the new global product is the mean of their products
+    deltas = []
+    for c in cs:
+        assert torch.equal(before[c.device_id]["encoders.rgb.lora_B"], torch.zeros_like(c.encoders["rgb"]["lora_B"]))
+    eng2 = engine(mixed_ranks(), strategy="exact_lora", local_steps=2)
+    eng2.initial_sync()
+    eng2.executor.map("set_phase", [(d, (0,), {}) for d in eng2.ids])
+    for d in eng2.ids:
+        eng2.executor.call(d, "local_train", steps=2, seed=eng2.device_seed(0, d))
+        st = eng2.executor.call(d, "shared_state")
+        deltas.append(agg.to_products(st, eng2.info[d]["lora_scale"])[agg.product_key("encoders.rgb.lora_A")])
+    want = torch.stack(deltas).mean(0)  # equal sample counts
+    assert torch.allclose(product_of(eng.global_state), want, atol=1e-12)
 
 
 def test_semi_clusters_from_positions():
@@ -56,19 +101,19 @@ def test_semi_clusters_from_positions():
     assert rec.links["uplink"]["messages"] == 2
 
 
-def test_decentralized_gossip_reduces_consensus_distance():
-    cs = clients(5)
-    eng = engine(cs, paradigm="decentralized", local_steps=3, gossip_steps=10, radio_range_m=1.5)
+def test_decentralized_gossip_reduces_consensus_distance_across_ranks():
+    eng = engine(mixed_ranks((4, 1, 2, 4, 1)), strategy="exact_lora", paradigm="decentralized", local_steps=3,
+                 gossip_steps=10, radio_range_m=1.5)
     pos = {f"d{i}": (float(i), 0.0, 1.6) for i in range(5)}  # a path 0-1-2-3-4 with range 1.5
     rec = eng.run_round(0, positions_m=pos)
     assert rec.links["uplink"]["bytes"] == 0 and rec.links["downlink"]["bytes"] == 0
     assert rec.links["d2d"]["messages"] == 8 * 10
-    assert rec.consensus_distance_after < 0.5 * rec.consensus_distance_before
+    # products of different ranks mix (old code: each rank only with its own rank group)
+    assert rec.consensus_distance_after < 0.2 * rec.consensus_distance_before
     assert 0 < rec.diagnostics["spectral_gap"] < 1
 
 
 def test_stragglers_and_offline_are_counted_not_errors():
-    # Prepare: one slow device (ray-ban: 30 GFLOP/s) with a 0.2 s deadline; 10 steps x 1 GFLOP
     cs = clients(3) + [SyntheticClient("slow", "ray_ban_meta", seed=9)]
     eng = engine(cs, local_steps=10, deadline_s=0.2)
     rec = eng.run_round(0)
@@ -80,47 +125,77 @@ def test_stragglers_and_offline_are_counted_not_errors():
     assert sum(off.counts.values()) == 4 and off.counts.get("offline", 0) >= 1
 
 
-def test_exact_lora_with_heterogeneous_ranks_runs_and_reports_naive_error():
-    cs = [SyntheticClient("a", "apple_vision_pro", rank=4, seed=0), SyntheticClient("b", "meta_quest_3", rank=4, seed=1),
-          SyntheticClient("c", "ray_ban_meta", rank=1, seed=2)]
-    eng = engine(cs, strategy="exact_lora", local_steps=3)
+def test_local_paradigm_sends_nothing_and_keeps_own_training():
+    cs = clients(3)
+    eng = engine(cs, paradigm="local", local_steps=2)
     rec = eng.run_round(0)
-    assert cs[2].get_update()["encoders.rgb.lora_A"].shape == (1, 6)
-    assert rec.diagnostics["lora_naive_error_rel"] > 0
+    assert sum(v["bytes"] for v in rec.links.values()) == 0
+    a, b = cs[0].shared_state(), cs[1].shared_state()
+    assert not torch.equal(a["encoders.rgb.lora_B"], b["encoders.rgb.lora_B"])
 
 
-def test_dp_epsilon_reported_and_growing():
-    cs = clients(4)
-    eng = engine(cs, dp=DPConfig(enabled=True, clip_norm=1.0, noise_multiplier=1.0), local_steps=1)
-    eps = [eng.run_round(r).epsilon for r in range(3)]
-    assert 0 < eps[0] < eps[1] < eps[2]
+def test_dp_with_heterogeneous_ranks_runs_under_every_averaging_strategy():
+    # Old bug: fedavg + mixed ranks + DP passed validation and crashed summing differently shaped factors.
+    for strategy in ("fedavg", "fedit", "exact_lora"):
+        eng = engine(mixed_ranks(), strategy=strategy, dp=DPConfig(enabled=True, noise_multiplier=1.0), local_steps=1)
+        rec = eng.run_round(0)
+        assert rec.epsilon > 0 and rec.counts == {"participant": 7}, strategy
 
 
-def test_dp_without_noise_equals_mean_of_clipped_deltas():
+def test_dp_epsilon_reported_and_growing_in_every_paradigm():
+    pos = {f"d{i}": (float(i), 0.0, 1.6) for i in range(4)}
+    for paradigm, mode in (("centralized", "central"), ("semi", "central"), ("decentralized", "local"),
+                           ("centralized", "local")):
+        eng = engine(clients(4), dp=DPConfig(enabled=True, noise_multiplier=1.0, mode=mode), local_steps=1,
+                     paradigm=paradigm, radio_range_m=1.5)
+        eps = [eng.run_round(r, positions_m=pos).epsilon for r in range(3)]
+        assert 0 < eps[0] < eps[1] < eps[2], (paradigm, mode)
+
+
+def test_dp_clips_each_device_before_cluster_mixing():
+    # One device with a huge update: under semi + DP its influence on the server's sum is at most the clip norm,
+    # exactly as under centralized DP (old bug: consensus weights let it move the upload by up to 2.7x the clip).
+    def fleet():
+        cs = clients(4)
+        cs[0].lr = 50.0  # a wild device
+        return cs
+
+    dp = DPConfig(enabled=True, clip_norm=0.1, noise_multiplier=0.0)
+    central = engine(fleet(), dp=dp, local_steps=2)
+    central.initial_sync()
+    start = {k: v.clone() for k, v in central.global_state.items()}
+    semi = engine(fleet(), dp=dp, local_steps=2, paradigm="semi", clusters=[["d0", "d1", "d2", "d3"]])
+    central.run_round(0)
+    rec = semi.run_round(0)
+    assert rec.devices["d0"].update_norm > 10 * dp.clip_norm
+    moved = torch.sqrt(sum((central.global_state[k] - start[k]).pow(2).sum() for k in start))
+    assert moved <= dp.clip_norm + 1e-9  # mean of 4 updates each clipped to 0.1
+    for k in central.global_state:
+        assert torch.allclose(semi.global_state[k], central.global_state[k], atol=1e-12), k
+
+
+def test_dp_without_noise_and_huge_clip_equals_uniform_fedavg():
     cs = clients(2)
     eng = engine(cs, dp=DPConfig(enabled=True, clip_norm=1e6, noise_multiplier=0.0), local_steps=2)
-    eng.initial_sync()
-    start = cs[0].get_update()
     plain = engine(clients(2), local_steps=2)
-    plain.initial_sync()
     eng.run_round(0)
     plain.run_round(0)
-    # equal sample counts: mean of deltas + start == fedavg of states
-    for k, v in cs[0].get_update().items():
-        assert torch.allclose(v, plain.executor.clients["d0"].get_update()[k], atol=1e-5), k
-    assert set(start) == set(cs[0].get_update())
+    for k, v in cs[0].shared_state().items():
+        assert torch.allclose(v, plain.executor.clients["d0"].shared_state()[k], atol=1e-5), k
 
 
-def test_decentralized_and_semi_with_heterogeneous_ranks_mix_within_rank_groups():
-    def mixed_clients():
-        return [SyntheticClient("a", "meta_quest_3", rank=4, seed=0), SyntheticClient("b", "meta_quest_3", rank=4, seed=1),
-                SyntheticClient("c", "ray_ban_meta", rank=1, seed=2)]
+def test_semi_cluster_split_when_its_bridge_sits_out():
+    # d1 links d0 and d2 (a path); with d1 offline the two ends cannot talk and become clusters of their own
+    cs = clients(3)
+    eng = engine(cs, paradigm="semi", local_steps=1, radio_range_m=1.5)
+    pos = {"d0": (0.0, 0.0, 1.6), "d1": (1.0, 0.0, 1.6), "d2": (2.0, 0.0, 1.6)}
+    from federation.rounds import DeviceRoundStats
 
-    pos = {"a": (0.0, 0.0, 1.6), "b": (1.0, 0.0, 1.6), "c": (2.0, 0.0, 1.6)}
-    dec = engine(mixed_clients(), paradigm="decentralized", local_steps=2, radio_range_m=5.0).run_round(0, positions_m=pos)
-    assert dec.consensus_distance_after < dec.consensus_distance_before
-    cs = mixed_clients()
-    semi = engine(cs, strategy="exact_lora", paradigm="semi", local_steps=2, radio_range_m=5.0)
-    rec = semi.run_round(0, positions_m=pos)
-    # one cluster; the rank-1 LoRA factors need their own uplink next to the shared heads and rank-4 factors
-    assert rec.links["uplink"]["messages"] == 2 and cs[2].get_update()["encoders.rgb.lora_A"].shape == (1, 6)
+    def select(rng, stats):  # d1 is online but not sampled this round
+        stats["d1"] = DeviceRoundStats("not_sampled")
+        return ["d0", "d1", "d2"], ["d0", "d2"]
+
+    eng._select = select
+    rec = eng.run_round(0, positions_m=pos)
+    assert rec.clusters == [["d0"], ["d2"]]
+    assert rec.links["uplink"]["messages"] == 2 and rec.links["d2d"]["messages"] == 0
