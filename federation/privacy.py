@@ -8,9 +8,14 @@ round this is the sampled Gaussian mechanism, whose Renyi-DP is computed here ex
 (Mironov, Talwar & Zhang 2019, the computation opacus' ``RDPAccountant`` performs) and converted to (epsilon,
 delta) with the tighter conversion of Balle et al. (2020) that opacus also uses.
 
-The audit is the paper's "privacy leakage risk" (Table 6): a loss-threshold membership-inference attack
-(Yeom et al. 2018) -- lower loss means "was in the training set" -- reported as ROC AUC (0.5 = no leakage) and
-as TPR at a low FPR, which the reference notes recommend over AUC alone.
+The audit is the paper's "privacy leakage risk" (Table 6): a membership-inference attack that scores every sample
+and guesses "was in the training set" for low scores, reported as ROC AUC (0.5 = no leakage) and as TPR at a low
+FPR, which the reference notes recommend over AUC alone. The raw score is the target model's loss (Yeom et al.
+2018). It confuses difficulty with membership: a device's held-out steps come later in time and can be harder
+(another room, another activity), so they have higher losses under *any* model, member or not. The calibrated
+score (:func:`calibrated_scores`, Watson et al., ICLR 2022) subtracts each sample's loss under a reference model
+that never saw it (the pretrained foundation model): what remains is how much more the target model learned that
+sample than a model that never trained on it. :func:`membership_audit` reports both.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ __all__ = [
     "RdpAccountant",
     "loss_threshold_auc",
     "tpr_at_fpr",
+    "calibrated_scores",
+    "MembershipAudit",
+    "membership_audit",
 ]
 
 #: Renyi orders evaluated by the accountant (integers, where the RDP of the sampled Gaussian is exact).
@@ -167,7 +175,9 @@ class RdpAccountant:
 
 
 def loss_threshold_auc(member_losses: Sequence[float], nonmember_losses: Sequence[float]) -> float:
-    """ROC AUC of the loss-threshold attack: P(member loss < non-member loss), ties counted one half."""
+    """ROC AUC of the threshold attack: P(member score < non-member score), ties counted one half.
+
+    The scores are losses (the raw attack) or calibrated losses (:func:`calibrated_scores`); lower = member."""
     m = np.asarray(member_losses, dtype=np.float64)
     n = np.asarray(nonmember_losses, dtype=np.float64)
     if m.size == 0 or n.size == 0:
@@ -178,7 +188,8 @@ def loss_threshold_auc(member_losses: Sequence[float], nonmember_losses: Sequenc
 
 
 def tpr_at_fpr(member_losses: Sequence[float], nonmember_losses: Sequence[float], fpr: float = 0.1) -> float:
-    """True-positive rate of the loss-threshold attack at the threshold whose false-positive rate is <= ``fpr``."""
+    """True-positive rate of the threshold attack at the threshold whose false-positive rate is <= ``fpr``
+    (scores as in :func:`loss_threshold_auc`: a sample is called a member when its score is below the threshold)."""
     m = np.asarray(member_losses, dtype=np.float64)
     n = np.sort(np.asarray(nonmember_losses, dtype=np.float64))
     if m.size == 0 or n.size == 0:
@@ -186,3 +197,53 @@ def tpr_at_fpr(member_losses: Sequence[float], nonmember_losses: Sequence[float]
     k = int(math.floor(fpr * n.size))  # at most k non-members may fall below the threshold
     threshold = n[k] if k < n.size else math.inf
     return float((m < threshold).mean())
+
+
+def calibrated_scores(target_losses: Sequence[float], reference_losses: Sequence[float]) -> np.ndarray:
+    """Difficulty-calibrated membership scores: per sample, target loss minus reference loss (lower = member).
+
+    The reference model never saw the samples, so its loss measures how hard each sample is; both lists must
+    hold the same samples in the same order (Watson et al., "On the importance of difficulty calibration in
+    membership inference attacks", ICLR 2022).
+    """
+    t = np.asarray(target_losses, dtype=np.float64)
+    r = np.asarray(reference_losses, dtype=np.float64)
+    if t.shape != r.shape:
+        raise FederationError(f"calibration needs one reference loss per target loss: got {t.size} target and "
+                              f"{r.size} reference losses")
+    return t - r
+
+
+@dataclass(frozen=True)
+class MembershipAudit:
+    """A membership-inference audit of one model on one device's members and non-members.
+
+    ``auc`` / ``tpr_at_fpr`` are the calibrated attack's (None without reference losses); the ``*_uncalibrated``
+    figures are the raw loss-threshold attack's on the same samples. 0.5 AUC (and TPR = ``fpr``) is no leakage.
+    """
+
+    auc: float | None
+    tpr_at_fpr: float | None
+    auc_uncalibrated: float
+    tpr_at_fpr_uncalibrated: float
+    fpr: float
+    members: int
+    nonmembers: int
+
+
+def membership_audit(member_losses: Sequence[float], nonmember_losses: Sequence[float], *,
+                     member_reference: Sequence[float] | None = None,
+                     nonmember_reference: Sequence[float] | None = None, fpr: float = 0.1) -> MembershipAudit:
+    """Raw and (with both reference lists) difficulty-calibrated threshold attacks on the target model's losses."""
+    if not 0 <= fpr <= 1:
+        raise FederationError(f"fpr must be in [0, 1], got {fpr}")
+    if (member_reference is None) != (nonmember_reference is None):
+        raise FederationError("calibration needs reference losses for both the members and the non-members")
+    auc = tpr = None
+    if member_reference is not None and nonmember_reference is not None:
+        m = calibrated_scores(member_losses, member_reference)
+        n = calibrated_scores(nonmember_losses, nonmember_reference)
+        auc, tpr = loss_threshold_auc(m, n), tpr_at_fpr(m, n, fpr)
+    return MembershipAudit(auc, tpr, loss_threshold_auc(member_losses, nonmember_losses),
+                           tpr_at_fpr(member_losses, nonmember_losses, fpr), float(fpr), len(member_losses),
+                           len(nonmember_losses))

@@ -182,7 +182,8 @@ DEVICE_COLUMNS = (
     ("modules", "active_modules"), ("sent kB", "bytes_sent"), ("recv kB", "bytes_received"),
     ("compute J", "compute_joules"), ("comm J", "comm_joules"), ("battery", "battery_frac"),
     ("rounds in", "rounds_participated"), ("missed", "rounds_missed_deadline"), ("forgetting", "forgetting"),
-    ("MIA AUC", "mia_auc"),
+    ("MIA AUC", "mia_auc"), ("MIA TPR@0.1", "mia_tpr_at_fpr_0.1"), ("MIA AUC raw", "mia_auc_uncalibrated"),
+    ("MIA AUC device", "mia_auc_device_model"),
 )
 
 
@@ -213,8 +214,10 @@ _NOTE = ("*Held-out data: the end of each phase, separated from the training ste
          "Global: the aggregated shared tensors alone (no personal modules). Pers. gain: the device's model minus "
          "the global model on the same data. Pretrained: the foundation model before any tuning. Majority / "
          "persistence: the device's most frequent / last training label. Train s: simulated on-device time "
-         "(profile GFLOP/s). MIA AUC: loss-threshold membership inference, members = training steps, "
-         "non-members = held-out steps (0.5 = no leakage).*")
+         "(profile GFLOP/s). MIA: membership inference against the global model (what leaves the device), members "
+         "= training steps, non-members = held-out steps, score = its loss minus the pretrained model's on the same "
+         "sample (AUC 0.5, TPR@0.1 = 0.1: no leakage); raw: the uncalibrated loss threshold; device: the same "
+         "attack on the device's own model, which never leaves it.*")
 
 
 def _write(rd: Path, title: str, sections: list[tuple[str, str, str]], plots: list[tuple[str, str]]) -> Path:
@@ -253,6 +256,12 @@ def _split_section(summary: dict[str, Any]) -> tuple[str, str, str]:
     return "Split", text, f"<p>{html.escape(text)}</p>"
 
 
+def _mia_section(summary: dict[str, Any]) -> tuple[str, str, str]:
+    """What the membership-inference figures measure, in one sentence (written by the runner)."""
+    text = summary.get("mia_audit") or "-"
+    return "Membership inference", text, f"<p>{html.escape(text)}</p>"
+
+
 def _sec(head: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> tuple[str, str, str]:
     return head, _md_table(headers, rows), _html_table(headers, rows)
 
@@ -270,7 +279,11 @@ def write_report(run_dir: str | Path) -> Path:
                 ("total bytes", summary["total_bytes"]), ("device energy (J)", summary["total_joules"]),
                 ("mean round latency (simulated s)", summary["mean_round_latency_s"]),
                 ("epsilon", summary["epsilon"]), ("mean forgetting (balanced accuracy)", summary["mean_forgetting"]),
-                ("membership-inference AUC", summary["mean_mia_auc"])]
+                ("membership-inference AUC (global model, calibrated)", summary["mean_mia_auc"]),
+                ("membership-inference TPR at FPR 0.1", summary.get("mean_mia_tpr_at_fpr_0.1")),
+                ("membership-inference AUC, raw loss threshold", summary.get("mean_mia_auc_uncalibrated")),
+                ("membership-inference AUC, device model (never leaves the device)",
+                 summary.get("mean_mia_auc_device_model"))]
     sections = [
         _sec("Result and baselines (held-out, mean over devices)", ["", "macro balanced accuracy", "accuracy"],
              headline(summary)),
@@ -278,6 +291,7 @@ def write_report(run_dir: str | Path) -> Path:
         _sec("Per task (balanced accuracy, mean over the devices running it)",
              ["task", "this run", *BASELINES], _task_rows(summary)),
         _sec("Run", ["figure", "value"], overview),
+        _mia_section(summary),
         _sec("Table 6 metrics per device", [h for h, _ in DEVICE_COLUMNS], _device_rows(summary)),
         ("", _NOTE, f"<p><em>{html.escape(_NOTE.strip('*'))}</em></p>"),
         _sec("Per link type", ["link", "kB", "J"],
@@ -325,6 +339,10 @@ def summarise_seeds(run_dir: str | Path) -> dict[str, Any]:
         "epsilon": est(lambda s: s["epsilon"]),
         "mean_forgetting": est(lambda s: s["mean_forgetting"]),
         "mean_mia_auc": est(lambda s: s["mean_mia_auc"]),
+        "mean_mia_tpr_at_fpr_0.1": est(lambda s: s.get("mean_mia_tpr_at_fpr_0.1")),
+        "mean_mia_auc_uncalibrated": est(lambda s: s.get("mean_mia_auc_uncalibrated")),
+        "mean_mia_auc_device_model": est(lambda s: s.get("mean_mia_auc_device_model")),
+        "mia_audit": first.get("mia_audit"),
         "runs": [p.name for p in seed_dirs(rd)],
     }
 
@@ -346,7 +364,11 @@ def _write_seed_report(rd: Path, summary: dict[str, Any]) -> Path:
               ("device energy (J)", summary["total_joules"]),
               ("mean round latency (simulated s)", summary["mean_round_latency_s"]),
               ("epsilon", summary["epsilon"]), ("mean forgetting", summary["mean_forgetting"]),
-              ("membership-inference AUC", summary["mean_mia_auc"])]),
+              ("membership-inference AUC (global model, calibrated)", summary["mean_mia_auc"]),
+              ("membership-inference TPR at FPR 0.1", summary.get("mean_mia_tpr_at_fpr_0.1")),
+              ("membership-inference AUC, raw loss threshold", summary.get("mean_mia_auc_uncalibrated")),
+              ("membership-inference AUC, device model", summary.get("mean_mia_auc_device_model"))]),
+        _mia_section(summary),
     ]
     return _write(rd, f"xrfed run: {summary['name']} ({n} seeds)", sections, [])
 

@@ -6,11 +6,15 @@ Run directory layout (reading it: :mod:`federation.rundir`)::
       config.yaml            the validated config (a resume must match it)
       baselines.json         per device and phase, on the held-out data: majority class, label persistence and
                              the pretrained model, written before the first round
+      mia_reference.json     per device, the pretrained model's per-sample losses on the final phase's training
+                             (members) and held-out (non-members) steps: the membership-inference reference,
+                             written before the first round
       metrics.jsonl          one RoundRecord per line (Table 6 figures per device, links, latency, epsilon)
       checkpoint/            the last completed round: engine.json, engine.safetensors, clients/<id>.safetensors
       summary.json           end-of-run figures: the final model next to its baselines on the same held-out data,
                              per device and per task (balanced accuracy is the headline), bytes, energy, latency,
-                             storage, forgetting, membership-inference audit, epsilon
+                             storage, forgetting, membership-inference audit (of the global model, calibrated
+                             by the reference losses), epsilon
       report.md, report.html, plots/*.png
 
 A config with ``seeds: [..]`` runs once per seed into ``RUN/seed-<s>/`` (:func:`run_experiment`), and RUN's
@@ -44,7 +48,7 @@ from .config import ExperimentConfig
 from .continual import forgetting
 from .errors import CheckpointError, ExecutorError
 from .messages import EvalReport
-from .privacy import loss_threshold_auc, tpr_at_fpr
+from .privacy import MembershipAudit, membership_audit
 from .rounds import RoundEngine, RoundRecord
 from .rundir import SEED_DIR_PREFIX, read_baselines, read_metrics, read_summary
 from .strategies import make_strategy
@@ -57,6 +61,11 @@ PositionsFn = Callable[[int, int], Mapping[str, Sequence[float]] | None]
 
 #: the reference points every result stands next to (``local`` -- local-only training -- is a paradigm run)
 BASELINE_NAMES = ("majority", "persistence", "pretrained")
+
+#: the membership-inference reference losses in a run directory (written before the first round)
+MIA_REFERENCE_FILE = "mia_reference.json"
+#: the false-positive rate at which the audit reports the attack's true-positive rate
+MIA_FPR = 0.1
 
 
 def phase_of_round(round_idx: int, rounds: int, phases: int) -> int:
@@ -76,6 +85,31 @@ def _eval_figures(ev: EvalReport) -> dict[str, Any]:
     return {"accuracy": f(ev.mean_accuracy), "balanced_accuracy": f(ev.macro_balanced_accuracy),
             "accuracy_per_task": dict(ev.accuracy), "balanced_accuracy_per_task": dict(ev.balanced_accuracy),
             "counts": dict(ev.counts)}
+
+
+def _audit(members: EvalReport, nonmembers: EvalReport, reference: Mapping[str, Sequence[float]] | None
+           ) -> MembershipAudit | None:
+    """The membership-inference audit of one model on one device (None when either side has no sample)."""
+    if not members.per_sample_loss or not nonmembers.per_sample_loss:
+        return None
+    ref: dict[str, Any] = {}
+    if reference is not None:
+        ref = {"member_reference": reference["members"], "nonmember_reference": reference["nonmembers"]}
+    return membership_audit(members.per_sample_loss, nonmembers.per_sample_loss, fpr=MIA_FPR, **ref)
+
+
+#: what the summary's membership-inference figures measure (one sentence, repeated in the report)
+_MIA_AUDIT = ("Membership inference (phase {phase}): members are each device's training steps and non-members its "
+              "held-out steps (later in time, past the guard gap); the attacked model (target) is the global model "
+              "the device received, and a sample's score is its loss under the target minus its loss under the "
+              "reference, the model before the first round (the pretrained foundation model, which never saw any "
+              "device's data; lower = member); AUC 0.5 and TPR {fpr:g} at FPR {fpr:g} mean no leakage, "
+              "*_uncalibrated is the raw loss threshold and mia_auc_device_model the same attack on the device's "
+              "own model, which never leaves the device.")
+_MIA_AUDIT_UNCALIBRATED = ("Membership inference (phase {phase}): members are each device's training steps and "
+                           "non-members its held-out steps; the target is the global model the device received; "
+                           "this run has no reference losses (it was started before they were recorded), so only "
+                           "the raw loss-threshold attack (*_uncalibrated) is reported.")
 
 
 def _mean(vals: Sequence[float | None]) -> float | None:
@@ -203,15 +237,26 @@ class ExperimentRunner:
     # -- baselines ---------------------------------------------------------------------------------------------
     def _write_baselines(self) -> None:
         """Before any training: every device's majority-class, label-persistence and pretrained-model figures on
-        each phase's held-out data (the same steps its models are evaluated on)."""
+        each phase's held-out data (the same steps its models are evaluated on), and the pretrained model's
+        per-sample losses on the final phase's training and held-out steps (the membership-inference reference,
+        :data:`MIA_REFERENCE_FILE`: before the first local training ``evaluate_base`` is the pretrained model)."""
         assert self.executor is not None
         ids = self.executor.device_ids
         out: dict[str, dict[str, dict[str, Any]]] = {d: {} for d in ids}
+        last = self.cfg.phases - 1
+        ref_nonmembers: list[EvalReport] = []
         for p in range(self.cfg.phases):
             labels = self.executor.map("label_baselines", [(d, (), {"phase": p}) for d in ids])
             base = self.executor.map("evaluate_base", [(d, (), {"phase": p}) for d in ids])
             for d, lb, b in zip(ids, labels, base, strict=True):
                 out[d][str(p)] = {**{k: _eval_figures(v) for k, v in lb.items()}, "pretrained": _eval_figures(b)}
+            if p == last:
+                ref_nonmembers = base
+        ref_members = self.executor.map("evaluate_base", [(d, (), {"split": "train", "phase": last}) for d in ids])
+        reference = {"model": "evaluate_base before the first round (the pretrained model)", "phase": last,
+                     "devices": {d: {"members": list(m.per_sample_loss), "nonmembers": list(n.per_sample_loss)}
+                                 for d, m, n in zip(ids, ref_members, ref_nonmembers, strict=True)}}
+        (self.run_dir / MIA_REFERENCE_FILE).write_text(json.dumps(reference))
         meta: dict[str, Any] = {"guard_s": self.cfg.eval.guard_s, "test_fraction": self.cfg.eval.test_fraction}
         if self._factories is None:  # the experiment's own recording: measure how long its labels persist
             from .agent_client import label_persistence_s, split_policy
@@ -313,6 +358,19 @@ class ExperimentRunner:
                 self.phase_acc.setdefault(d, {}).setdefault(str(phase), {})[str(j)] = 0.0 if math.isnan(v) else v
 
     # -- summary -----------------------------------------------------------------------------------------------
+    def _mia_reference(self) -> dict[str, dict[str, list[float]]] | None:
+        """Each device's reference losses (members, non-members) of :data:`MIA_REFERENCE_FILE`; None for a run
+        started before the file existed (its audit is then the uncalibrated one only)."""
+        path = self.run_dir / MIA_REFERENCE_FILE
+        if not path.is_file():
+            return None
+        try:
+            devices = json.loads(path.read_text())["devices"]
+            return {d: {"members": [float(x) for x in v["members"]], "nonmembers": [float(x) for x in v["nonmembers"]]}
+                    for d, v in devices.items()}
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: unreadable membership-inference reference: {exc}") from exc
+
     def _summarise(self) -> dict[str, Any]:
         assert self.executor is not None and self.engine is not None
         rows = read_metrics(self.run_dir)
@@ -323,8 +381,11 @@ class ExperimentRunner:
         final = self.executor.map("evaluate", [(d, (), {"phase": last_phase}) for d in ids])
         final_global = self.executor.map("evaluate_global", [(d, (), {"phase": last_phase}) for d in ids])
         members = self.executor.map("evaluate", [(d, (), {"split": "train", "phase": last_phase}) for d in ids])
+        gmembers = self.executor.map("evaluate_global",
+                                     [(d, (), {"split": "train", "phase": last_phase}) for d in ids])
+        reference = self._mia_reference()
         devices: dict[str, Any] = {}
-        for d, ev, gev, mem in zip(ids, final, final_global, members, strict=True):
+        for d, ev, gev, mem, gmem in zip(ids, final, final_global, members, gmembers, strict=True):
             per_round = [r["devices"][d] for r in rows]
 
             def vals(key: str, per_round: list[dict[str, Any]] = per_round) -> list[float]:
@@ -336,7 +397,9 @@ class ExperimentRunner:
             storage = vals("storage_bytes")
             lat = vals("inference_latency_ms")
             fig, gfig = _eval_figures(ev), _eval_figures(gev)
-            non = ev.per_sample_loss
+            ref = reference.get(d) if reference is not None else None
+            mia = _audit(gmem, gev, ref)  # the global model: what leaves the device
+            mia_device = _audit(mem, ev, ref)  # the device's own model: it never leaves the device
             devices[d] = {
                 "profile": self.engine.profiles[d].name,
                 **fig,
@@ -356,10 +419,14 @@ class ExperimentRunner:
                 "comm_joules": float(sum(vals("comm_joules"))),
                 "battery_frac": per_round[-1].get("battery_frac") if per_round else None,
                 "forgetting": forgetting(matrix)["mean"] if n_ph > 1 else None,
-                "mia_auc": loss_threshold_auc(mem.per_sample_loss, non)
-                if mem.per_sample_loss and non else None,
-                "mia_tpr_at_fpr_0.1": tpr_at_fpr(mem.per_sample_loss, non, 0.1)
-                if mem.per_sample_loss and non else None,
+                "mia_auc": mia.auc if mia else None,
+                "mia_tpr_at_fpr_0.1": mia.tpr_at_fpr if mia else None,
+                "mia_auc_uncalibrated": mia.auc_uncalibrated if mia else None,
+                "mia_tpr_at_fpr_0.1_uncalibrated": mia.tpr_at_fpr_uncalibrated if mia else None,
+                "mia_auc_device_model": mia_device.auc if mia_device else None,
+                "mia_auc_device_model_uncalibrated": mia_device.auc_uncalibrated if mia_device else None,
+                "mia_members": mia.members if mia else 0,
+                "mia_nonmembers": mia.nonmembers if mia else 0,
             }
         links = {lt: {"bytes": sum(r["links"][lt]["bytes"] for r in rows),
                       "joules": sum(r["links"][lt]["joules"] for r in rows)} for lt in ("uplink", "downlink", "d2d")}
@@ -396,6 +463,11 @@ class ExperimentRunner:
             "epsilon": rows[-1].get("epsilon") if rows else None,
             "mean_forgetting": _mean([v["forgetting"] for v in dv]),
             "mean_mia_auc": _mean([v["mia_auc"] for v in dv]),
+            "mean_mia_tpr_at_fpr_0.1": _mean([v["mia_tpr_at_fpr_0.1"] for v in dv]),
+            "mean_mia_auc_uncalibrated": _mean([v["mia_auc_uncalibrated"] for v in dv]),
+            "mean_mia_auc_device_model": _mean([v["mia_auc_device_model"] for v in dv]),
+            "mia_audit": _MIA_AUDIT.format(phase=last_phase, fpr=MIA_FPR) if reference is not None else
+            _MIA_AUDIT_UNCALIBRATED.format(phase=last_phase, fpr=MIA_FPR),
             "devices": devices,
         }
 

@@ -89,3 +89,41 @@ def test_tpr_at_fpr():
     nonmembers = [0.15, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0, 1.1]
     # fpr 0.1 -> at most 1 non-member below threshold -> threshold = 0.5 -> members below: 0.1, 0.2
     assert P.tpr_at_fpr(members, nonmembers, 0.1) == pytest.approx(2 / 3)
+
+
+def test_calibrated_scores_subtract_the_reference_loss_per_sample():
+    assert P.calibrated_scores([1.0, 0.5], [0.25, 1.5]).tolist() == [0.75, -1.0]
+    with pytest.raises(FederationError, match="2 target and 1 reference"):
+        P.calibrated_scores([1.0, 0.5], [0.25])
+
+
+def test_calibration_removes_a_harder_held_out_set_that_fools_the_raw_attack():
+    # Prepare: nothing was memorised (target loss = reference loss on every sample), but the held-out steps
+    # are harder (another room): every non-member loss is above every member loss.
+    members, member_ref = [0.1, 0.2], [0.1, 0.2]
+    nonmembers, nonmember_ref = [1.0, 2.0], [1.0, 2.0]
+
+    # Execute
+    audit = P.membership_audit(members, nonmembers, member_reference=member_ref, nonmember_reference=nonmember_ref)
+
+    # Assert: the raw attack sees perfect "leakage"; calibrated, every score is 0 -> all pairs tie -> 0.5
+    assert audit.auc_uncalibrated == 1.0 and audit.tpr_at_fpr_uncalibrated == 1.0
+    assert audit.auc == 0.5 and audit.tpr_at_fpr == 0.0
+    assert (audit.members, audit.nonmembers, audit.fpr) == (2, 2, 0.1)
+
+
+def test_calibration_finds_memorised_hard_members_the_raw_attack_misses():
+    # members are hard samples (reference 1.0, 3.0) the target learned by 0.5 each; non-members are easy
+    # (reference 0.2, 0.4) and the target is no better on them
+    audit = P.membership_audit([0.5, 2.5], [0.2, 0.4], member_reference=[1.0, 3.0], nonmember_reference=[0.2, 0.4])
+    # raw: no member loss is below a non-member loss (0 of 4 pairs); calibrated: -0.5, -0.5 vs 0, 0 (4 of 4)
+    assert audit.auc_uncalibrated == 0.0
+    assert audit.auc == 1.0 and audit.tpr_at_fpr == 1.0
+
+
+def test_membership_audit_without_reference_is_the_raw_attack_only():
+    audit = P.membership_audit([0.1, 0.5], [0.3, 0.5])
+    assert audit.auc is None and audit.tpr_at_fpr is None
+    assert audit.auc_uncalibrated == pytest.approx(0.625)  # the hand-computed case of the test above
+    with pytest.raises(FederationError, match="both the members and the non-members"):
+        P.membership_audit([0.1], [0.3], member_reference=[0.1])
