@@ -59,6 +59,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the simulated devices (default 1)")
     d.set_defaults(func=run_demo)
 
+    from . import shift
+
+    shift.register(subparsers)  # xrfed shift: the SHIFT pairs of configs/shift
+
 
 def run_experiment(args: argparse.Namespace) -> int:
     from .config import load_config
