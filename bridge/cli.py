@@ -29,6 +29,7 @@ BENCHES = {
     "sim": ("bridge.embedded.bench", "add_bench_arguments", "run_sim_bench"),
     "inference": ("agents.bench", "add_bench_arguments", "run_inference_bench"),
     "round": ("federation.bench", "add_bench_arguments", "run_round_bench"),
+    "poison": ("federation.bench_poison", "add_bench_arguments", "run_poison_bench"),
     "bridge": ("bridge.unity.bench", "add_bench_arguments", "run_bridge_bench"),
     "stream": ("bridge.stream.bench", "add_bench_arguments", "run_stream_bench"),
 }
