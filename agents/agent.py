@@ -64,7 +64,7 @@ from .personalize import (
 from .personalize import load_shared_state as _load_shared
 from .personalize import shared_state as _shared
 from .reports import EvalReport, TrainReport
-from .train import evaluate_items, forward_flops, label_baselines, multitask_loss, train_steps
+from .train import class_weights, evaluate_items, forward_flops, label_baselines, multitask_loss, train_steps
 
 __all__ = ["AgentConfig", "DeviceAgent", "Prediction", "TrainReport", "EvalReport", "AgentMetrics",
            "compute_budget", "tasks_for_profile"]
@@ -223,7 +223,7 @@ class DeviceAgent:
         self._phases: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
         self.phase = 0
         self._ewc = EWC(self.config.ewc_strength) if self.config.continual == "ewc" else None
-        self._window = FrameWindow(model.cfg.window)
+        self._window = FrameWindow(model.cfg.window, model.cfg.audio_window)
         self._latency_ms: deque[float] = deque(maxlen=self.config.latency_window)
         self._device_latency_ms: deque[float] = deque(maxlen=self.config.latency_window)
         self.frames_seen = self.frames_skipped = 0
@@ -432,7 +432,10 @@ class DeviceAgent:
 
             ewc = self._ewc
             penalty = (lambda: ewc.penalty(params)) if ewc is not None and ewc.fisher else None
-            st = train_steps(self.model, next_batch, steps, self.tasks, opt, penalty=penalty)
+            # XR labels are imbalanced on a device (no command spoken most of the time, one activity for minutes):
+            # the same inverse-square-root class weights as pretraining, from the device's own buffer
+            st = train_steps(self.model, next_batch, steps, self.tasks, opt, penalty=penalty,
+                             weights=class_weights(data, self.tasks))
         dev_s = st.flops / (self.profile.gflops_sustained * 1e9)
         self.compute_flops += st.flops
         self.train_wall_s += st.wall_time_s

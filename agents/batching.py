@@ -11,8 +11,9 @@ gives the same):
 * audio keeps the outermost two channels (left and right of the array; a mono device repeats its channel), which
   is all the model's channel-count-agnostic tokenizer uses (the mean of those two and their level difference).
 
-:class:`FrameWindow` keeps the last ``window`` frames of one device so time-series modalities arrive as windows,
-with ``window_valid`` rows False before the first frame and where a modality was absent.
+:class:`FrameWindow` keeps the last frames of one device so time-series modalities arrive as windows (with
+``window_valid`` rows False before the first frame and where a modality was absent) and audio as the last
+``audio_steps`` steps of sound.
 """
 
 from __future__ import annotations
@@ -45,15 +46,17 @@ def edge_channels(audio: torch.Tensor) -> torch.Tensor:
 
 
 def frame_to_item(frame: DeviceFrame, *, previous: Sequence[DeviceFrame] = (), window: int = 1,
-                  image_size: int | None = None, modalities: Sequence[str] | None = None) -> dict[str, Any]:
-    """One frame (plus up to ``window - 1`` previous frames of the same device, oldest first) as a dataset item.
+                  image_size: int | None = None, modalities: Sequence[str] | None = None,
+                  audio_steps: int = 1) -> dict[str, Any]:
+    """One frame (plus previous frames of the same device, oldest first: up to ``max(window, audio_steps) - 1``
+    are used) as a dataset item.
 
     ``modalities`` restricts the item to a device's modalities: a modality outside it is absent even if the
     frame carries it. Depth beyond the far plane becomes :data:`DEPTH_FAR_M`, XRDataset's default.
     """
     spec = ItemSpec(window=window, image_size=None if image_size is None else (image_size, image_size),
-                    depth_far_m=DEPTH_FAR_M, audio_channels=AUDIO_CHANNELS)
-    hist = list(previous)[-(window - 1):] if window > 1 else []
+                    depth_far_m=DEPTH_FAR_M, audio_channels=AUDIO_CHANNELS, audio_steps=audio_steps)
+    hist = list(previous)[-(spec.history - 1):] if spec.history > 1 else []
     steps = [frame_to_arrays(f) for f in (*hist, frame)]
     cur = steps[-1]
     item = build_item(steps, spec, tuple(MODALITIES if modalities is None else modalities),
@@ -88,29 +91,31 @@ def items_to_batch(items: Sequence[Mapping[str, Any]], tasks: Sequence[str] = ()
 
 def frames_to_batch(frames: Sequence[DeviceFrame], *, window: int = 1, image_size: int | None = None,
                     histories: Sequence[Sequence[DeviceFrame]] | None = None,
-                    modalities: Sequence[str] | None = None) -> dict[str, Any]:
+                    modalities: Sequence[str] | None = None, audio_steps: int = 1) -> dict[str, Any]:
     """Batch live frames (one per sample; ``histories[i]`` = earlier frames of sample i's device)."""
     hs = histories if histories is not None else [()] * len(frames)
     if len(hs) != len(frames):
         raise AgentError(f"frames_to_batch: {len(frames)} frames but {len(hs)} histories")
-    return items_to_batch([frame_to_item(f, previous=h, window=window, image_size=image_size, modalities=modalities)
-                           for f, h in zip(frames, hs, strict=True)])
+    return items_to_batch([frame_to_item(f, previous=h, window=window, image_size=image_size, modalities=modalities,
+                                         audio_steps=audio_steps) for f, h in zip(frames, hs, strict=True)])
 
 
 class FrameWindow:
-    """The last ``window`` frames of one device, for windows of the time-series modalities."""
+    """The last frames of one device: ``window`` for the time-series modalities, ``audio_steps`` for audio."""
 
-    def __init__(self, window: int):
-        if window < 1:
-            raise AgentError(f"FrameWindow: window must be >= 1, got {window}")
-        self.window = window
-        self._frames: deque[DeviceFrame] = deque(maxlen=max(1, window - 1))
+    def __init__(self, window: int, audio_steps: int = 1):
+        if window < 1 or audio_steps < 1:
+            raise AgentError(f"FrameWindow: window and audio_steps must be >= 1, got {window}, {audio_steps}")
+        self.window, self.audio_steps = window, audio_steps
+        history = max(window, audio_steps)
+        self._frames: deque[DeviceFrame] = deque(maxlen=max(1, history - 1))
 
     def item(self, frame: DeviceFrame, *, image_size: int | None = None,
              modalities: Sequence[str] | None = None) -> dict[str, Any]:
         """The item of ``frame`` with the stored history, then remember ``frame``."""
-        it = frame_to_item(frame, previous=tuple(self._frames) if self.window > 1 else (), window=self.window,
-                           image_size=image_size, modalities=modalities)
+        history = max(self.window, self.audio_steps)
+        it = frame_to_item(frame, previous=tuple(self._frames) if history > 1 else (), window=self.window,
+                           image_size=image_size, modalities=modalities, audio_steps=self.audio_steps)
         self._frames.append(frame)
         return it
 

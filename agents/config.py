@@ -37,7 +37,8 @@ class ModelConfig:
 
     Inputs are resized to ``image_size_px`` (square) and cut into ``patch_px`` patches; audio is resampled to
     ``audio_hz`` and turned into an ``audio_n_mels``-band log-mel spectrogram (25 ms window, 10 ms hop).
-    ``window`` is how many past steps the time-series tokenizers (gaze, pose, IMU, hands) see. ``num_experts``
+    ``window`` is how many past steps the time-series tokenizers (gaze, pose, IMU, hands) see, ``audio_window``
+    how many steps of sound the audio tokenizer hears (a spoken command lasts several 100 ms steps). ``num_experts``
     > 0 replaces every feed-forward with a mixture of experts routing each token to ``top_k`` of them.
     ``fovea_px`` is the side of the crop around the gaze point (the view centre without gaze) that becomes an
     extra RGB/depth token: the pointing-ray tasks are about what lies there. ``fov_y_deg`` is the vertical
@@ -57,6 +58,7 @@ class ModelConfig:
     fov_y_deg: float = 90.0
     depth_max_m: float = 10.0
     window: int = 4
+    audio_window: int = 1
     audio_hz: int = 16000
     audio_n_mels: int = 32
     audio_win_ms: float = 25.0
@@ -76,7 +78,8 @@ class ModelConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(name, "must be an integer >= 1", value=v)
 
-        for n in ("d_model", "n_layers", "n_heads", "image_size_px", "patch_px", "fovea_px", "window", "audio_hz",
+        for n in ("d_model", "n_layers", "n_heads", "image_size_px", "patch_px", "fovea_px", "window", "audio_window",
+                  "audio_hz",
                   "audio_n_mels", "audio_max_tokens", "top_k"):
             pos_int(n)
         if self.d_model % self.n_heads:

@@ -12,9 +12,12 @@
 ==========  ============================================================================================
 
 With ``tune_heads`` (default) the heads of the device's own tasks are trained and shared too (task-aware
-aggregation averages them only among devices running that task). With ``personal`` the device also gets a
-**personal** prompt and personal residual classifiers (zero-initialised, under ``personal.``): trained locally,
-never returned by :func:`shared_state`, so they never leave the device.
+aggregation averages them only among devices running that task); ``share_all_heads`` makes the device hold and
+share every task head of the model -- a multi-task model on every device -- while it trains only its own tasks'. With ``personal`` the device also gets a
+**personal** prompt and (with ``personal_heads``) personal residual classifiers (zero-initialised, under
+``personal.``): trained locally, never returned by :func:`shared_state`, so they never leave the device. The prompt
+carries the user; the residual classifiers also learn the device's own label priors, which help where tomorrow
+looks like today and hurt where it does not.
 
 :func:`apply_personalization` freezes the base and returns a :class:`Personalized` record; :func:`shared_state`
 returns exactly the tunable, shareable tensors (LoRA keys in peft's adapter state-dict naming,
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -71,7 +75,9 @@ class PersonalizationConfig:
     prompt_tokens: int = 4
     experts: tuple[int, ...] = ()
     tune_heads: bool = True
+    share_all_heads: bool = False
     personal: bool = False
+    personal_heads: bool = True
     personal_prompt_tokens: int = 2
     learning_rate: float = 3e-3
     weight_decay: float = 0.0
@@ -154,13 +160,19 @@ def apply_personalization(model: M3TModel, cfg: PersonalizationConfig, tasks: Se
     if cfg.method == "lora":
         from peft import LoraConfig, inject_adapter_in_model
 
-        names = {n.rsplit(".", 1)[-1] for n, mod in model.named_modules() if isinstance(mod, nn.Linear)}
-        plain = [t for t in cfg.targets if t.isidentifier()]
-        missing = [t for t in plain if t not in names]
+        linear = [n for n, mod in model.named_modules() if isinstance(mod, nn.Linear)]
+        # A target is a module name (``q_proj``) or a dotted suffix of one (``net.0``), matched as peft matches list
+        # entries; anything else is a regular expression over full module names. Mixed lists become one expression.
+        names = [t for t in cfg.targets if re.fullmatch(r"[A-Za-z_][\w]*(\.\w+)*", t)]
+        missing = [t for t in names if not any(n == t or n.endswith(f".{t}") for n in linear)]
         if missing:
             raise PersonalizationError(f"LoRA targets {missing} name no nn.Linear in the model; linear layers: "
-                                       f"{sorted(names)}")
-        target: str | list[str] = list(cfg.targets) if len(plain) == len(cfg.targets) else cfg.targets[0]
+                                       f"{sorted({n.rsplit('.', 1)[-1] for n in linear})}")
+        if len(names) == len(cfg.targets):
+            target: str | list[str] = list(cfg.targets)
+        else:
+            parts = [f"(?:.*\\.)?{re.escape(t)}" if t in names else f"(?:{t})" for t in cfg.targets]
+            target = "|".join(parts)
         lcfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.lora_dropout, target_modules=target,
                           bias="none")
         inject_adapter_in_model(lcfg, model)
@@ -174,7 +186,7 @@ def apply_personalization(model: M3TModel, cfg: PersonalizationConfig, tasks: Se
                                    "use a preset with experts or set num_experts")
     if cfg.personal:
         model.personal.prompt = nn.Parameter(torch.randn(cfg.personal_prompt_tokens, d) * 0.02)
-        for t in tasks:
+        for t in (tasks if cfg.personal_heads else ()):
             lin = nn.Linear(d, model.cfg.num_classes(t))
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
@@ -202,7 +214,8 @@ def apply_personalization(model: M3TModel, cfg: PersonalizationConfig, tasks: Se
             role = "shared"
         elif cfg.method == "expert" and any(f".ff.experts.{e}." in name for e in experts):
             role = "shared"
-        elif cfg.tune_heads and any(name.startswith(f"heads.{t}.") for t in tasks):
+        elif cfg.tune_heads and any(name.startswith(f"heads.{t}.")
+                                    for t in (model.cfg.tasks if cfg.share_all_heads else tasks)):
             role = "shared"
         else:
             role = "frozen"

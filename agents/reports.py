@@ -75,6 +75,8 @@ class EvalReport:
     balanced_accuracy: dict[str, float] = field(default_factory=dict)
     per_sample_loss: list[float] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    #: task -> [(item index, label, predicted class)] when asked for (model cards resample them)
+    predictions: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)
 
     @property
     def mean_accuracy(self) -> float:
@@ -87,6 +89,7 @@ class EvalReport:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("per_sample_loss")
+        d.pop("predictions")
         d["mean_accuracy"] = self.mean_accuracy
         d["macro_balanced_accuracy"] = self.macro_balanced_accuracy
         return d

@@ -167,16 +167,18 @@ def train_steps(model: M3TModel, next_batch: Callable[[], dict[str, Any]], steps
 
 @torch.no_grad()
 def evaluate_items(model: M3TModel, items: Sequence[Mapping[str, Any]], tasks: Sequence[str], *,
-                   batch_size: int = 64) -> EvalReport:
+                   batch_size: int = 64, keep_predictions: bool = False) -> EvalReport:
     """Accuracy and balanced accuracy per task on labelled samples with input, mean loss, per-sample loss.
 
-    ``latency_ms`` is the host's mean time per sample of the whole evaluation (batched)."""
+    ``latency_ms`` is the host's mean time per sample of the whole evaluation (batched). ``keep_predictions``
+    fills ``EvalReport.predictions`` (task -> [(item index, label, predicted class)]) for resampling."""
     model.eval()
     t0 = time.perf_counter()
     correct = dict.fromkeys(tasks, 0)
     total = dict.fromkeys(tasks, 0)
     hits: dict[str, dict[int, list[int]]] = {t: {} for t in tasks}  # task -> class -> [correct, total]
     per_sample: list[float] = []
+    preds: dict[str, list[tuple[int, int, int]]] = {t: [] for t in tasks}
     for i in range(0, len(items), batch_size):
         batch = items_to_batch(items[i:i + batch_size], tasks)
         try:
@@ -196,6 +198,9 @@ def evaluate_items(model: M3TModel, items: Sequence[Mapping[str, Any]], tasks: S
                 h = hits[t].setdefault(int(c), [0, 0])
                 h[0] += int(r)
                 h[1] += 1
+            if keep_predictions:
+                guess = logits[t].argmax(dim=-1)
+                preds[t].extend((i + j, int(y[j]), int(guess[j])) for j in torch.nonzero(ok).reshape(-1).tolist())
     n = len(per_sample)
     return EvalReport(
         accuracy={t: correct[t] / total[t] for t in tasks if total[t]},
@@ -204,7 +209,8 @@ def evaluate_items(model: M3TModel, items: Sequence[Mapping[str, Any]], tasks: S
         num_samples=n,
         balanced_accuracy={t: balanced_accuracy({c: (v[0], v[1]) for c, v in hits[t].items()})
                            for t in tasks if hits[t]},
-        per_sample_loss=per_sample, counts={t: total[t] for t in tasks})
+        per_sample_loss=per_sample, counts={t: total[t] for t in tasks},
+        predictions=preds if keep_predictions else {})
 
 
 #: label-only baselines of :func:`label_baselines`
@@ -264,7 +270,7 @@ def load_items(root: str | os.PathLike[str], cfg: ModelConfig, *, clients: Seque
 
     mods = [m for m in (modalities or cfg.modalities) if m in cfg.modalities]
     ds = XRDataset(root, clients=clients, split=split, modalities=mods, tasks=tasks, window=cfg.window,
-                   image_size=(cfg.image_size_px, cfg.image_size_px), audio_channels=2)
+                   image_size=(cfg.image_size_px, cfg.image_size_px), audio_channels=2, audio_steps=cfg.audio_window)
     facts: dict[tuple[str, int], tuple[int, np.ndarray]] = {}
     for f in ds._files:  # per-file rate and field of view (small arrays, read once)
         with h5py.File(f.path, "r") as h5:

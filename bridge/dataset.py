@@ -8,7 +8,8 @@ Item layout (keys are the modality names of :data:`bridge.tasks.MODALITIES`; uni
 
     rgb       float32 [3, H, W] in [0, 1]
     depth     float32 [1, H, W] metres along the optical axis (no hit -> depth_far_m)
-    audio     float32 [C, N]    the step's audio, full scale 1.0
+    audio     float32 [C, N * audio_steps]  the audio of the last ``audio_steps`` steps (default 1: the step's own),
+                                concatenated in time, full scale 1.0
     gaze      float32 [window, 8]       (+ gaze_valid  bool [window])
     pose      float32 [window, 7]
     imu       float32 [window, 6]
@@ -80,16 +81,18 @@ class XRDataset(Dataset):
     no metric value is invented at object edges). Devices differ in microphone count, so batches mixing
     clients need ``audio_channels``: 1 = mono downmix (mean), k > 1 = k channels picked evenly across the array
     from left to right (repeated when a device has fewer). ``depth_far_m`` replaces inf (no hit) in depth.
+    ``audio_steps`` > 1 gives each item the audio of that many steps ending with its own (silence before the
+    episode start or where a step has no audio).
     """
 
     def __init__(self, root: str | os.PathLike[str], *, clients: Sequence[str] | None = None, split: str = "train",
                  modalities: Sequence[str] | None = None, tasks: Sequence[str] | None = None, window: int = 1,
                  image_size: tuple[int, int] | None = None, depth_far_m: float = DEPTH_FAR_M,
-                 audio_channels: int | None = None):
+                 audio_channels: int | None = None, audio_steps: int = 1):
         if split not in SPLITS:
             raise DatasetError(f"split: expected one of {SPLITS}, got {split!r}")
         self.spec = ItemSpec(window=window, image_size=image_size, depth_far_m=depth_far_m,
-                             audio_channels=audio_channels)
+                             audio_channels=audio_channels, audio_steps=audio_steps)
         self.root = Path(root)
         self.manifest = load_manifest(self.root)
         known = {c["client_id"]: c for c in self.manifest["clients"]}
@@ -143,10 +146,11 @@ class XRDataset(Dataset):
                           step=int(f.steps[r]), episode=f.episode, labels=labels)
 
     def _steps(self, fi: int, r: int) -> list[dict[str, Any]]:
-        """Rows ``r - window + 1 .. r`` of file ``fi`` (not before the episode start) as steps in the
-        :mod:`bridge.arrays` layout: images and audio of the current row, series of every row."""
+        """Rows ``r - history + 1 .. r`` of file ``fi`` (not before the episode start) as steps in the
+        :mod:`bridge.arrays` layout: images of the current row, audio of the last ``audio_steps`` rows, series of
+        every row."""
         f, h5 = self._files[fi], self._handle(fi)
-        r0 = max(0, r - self.window + 1)
+        r0 = max(0, r - self.spec.history + 1)
         steps: list[dict[str, Any]] = [{"present": {m: bool(f.present[m][t]) for m in self.modalities}}
                                        for t in range(r0, r + 1)]
         for m in self.modalities:
@@ -161,6 +165,11 @@ class XRDataset(Dataset):
                     if flag is not None and flag in h5:
                         for s, row in zip(steps, h5[flag][r0:r + 1], strict=True):
                             s[flag] = row
+                elif m == "audio" and self.spec.audio_steps > 1:
+                    a0 = max(r0, r - self.spec.audio_steps + 1)
+                    for s, row in zip(steps[a0 - r0:], h5[key][a0:r + 1], strict=True):
+                        if s["present"][m]:
+                            s[key] = row
                 else:
                     steps[-1][key] = h5[key][r]
             except KeyError:

@@ -25,7 +25,7 @@ from .errors import DatasetError
 from .tasks import MODALITIES
 
 __all__ = ["DEPTH_FAR_M", "SERIES_MODALITIES", "ARRAY_KEYS", "FLAG_KEYS", "ItemSpec", "rgb_tensor", "depth_tensor",
-           "audio_tensor", "series_window", "flag_window", "build_item"]
+           "audio_tensor", "audio_window", "series_window", "flag_window", "build_item"]
 
 #: Time-series modalities, delivered as windows of the last ``window`` steps.
 SERIES_MODALITIES: tuple[str, ...] = ("gaze", "pose", "imu", "hands")
@@ -42,7 +42,9 @@ FLAG_KEYS: dict[str, str] = {"gaze": "gaze_valid", "hands": "hands_valid"}
 class ItemSpec:
     """How steps become tensors.
 
-    ``window``: steps per time-series window (the current one and ``window - 1`` before it). ``image_size``:
+    ``window``: steps per time-series window (the current one and ``window - 1`` before it). ``audio_steps``: steps
+    of audio in an item, concatenated in time and ending with the current step's (a spoken word lasts longer than
+    one 100 ms step; steps before the episode start or without audio are silence). ``image_size``:
     (height, width) in pixels that images are resized to, None = as recorded. ``depth_far_m``: metres that replace
     inf (no hit) in depth. ``audio_channels``: None = every microphone, 1 = mono downmix (mean), k > 1 = k channels
     picked evenly across the array from left to right (repeated when a device has fewer).
@@ -52,10 +54,13 @@ class ItemSpec:
     image_size: tuple[int, int] | None = None
     depth_far_m: float = DEPTH_FAR_M
     audio_channels: int | None = None
+    audio_steps: int = 1
 
     def __post_init__(self) -> None:
-        if not isinstance(self.window, int) or isinstance(self.window, bool) or self.window < 1:
-            raise DatasetError(f"window: expected an integer >= 1, got {self.window!r}")
+        for name in ("window", "audio_steps"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise DatasetError(f"{name}: expected an integer >= 1, got {v!r}")
         k = self.audio_channels
         if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
             raise DatasetError(f"audio_channels: expected an integer >= 1 or None, got {k!r}")
@@ -68,6 +73,11 @@ class ItemSpec:
         if not far > 0 or far == float("inf"):
             raise DatasetError(f"depth_far_m: expected a positive finite number of metres, got {self.depth_far_m!r}")
         object.__setattr__(self, "depth_far_m", far)
+
+    @property
+    def history(self) -> int:
+        """Steps an item looks at: the current one and those before it that a window or the audio reaches."""
+        return max(self.window, self.audio_steps)
 
 
 def rgb_tensor(rgb: np.ndarray, size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -106,6 +116,30 @@ def audio_tensor(audio: np.ndarray | torch.Tensor, channels: int | None = None) 
     return x
 
 
+def audio_window(rows: Sequence[np.ndarray | None], steps: int, channels: int | None = None) -> torch.Tensor:
+    """The audio of the last ``steps`` steps [C, N] each (oldest first, the last one present; None = no audio at
+    that step) -> float32 [k, steps * N], concatenated in time; steps before the first given one and absent steps
+    are silence (zeros). Channels as :func:`audio_tensor`."""
+    rows = list(rows)[-steps:]
+    cur = rows[-1]
+    if cur is None:
+        raise DatasetError("audio_window: the current step has no audio")
+    last = audio_tensor(cur, channels)
+    if steps == 1:
+        return last
+    k, n = last.shape
+    out = torch.zeros(k, steps * n, dtype=torch.float32)
+    pad = steps - len(rows)
+    for i, r in enumerate(rows):
+        if r is None:
+            continue
+        x = last if i == len(rows) - 1 else audio_tensor(r, channels)
+        if tuple(x.shape) != (k, n):
+            raise DatasetError(f"audio_window: steps of different shapes {tuple(x.shape)} and {(k, n)}")
+        out[:, (pad + i) * n:(pad + i + 1) * n] = x
+    return out
+
+
 def series_window(rows: Sequence[np.ndarray | None], window: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of one time-series modality, oldest first and ending at the current step (None = absent at that
     step), -> (float32 [window, n] flattened rows, bool [window] valid). Rows before the first given one are
@@ -139,7 +173,7 @@ def flag_window(flags: Sequence[Any], window: int, shape: tuple[int, ...] = ()) 
 
 def build_item(steps: Sequence[Mapping[str, Any]], spec: ItemSpec, modalities: Sequence[str], *, client_id: str,
                step: int, episode: int, labels: Mapping[str, int]) -> dict[str, Any]:
-    """The item of the last of ``steps`` (oldest first, at most ``spec.window`` used), in the layout of
+    """The item of the last of ``steps`` (oldest first, at most ``spec.history`` used), in the layout of
     :mod:`bridge.dataset`.
 
     Every modality in ``modalities`` gets a ``present`` flag; only those present at the last step get a tensor.
@@ -150,7 +184,7 @@ def build_item(steps: Sequence[Mapping[str, Any]], spec: ItemSpec, modalities: S
     unknown = [m for m in modalities if m not in ARRAY_KEYS]
     if unknown:
         raise DatasetError(f"unknown modalities {unknown}; known: {list(MODALITIES)}")
-    steps = list(steps)[-spec.window:]
+    steps = list(steps)[-spec.history:]
     cur = steps[-1]
     item: dict[str, Any] = {"present": {}, "window_valid": {}, "labels": {}, "client_id": client_id,
                             "step": int(step), "episode": int(episode)}
@@ -165,15 +199,17 @@ def build_item(steps: Sequence[Mapping[str, Any]], spec: ItemSpec, modalities: S
         elif m == "depth":
             item[m] = depth_tensor(cur[key], spec.image_size, spec.depth_far_m)
         elif m == "audio":
-            item[m] = audio_tensor(cur[key], spec.audio_channels)
+            item[m] = audio_window([s.get(key) if s["present"].get(m, False) else None
+                                    for s in steps[-spec.audio_steps:]], spec.audio_steps, spec.audio_channels)
         else:
-            present = [bool(s["present"].get(m, False)) for s in steps]
+            steps_w = steps[-spec.window:]
+            present = [bool(s["present"].get(m, False)) for s in steps_w]
             item[m], item["window_valid"][m] = series_window(
-                [s[key] if p else None for s, p in zip(steps, present, strict=True)], spec.window)
+                [s[key] if p else None for s, p in zip(steps_w, present, strict=True)], spec.window)
             flag = FLAG_KEYS.get(m)
             if flag is not None and flag in cur:
                 item[flag] = flag_window([s.get(flag, False) if p else None
-                                          for s, p in zip(steps, present, strict=True)],
+                                          for s, p in zip(steps_w, present, strict=True)],
                                          spec.window, np.shape(cur[flag]))
     item["labels"] = {t: torch.tensor(int(v), dtype=torch.int64) for t, v in labels.items()}
     return item

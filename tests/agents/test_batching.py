@@ -48,11 +48,11 @@ def recorded_and_live(tiny_raw, tmp_path):
     return tmp_path, live, first
 
 
-@pytest.mark.parametrize("size", [None, 40])
-def test_recorded_step_and_live_frame_give_identical_items(recorded_and_live, size):
+@pytest.mark.parametrize(("size", "audio_steps"), [(None, 1), (40, 1), (None, 4)])
+def test_recorded_step_and_live_frame_give_identical_items(recorded_and_live, size, audio_steps):
     root, live, first = recorded_and_live
     ds = XRDataset(root, split="all", window=WINDOW, image_size=None if size is None else (size, size),
-                   audio_channels=2)
+                   audio_channels=2, audio_steps=audio_steps)
     assert set(ds.modalities) == {"rgb", "depth", "gaze", "audio", "pose", "imu", "hands"}
     checked = set()
     for i in range(len(ds)):
@@ -60,7 +60,8 @@ def test_recorded_step_and_live_frame_give_identical_items(recorded_and_live, si
         rec = ds[i]
         frames = live[rec["client_id"]]
         k = next(j for j, f in enumerate(frames) if f.step == rec["step"])
-        got = frame_to_item(frames[k], previous=frames[:k], window=WINDOW, image_size=size, modalities=ds.modalities)
+        got = frame_to_item(frames[k], previous=frames[:k], window=WINDOW, image_size=size, modalities=ds.modalities,
+                            audio_steps=audio_steps)
 
         # Assert: every tensor bit for bit, every flag, every label the frame carries
         where = f"{rec['client_id']} step {rec['step']}"

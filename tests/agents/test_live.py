@@ -37,6 +37,8 @@ def test_cli_registers_pretrain_and_live():
     p = argparse.ArgumentParser()
     register(p.add_subparsers(dest="cmd"))
     a = p.parse_args(["pretrain", "--preset", "tiny", "--steps", "5", "--out", "x"])
-    assert (a.preset, a.steps, a.out, a.scenario) == ("tiny", 5, "x", "default")
+    assert (a.preset, a.steps, a.out, a.scenario) == ("tiny", 5, "x", None)  # None = the default scene
+    c = p.parse_args(["pretrain", "--scenario", "home", "--scenario", "clinic"])
+    assert c.scenario == ["home", "clinic"]
     b = p.parse_args(["live", "default", "--steps", "3", "--port", "0"])
     assert (b.scenario, b.steps, b.port) == ("default", 3, 0)

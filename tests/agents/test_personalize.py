@@ -106,3 +106,36 @@ def test_personal_state_is_refused_and_bad_configs_are_clear():
         apply_personalization(_model(), PersonalizationConfig(method="expert"), TASKS)
     with pytest.raises(PersonalizationError, match=r"LoRA targets \['qkv'\] name no nn.Linear"):
         apply_personalization(_model(), PersonalizationConfig(method="lora", targets=("qkv",)), TASKS)
+
+
+def test_personal_heads_switch_and_all_heads_sharing():
+    m = _model()
+    info = apply_personalization(m, PersonalizationConfig(personal=True, personal_heads=False), TASKS)
+    assert info.personal_names == ("personal.prompt",)
+    m2 = _model()
+    info2 = apply_personalization(m2, PersonalizationConfig(share_all_heads=True), ("speech_command",))
+    heads = {n.split(".")[1] for n in info2.shared_names if n.startswith("heads.")}
+    assert heads == set(m2.cfg.tasks)  # every head is held and sent ...
+    before = {k: v.clone() for k, v in shared_state(m2, info2).items()}
+    rng = np.random.default_rng(0)
+    batch = items_to_batch([make_item(rng) for _ in range(8)])
+    opt = torch.optim.SGD([p for p in m2.parameters() if p.requires_grad], lr=0.5)
+    train_steps(m2, lambda: batch, 3, ("speech_command",), opt)  # the device's own task only
+    after = shared_state(m2, info2)
+    moved = {k.split(".")[1] for k in after if k.startswith("heads.") and not torch.equal(after[k], before[k])}
+    assert moved == {"speech_command"}  # ... but only the device's own task trains
+
+
+def test_peft_state_dict_round_trip_and_refusals():
+    # LoRA factors cross in peft's own naming (get/set_peft_model_state_dict), the other shared tensors by name
+    a, b = _model(), _model()
+    ia = apply_personalization(a, PersonalizationConfig(targets=("q_proj", "v_proj", "fovea")), TASKS)
+    ib = apply_personalization(b, PersonalizationConfig(targets=("q_proj", "v_proj", "fovea")), TASKS)
+    _train(a)
+    st = shared_state(a, ia)
+    assert any(k.endswith("fovea.lora_A.weight") for k in st) and not any(".default." in k for k in st)
+    load_shared_state(b, ib, st, strict=True)
+    assert all(torch.equal(v, shared_state(b, ib)[k]) for k, v in st.items())
+    bad = {next(iter(st)): torch.full_like(next(iter(st.values())), float("nan"))}
+    with pytest.raises(PersonalizationError, match="non-finite"):
+        load_shared_state(b, ib, bad)

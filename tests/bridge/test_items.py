@@ -71,3 +71,17 @@ def test_spec_and_builder_reject_bad_input_by_name():
         ItemSpec(depth_far_m=float("inf"))
     with pytest.raises(DatasetError, match=r"unknown modalities \['smell'\]"):
         build_item([{"present": {}}], ItemSpec(), ["smell"], client_id="c", step=0, episode=0, labels={})
+
+
+def test_audio_window_concatenates_steps_with_silence_for_missing_ones():
+    from bridge.items import audio_window
+
+    a = np.full((2, 3), 1.0, np.float32)
+    b = np.full((2, 3), 2.0, np.float32)
+    # two steps given of four (one before the episode start pads), the middle one without audio
+    out = audio_window([a, None, b], 4)
+    assert out.shape == (2, 12)
+    assert out[0].tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0, 2, 2, 2]
+    assert audio_window([a, b], 1).tolist() == b.tolist()
+    with pytest.raises(DatasetError, match="current step has no audio"):
+        audio_window([a, None], 2)
