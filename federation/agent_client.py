@@ -155,10 +155,13 @@ def build_client_factories(cfg: ExperimentConfig, *, progress: bool = False) -> 
         raise FederationError(f"xrfed run drives the agents package, which is not importable: {exc}") from exc
     data = record_experiment_data(cfg, progress=progress)
     f = cfg.foundation
-    ckpt = foundation_checkpoint(PretrainConfig(preset=cfg.model_preset, scenario=f.scenario or cfg.scenario,
-                                                steps=f.steps, record_steps=f.record_steps, batch_size=f.batch_size,
-                                                learning_rate=f.learning_rate, seed=f.seed, guard_s=f.guard_s),
-                                 progress=progress)
+    if f.checkpoint:
+        ckpt = Path(f.checkpoint).expanduser()
+    else:
+        ckpt = foundation_checkpoint(PretrainConfig(
+            preset=cfg.model_preset, scenarios=tuple(f.scenarios or (cfg.scenario,)), steps=f.steps,
+            record_steps=f.record_steps,
+            batch_size=f.batch_size, learning_rate=f.learning_rate, seed=f.seed, guard_s=f.guard_s), progress=progress)
     sc = experiment_scenario(cfg)
     client_ids = {d.id: f"{a.name}-{a.device}" for d, a in zip(cfg.devices, sc.avatars, strict=True)}
     guard = guard_steps(cfg)
@@ -174,7 +177,9 @@ def build_client_factories(cfg: ExperimentConfig, *, progress: bool = False) -> 
 
             model = load_checkpoint(ckpt)
             pcfg = PersonalizationConfig(method=cfg.tuning, rank=rank, alpha=cfg.lora_alpha,
-                                         targets=tuple(cfg.lora_targets), personal=cfg.personal_adapters)
+                                         targets=tuple(cfg.lora_targets), personal=cfg.personal_adapters,
+                                         personal_heads=cfg.personal_heads,
+                                         share_all_heads=cfg.share_all_heads)
             acfg = AgentConfig(seed=derive_seed(cfg.seed, "device", dev.id), continual=cfg.continual.method,
                                ewc_strength=cfg.continual.ewc_strength,
                                replay_capacity=cfg.continual.replay_capacity)

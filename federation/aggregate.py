@@ -238,12 +238,14 @@ def is_personal(key: str) -> bool:
 
 
 def partial_filter(updates: Sequence[Update], modalities: Sequence[Sequence[str]],
-                   tasks: Sequence[Sequence[str]]) -> list[dict[str, torch.Tensor]]:
+                   tasks: Sequence[Sequence[str]], *, modality_aware: bool = True,
+                   task_aware: bool = True) -> list[dict[str, torch.Tensor]]:
     """Keep, for each device, only the keys it may contribute to.
 
-    An encoder's parameters are averaged only among devices that have that modality, a task head only among
-    devices that run that task, and personal adapters are dropped (they should not have been sent at all).
-    Shared backbone keys (neither encoder, head nor personal) pass through. Apply any reducer afterwards.
+    With ``modality_aware`` an encoder's parameters are averaged only among devices that have that modality; with
+    ``task_aware`` a task head only among devices that run that task; personal adapters are always dropped (they
+    should not have been sent at all). Shared backbone keys (neither encoder, head nor personal) pass through.
+    Apply any reducer afterwards.
     """
     if not (len(updates) == len(modalities) == len(tasks)):
         raise AggregationError(f"{len(updates)} updates, {len(modalities)} modality sets, {len(tasks)} task sets")
@@ -255,9 +257,9 @@ def partial_filter(updates: Sequence[Update], modalities: Sequence[Sequence[str]
             if is_personal(key):
                 continue
             mod, task = key_modality(key), key_task(key)
-            if mod is not None and mod not in mods_s:
+            if modality_aware and mod is not None and mod not in mods_s:
                 continue
-            if task is not None and task not in tks_s:
+            if task_aware and task is not None and task not in tks_s:
                 continue
             kept[key] = t
         out.append(kept)

@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo", help="the default scenario: local-only, centralized, semi- and decentralized rounds, compared",
         description="Runs the demo config (heterogeneous devices, changing lighting, task scripts) with local-only "
                     "training and under the three coordination paradigms of the seed paper's Fig. 3, over the "
-                    "config's seeds, and prints one comparison table (mean ± 95 %% CI, baselines on the same "
+                    "config's seeds, and prints one comparison table (mean ± 95 % CI, baselines on the same "
                     "held-out data) and each paradigm's paired difference to local-only; the reports and plots "
                     "stay in the run directory it names.")
     d.add_argument("--config", default=str(DEMO_CONFIG), help="demo config (default: configs/demo.yaml)")
@@ -100,10 +100,12 @@ def versus_local(dirs: dict[str, Path]) -> str:
     if "local" not in dirs:
         return ""
 
-    def per_seed(rd: Path) -> list[float]:
+    def per_seed(rd: Path) -> dict[int, float]:
         s = read_summary(rd)
         b = s["balanced_accuracy"]
-        return list(b["values"]) if isinstance(b, dict) else [float(b)]
+        if isinstance(b, dict):
+            return dict(zip(s["seeds"], b["values"], strict=True))
+        return {int(s["seed"]): float(b) if b is not None else float("nan")}
 
     base = per_seed(dirs["local"])
     lines = ["| paradigm | minus local-only (macro balanced accuracy) | 95 % CI | sign on every seed |",
@@ -111,7 +113,9 @@ def versus_local(dirs: dict[str, Path]) -> str:
     for name, rd in dirs.items():
         if name == "local":
             continue
-        est = paired_difference(per_seed(rd), base)
+        mine = per_seed(rd)
+        seeds = sorted(set(mine) & set(base))  # paired seed by seed
+        est = paired_difference([mine[x] for x in seeds], [base[x] for x in seeds])
         ci = "-" if est.n < 2 else f"[{est.lo:+.3f}, {est.hi:+.3f}]"
         lines.append(f"| {name} | {est.mean:+.3f} | {ci} | {'yes' if est.sign_holds else 'no'} |")
     return "\n".join(lines)
@@ -121,7 +125,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from .config import PARADIGMS, load_config
-    from .report import compare_runs
+    from .report import compare_runs, write_comparison
     from .runner import run_experiment as run
     from .runner import with_paradigm
 
@@ -139,9 +143,9 @@ def run_demo(args: argparse.Namespace) -> int:
         dirs[paradigm] = parent / paradigm
     table = compare_runs(list(dirs.values()))
     paired = versus_local(dirs)
-    text = table + ("\n\n" + paired if paired else "")
-    (parent / "comparison.md").write_text(text + "\n")
-    print(text)
-    print(f"\n{time.perf_counter() - t0:.0f} s; reports: " + ", ".join(str(d / "report.html") for d in dirs.values()))
+    write_comparison(parent, dirs, paired)
+    print(table + ("\n\n" + paired if paired else ""))
+    print(f"\n{time.perf_counter() - t0:.0f} s; open {parent / 'comparison.html'} (plot, tables, each paradigm's "
+          f"report)")
     print(f"run directory: {parent}", file=sys.stderr)
     return 0

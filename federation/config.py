@@ -113,20 +113,31 @@ class DeviceConfig:
 
 @dataclass
 class AggregatorConfig:
-    """Aggregation strategy by registry name, its options, and modality-/task-aware partial aggregation."""
+    """Aggregation strategy by registry name, its options, and partial aggregation: ``modality_aware`` averages an
+    encoder's tensors only among devices that have its modality, ``task_aware`` a task head's only among devices
+    that run the task (off: every device's copy counts, untrained ones included)."""
 
     name: str = "fedavg"
     options: dict[str, Any] = field(default_factory=dict)
-    partial: bool = True
+    modality_aware: bool = True
+    task_aware: bool = True
 
     def validate(self, where: str) -> None:
-        from .strategies import make_strategy, strategy_names
+        from .strategies import strategy_names
 
         _choice(f"{where}.name", self.name, strategy_names())
-        _bool(f"{where}.partial", self.partial)
+        _bool(f"{where}.modality_aware", self.modality_aware)
+        _bool(f"{where}.task_aware", self.task_aware)
         if not isinstance(self.options, dict):
             raise ConfigError(f"{where}.options", "must be a mapping", value=self.options)
-        make_strategy(self.name, partial=self.partial, **self.options)
+        self.make()
+
+    def make(self) -> Any:
+        """The configured :class:`~federation.strategies.Strategy`."""
+        from .strategies import make_strategy
+
+        return make_strategy(self.name, modality_aware=self.modality_aware, task_aware=self.task_aware,
+                             **self.options)
 
 
 @dataclass
@@ -198,12 +209,15 @@ class AttackConfig:
 @dataclass
 class FoundationConfig:
     """The pretraining recipe of the foundation checkpoint the devices start from (``agents.pretrain``; built once
-    and cached under ``$XRFED_CACHE``). ``scenario`` None = the experiment's scenario (recorded with another seed,
-    so no device is evaluated on pretraining data); ``record_steps`` scene steps per avatar are recorded."""
+    and cached under ``$XRFED_CACHE``). ``scenarios`` None = the experiment's scenario (recorded with another seed,
+    so no device is evaluated on pretraining data), or a list of other scenes (a foundation model from elsewhere,
+    adapted to the deployment by federated personalization); ``record_steps`` scene steps per avatar and scene.
+    ``checkpoint`` (a directory written by ``xrfed pretrain``) uses that checkpoint instead of the recipe."""
 
-    scenario: str | None = None
-    steps: int = 250
-    record_steps: int = 240
+    checkpoint: str | None = None
+    scenarios: list[str] | None = None
+    steps: int = 600
+    record_steps: int = 400
     batch_size: int = 32
     learning_rate: float = 2e-3
     seed: int = 0
@@ -218,8 +232,10 @@ class FoundationConfig:
         if not _is_int(self.seed) or self.seed < 0:
             raise ConfigError(f"{where}.seed", "must be an integer >= 0", value=self.seed)
         _positive(f"{where}.learning_rate", self.learning_rate)
-        if self.scenario is not None and (not isinstance(self.scenario, str) or not self.scenario):
-            raise ConfigError(f"{where}.scenario", "must be a scenario name or path", value=self.scenario)
+        if self.scenarios is not None and (not self.scenarios or not all(isinstance(x, str) and x
+                                                                         for x in self.scenarios)):
+            raise ConfigError(f"{where}.scenarios", "must be a non-empty list of scenario names or paths",
+                              value=self.scenarios)
 
 
 @dataclass
@@ -307,7 +323,9 @@ class ExperimentConfig:
     scene steps are recorded per device per phase; ``phases`` how many consecutive segments the rounds are split
     into (lighting phases of the scenario's schedule and task-script segments: the temporal dimension);
     ``eval`` how each phase is split in time into training and held-out steps; ``personal_adapters`` gives
-    every device personal modules that never leave it (the personalization switch); ``lora_rank`` is the
+    every device personal modules that never leave it (the personalization switch): a personal prompt and, with
+    ``personal_heads``, personal residual classifiers (they learn the device's label priors); ``share_all_heads`` puts every
+    task head on every device (each trains its own tasks' heads; see ``aggregator.task_aware``); ``lora_rank`` is the
     default rank, overridden per device by ``devices[i].rank``; ``lora_targets`` the layers LoRA adapts (peft
     names: ``q_proj``/``v_proj`` in the shared backbone, ``fovea``/``net.0``/``proj`` in the modality encoders).
 
@@ -324,6 +342,8 @@ class ExperimentConfig:
     lora_alpha: float = 8.0
     lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
     personal_adapters: bool = True
+    personal_heads: bool = True
+    share_all_heads: bool = False
     episode_steps: int = 240
     phases: int = 2
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -358,6 +378,8 @@ class ExperimentConfig:
         if not self.lora_targets or not all(isinstance(t, str) and t for t in self.lora_targets):
             raise ConfigError("lora_targets", "must be a non-empty list of layer names", value=self.lora_targets)
         _bool("personal_adapters", self.personal_adapters)
+        _bool("personal_heads", self.personal_heads)
+        _bool("share_all_heads", self.share_all_heads)
         for name in ("episode_steps", "phases"):
             v = getattr(self, name)
             if not _is_int(v) or v < 1:
@@ -392,10 +414,10 @@ class ExperimentConfig:
     def _validate_combination(self) -> None:
         """Paradigm x aggregator x DP: what the registries say can work together."""
         from .paradigms import paradigm_class
-        from .strategies import TrimmedMean, averaging_strategy_names, make_strategy
+        from .strategies import TrimmedMean, averaging_strategy_names
 
         paradigm = paradigm_class(self.rounds.paradigm)
-        strategy = make_strategy(self.aggregator.name, partial=self.aggregator.partial, **self.aggregator.options)
+        strategy = self.aggregator.make()
         if paradigm.needs_averaging and not strategy.averaging:
             raise ConfigError("aggregator.name", f"the {paradigm.name} paradigm averages by D2D consensus",
                               value=self.aggregator.name, allowed=list(averaging_strategy_names()))

@@ -22,7 +22,8 @@ import numpy as np
 from .rundir import read_metrics, read_summary, seed_dirs
 from .stats import Estimate, mean_ci
 
-__all__ = ["write_report", "compare_runs", "comparison_rows", "COMPARE_COLUMNS", "summarise_seeds", "headline"]
+__all__ = ["write_report", "compare_runs", "comparison_rows", "COMPARE_COLUMNS", "summarise_seeds", "headline",
+           "write_comparison"]
 
 LINKS = ("uplink", "downlink", "d2d")
 BASELINES = ("majority", "persistence", "pretrained")
@@ -302,7 +303,8 @@ def write_report(run_dir: str | Path) -> Path:
 
 # -- several seeds -------------------------------------------------------------------------------------------
 def _est(values: Sequence[Any]) -> dict[str, Any]:
-    return mean_ci([float(v) for v in values if v is not None]).to_dict()
+    """Mean and CI over the seeds; ``values`` stays aligned with the seeds (a missing figure is NaN there)."""
+    return mean_ci([None if v is None else float(v) for v in values]).to_dict()
 
 
 def summarise_seeds(run_dir: str | Path) -> dict[str, Any]:
@@ -380,7 +382,7 @@ def _flat(s: dict[str, Any]) -> dict[str, Any]:
     flat["n_seeds"] = len(s["seeds"]) if multi else 1
     for lt in LINKS:
         b = s["links"][lt]["bytes"]
-        flat[f"{lt}_kb"] = ({**b, "mean": b["mean"] / 1e3, "lo": b["lo"] / 1e3, "hi": b["hi"] / 1e3}
+        flat[f"{lt}_kb"] = ({**b, **{k: None if b[k] is None else b[k] / 1e3 for k in ("mean", "lo", "hi")}}
                             if multi else b / 1e3)
     for b in BASELINES:
         flat[f"baseline_{b}"] = s["baselines"][b]["balanced_accuracy"]
@@ -401,6 +403,60 @@ def estimate_of(value: Any) -> Estimate | None:
     if value is None:
         return None
     if isinstance(value, dict):
-        return Estimate(value["mean"], value["lo"], value["hi"], value["n"], value.get("level", 0.95),
-                        value.get("sign_holds"), tuple(value.get("values", ())))
+        def f(x: Any) -> float:
+            return math.nan if x is None else float(x)
+
+        return Estimate(f(value["mean"]), f(value["lo"]), f(value["hi"]), value["n"], value.get("level", 0.95),
+                        value.get("sign_holds"), tuple(f(v) for v in value.get("values", ())))
     return Estimate(float(value), math.nan, math.nan, 1)
+
+
+def write_comparison(out_dir: str | Path, runs: dict[str, str | Path], extra_md: str = "") -> Path:
+    """``comparison.md``/``comparison.html`` and ``comparison.png`` for finished runs (label -> run directory): the
+    comparison table, ``extra_md`` (e.g. paired differences), and one plot of every run's macro balanced accuracy
+    (the model each device runs and the global model, mean with its 95 % CI) against the baselines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sums = {k: read_summary(v) for k, v in runs.items()}
+    table = compare_runs(list(runs.values()))
+
+    def est(v: Any) -> Estimate:
+        e = estimate_of(v)
+        return e if e is not None else Estimate(math.nan, math.nan, math.nan, 0)
+
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    x = np.arange(len(sums))
+    for off, key, label in ((-0.18, "balanced_accuracy", "the model each device runs"),
+                            (0.18, "global_balanced_accuracy", "global model (no personal modules)")):
+        es = [est(s[key]) for s in sums.values()]
+        err = [[e.mean - e.lo if e.n > 1 else 0 for e in es], [e.hi - e.mean if e.n > 1 else 0 for e in es]]
+        ax.bar(x + off, [e.mean for e in es], 0.34, yerr=err, capsize=3, label=label)
+    first = next(iter(sums.values()))
+    for b, style in zip(BASELINES, (":", "--", "-."), strict=True):
+        ax.axhline(est(first["baselines"][b]["balanced_accuracy"]).mean, color="grey", ls=style, lw=1, label=b)
+    ax.set_xticks(x, list(sums))
+    ax.set(ylabel="macro balanced accuracy (held-out)", ylim=(0, 1),
+           title="Paradigms on the same held-out data (mean and 95 % CI over seeds)")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out / "comparison.png", dpi=90)
+    plt.close(fig)
+    md = "\n".join(["# xrfed comparison", "", table, "", extra_md, "", "![comparison](comparison.png)", ""])
+    (out / "comparison.md").write_text(md)
+    rows = comparison_rows(list(runs.values()))
+    body = _html_table([h for h, _ in COMPARE_COLUMNS], rows)
+    extra_html = "".join(f"<pre>{html.escape(extra_md)}</pre>" if extra_md else "")
+    style = ("body{font-family:sans-serif;max-width:1400px;margin:auto}table{border-collapse:collapse;"
+             "font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}")
+    links = "".join(f"<li><a href='{html.escape(str(Path(v).name))}/report.html'>{html.escape(k)}</a></li>"
+                    for k, v in runs.items())
+    (out / "comparison.html").write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>xrfed comparison</title><style>{style}</style>"
+        f"</head><body><h1>xrfed comparison</h1>{body}{extra_html}<img src='comparison.png' alt='comparison'>"
+        f"<h2>Reports</h2><ul>{links}</ul></body></html>")
+    return out / "comparison.md"

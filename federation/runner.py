@@ -51,7 +51,6 @@ from .messages import EvalReport
 from .privacy import MembershipAudit, membership_audit
 from .rounds import RoundEngine, RoundRecord
 from .rundir import SEED_DIR_PREFIX, read_baselines, read_metrics, read_summary
-from .strategies import make_strategy
 
 __all__ = ["ExperimentRunner", "run_experiment", "phase_of_round", "with_paradigm", "BASELINE_NAMES",
            "read_metrics", "read_summary"]
@@ -159,8 +158,7 @@ class ExperimentRunner:
         if self.cfg.rounds.executor == "ray":
             kw["torch_threads"] = self.torch_threads
         self.executor = make_executor(self.cfg.rounds.executor, self._factories_or_default(), **kw)
-        strategy = make_strategy(self.cfg.aggregator.name, partial=self.cfg.aggregator.partial,
-                                 **self.cfg.aggregator.options)
+        strategy = self.cfg.aggregator.make()
         attackers = self.cfg.attackers()
         self.engine = RoundEngine(self.executor, strategy, self.cfg.rounds, seed=self.cfg.seed, dp=self.cfg.dp,
                                   attack=self.cfg.attack, attackers=attackers)

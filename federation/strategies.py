@@ -9,8 +9,8 @@ A strategy works in a *common space* where every device's update has the same sh
   are zero-padded to the largest (HetLoRA) and each device receives its first r rows/columns.
 
 ``encode``/``decode`` cross between a device's tensors and the common space, ``align`` makes a list of encoded
-states shape-compatible, ``filtered`` applies modality-/task-aware partial aggregation (an encoder among the
-devices that have its modality, a head among the devices that run its task; personal keys never count), and
+states shape-compatible, ``filtered`` applies modality-aware (an encoder among the devices that have its modality)
+and task-aware (a head among the devices that run its task) partial aggregation -- personal keys never count -- and
 ``aggregate`` reduces the round's contributions -- the maths are the pure functions of :mod:`federation.aggregate`.
 
 :class:`DifferentialPrivacy` wraps any strategy, as Flower's DP strategies wrap theirs: it clips every device's
@@ -87,8 +87,8 @@ class Strategy:
     averaging = False
     default_lora = "product"
 
-    def __init__(self, *, partial: bool = True, lora: str | None = None):
-        self.partial = bool(partial)
+    def __init__(self, *, modality_aware: bool = True, task_aware: bool = True, lora: str | None = None):
+        self.modality_aware, self.task_aware = bool(modality_aware), bool(task_aware)
         self.lora = self.default_lora if lora is None else lora
         if self.lora not in LORA_SPACES:
             raise ConfigError("aggregator.lora", "unknown LoRA aggregation space", value=self.lora,
@@ -116,15 +116,14 @@ class Strategy:
 
     def filtered(self, updates: Sequence[ClientUpdate]) -> list[dict[str, torch.Tensor]]:
         """Each update's tensors after modality/task filtering (personal keys are always dropped)."""
-        if self.partial:
-            return agg.partial_filter([u.tensors for u in updates], [u.modalities for u in updates],
-                                      [u.tasks for u in updates])
-        return [{k: t for k, t in u.tensors.items() if not agg.is_personal(k)} for u in updates]
+        return agg.partial_filter([u.tensors for u in updates], [u.modalities for u in updates],
+                                  [u.tasks for u in updates], modality_aware=self.modality_aware,
+                                  task_aware=self.task_aware)
 
     def holds(self, key: str, modalities: Sequence[str], tasks: Sequence[str]) -> bool:
         """Whether a device with these modalities and tasks contributes to ``key`` (the partial filter's rule)."""
-        return bool(agg.partial_filter([{key: torch.zeros(())}], [modalities], [tasks])[0]) if self.partial \
-            else not agg.is_personal(key)
+        return bool(agg.partial_filter([{key: torch.zeros(())}], [modalities], [tasks],
+                                       modality_aware=self.modality_aware, task_aware=self.task_aware)[0])
 
     # -- reduction ---------------------------------------------------------------------------------------
     def aggregate(self, updates: Sequence[ClientUpdate],
@@ -146,7 +145,7 @@ class Strategy:
         return clip_norm if self.averaging else None
 
     def config(self) -> dict[str, Any]:
-        return {"partial": self.partial, "lora": self.lora}
+        return {"modality_aware": self.modality_aware, "task_aware": self.task_aware, "lora": self.lora}
 
 
 class FedAvg(Strategy):
@@ -192,9 +191,9 @@ class TrimmedMean(Strategy):
 
     name = "trimmed_mean"
 
-    def __init__(self, *, trim: int | None = None, trim_fraction: float | None = None, partial: bool = True,
-                 lora: str | None = None):
-        super().__init__(partial=partial, lora=lora)
+    def __init__(self, *, trim: int | None = None, trim_fraction: float | None = None, modality_aware: bool = True,
+                 task_aware: bool = True, lora: str | None = None):
+        super().__init__(modality_aware=modality_aware, task_aware=task_aware, lora=lora)
         if trim is not None and trim_fraction is not None:
             raise ConfigError("aggregator.options", "give trim or trim_fraction, not both",
                               value={"trim": trim, "trim_fraction": trim_fraction})
@@ -221,9 +220,9 @@ class Krum(Strategy):
 
     name = "krum"
 
-    def __init__(self, *, num_byzantine: int = 1, num_selected: int = 1, partial: bool = True,
-                 lora: str | None = None):
-        super().__init__(partial=partial, lora=lora)
+    def __init__(self, *, num_byzantine: int = 1, num_selected: int = 1, modality_aware: bool = True,
+                 task_aware: bool = True, lora: str | None = None):
+        super().__init__(modality_aware=modality_aware, task_aware=task_aware, lora=lora)
         if isinstance(num_byzantine, bool) or not isinstance(num_byzantine, int) or num_byzantine < 0:
             raise ConfigError("aggregator.num_byzantine", "must be an integer >= 0", value=num_byzantine)
         if isinstance(num_selected, bool) or not isinstance(num_selected, int) or num_selected < 1:
@@ -260,7 +259,7 @@ class DifferentialPrivacy(Strategy):
 
     def __init__(self, inner: Strategy, *, clip_norm: float, noise_multiplier: float, mode: str = "central"):
         self.inner = inner
-        self.partial, self.lora = inner.partial, inner.lora
+        self.modality_aware, self.task_aware, self.lora = inner.modality_aware, inner.task_aware, inner.lora
         if mode not in DP_MODES:
             raise ConfigError("dp.mode", "unknown DP mode", value=mode, allowed=list(DP_MODES))
         if mode == "central" and inner.sensitivity(clip_norm) is None:
