@@ -152,6 +152,7 @@ class RoundEngine:
         self.templates: dict[str, dict[str, torch.Tensor]] = {}  # each device's key/shape/dtype set
         self.received: dict[str, dict[str, torch.Tensor]] = {}  # the shared state each device last received
         self.global_state: dict[str, torch.Tensor] = {}  # the server's model, in the strategy's common space
+        self._holders: dict[str, int] | None = None
 
     # -- setup -------------------------------------------------------------------------------------------
     def initial_sync(self) -> None:
@@ -208,16 +209,22 @@ class RoundEngine:
         base = self.encode(d, self.received[d])
         return {k: base[k] + v for k, v in inp.deltas[d].items()}
 
+    def _holder_counts(self) -> dict[str, int]:
+        """Per common-space key, how many devices contribute to it (their key sets never change)."""
+        if self._holders is None:
+            holders: dict[str, int] = {}
+            for d in self.ids:
+                for k in self.encode(d, self.templates[d]):
+                    if self.strategy.holds(k, self.info[d]["modalities"], self.info[d]["tasks"]):
+                        holders[k] = holders.get(k, 0) + 1
+            self._holders = holders
+        return self._holders
+
     def aggregation_context(self, round_idx: int) -> AggregationContext:
         """DP's fixed denominators (expected contributors per key) and the server's noise generator."""
         q = self.cfg.availability * self.cfg.participation
-        holders: dict[str, int] = {}
-        for d in self.ids:
-            for k in self.encode(d, self.templates[d]):
-                if self.strategy.holds(k, self.info[d]["modalities"], self.info[d]["tasks"]):
-                    holders[k] = holders.get(k, 0) + 1
         gen = torch.Generator().manual_seed(derive_seed(self.seed, "dp-server", round_idx))
-        return AggregationContext({k: q * n for k, n in holders.items()}, gen)
+        return AggregationContext({k: q * n for k, n in self._holder_counts().items()}, gen)
 
     def apply_to_global(self, delta: Mapping[str, torch.Tensor]) -> None:
         """The server's model moves by the aggregated delta (keys nobody contributed stay as they were)."""
