@@ -52,7 +52,6 @@ __all__ = [
     "pad_lora_factors",
     "truncate_lora_factors",
     "zero_pad_to",
-    "lora_rank",
 ]
 
 Update = Mapping[str, torch.Tensor]
@@ -376,10 +375,6 @@ def product_key(a_key: str) -> str:
 
 def is_product_key(key: str) -> bool:
     return PRODUCT_TAG in key
-
-
-def lora_rank(update: Update, a_key: str) -> int:
-    return int(update[a_key].shape[0])
 
 
 def to_products(update: Update, scale: float = 1.0) -> dict[str, torch.Tensor]:

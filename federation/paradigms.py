@@ -80,11 +80,6 @@ class Paradigm:
 
     # -- shared pieces ----------------------------------------------------------------------------------
     @staticmethod
-    def _rank_bounds(engine: RoundEngine, holders: Sequence[str], keys: Sequence[str]) -> dict[str, int]:
-        """Per product key, the summed LoRA ranks of ``holders`` that hold it (a bound on the sum's rank)."""
-        return {k: sum(engine.key_rank(d, k) for d in holders) for k in keys}
-
-    @staticmethod
     def _server_aggregate(engine: RoundEngine, inp: RoundInputs, contribs: list[ClientUpdate]) -> float:
         """Strategy over the contributions, added to the global state, broadcast; returns the downlink time."""
         result = engine.strategy.aggregate(contribs, engine.aggregation_context(inp.round_idx))

@@ -253,7 +253,7 @@ class RoundEngine:
 
     def install(self, round_idx: int, states: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
         """Devices take their own (consensus) common-space states, cut to their ranks (no message: local)."""
-        calls = []
+        calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         for d, common in states.items():
             payload = self.strategy.decode(common, self.templates[d], float(self.info[d]["lora_scale"]))
             calls.append((d, (payload,), {}))
@@ -293,13 +293,13 @@ class RoundEngine:
         for t in range(steps):
             reach = topo.reach_within(adj, t)
             slowest = 0.0
-            for i, j in zip(*np.nonzero(adj), strict=True):
+            for i, j in zip(*(ix.tolist() for ix in np.nonzero(adj)), strict=True):
                 shared = {k: v for k, v in states[i].items() if k in states[j]}
                 if not shared:
                     continue
+                near = [int(h) for h in np.flatnonzero(reach[i])]
                 bounds = None if local_dp else {
-                    k: sum(self.key_rank(members[h], k) for h in np.flatnonzero(reach[i]) if k in states[h])
-                    for k in shared}
+                    k: sum(self.key_rank(members[h], k) for h in near if k in states[h]) for k in shared}
                 nbytes = common_nbytes(shared, bounds)
                 src, dst = members[i], members[j]
                 self.ledger.record(round_idx, LinkType.D2D, src, dst, nbytes)
