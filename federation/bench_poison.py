@@ -105,7 +105,8 @@ def _run_one(cfg: ExperimentConfig, run_dir: Path, runner_kw: Mapping[str, Any])
             raise CheckpointError(f"{run_dir}: holds a run of a different config; choose another --out")
         if (run_dir / "summary.json").is_file():
             return read_summary(run_dir), True
-    summary = run_experiment(cfg, run_dir, resume=saved.is_file(), progress=False, **runner_kw)
+    summary = run_experiment(cfg, run_dir, resume=saved.is_file(), progress=False, local_baseline=False,
+                             **runner_kw)
     assert summary is not None
     return summary, False
 

@@ -137,9 +137,9 @@ def run_demo(args: argparse.Namespace) -> int:
     parent = Path(args.out) if args.out else default_out_dir("demo")
     t0 = time.perf_counter()
     dirs: dict[str, Path] = {}
-    for paradigm in PARADIGMS:
+    for paradigm in PARADIGMS:  # local first: every federated paradigm's report reads it as its local-only baseline
         run(with_paradigm(cfg, paradigm), parent / paradigm, progress=not args.no_progress,
-            torch_threads=args.threads)
+            torch_threads=args.threads, local_dir=parent / "local")
         dirs[paradigm] = parent / paradigm
     table = compare_runs(list(dirs.values()))
     paired = versus_local(dirs)

@@ -246,10 +246,14 @@ class EvalConfig:
     ``test_fraction`` for evaluation, with ``guard_s`` seconds between them that belong to neither: labels
     persist for seconds (an activity, a room, a gaze dwell), so a test step right after a training step would be
     a copy of it. The run report states the split and the labels' measured persistence next to the guard.
+    ``local_baseline``: also run the same experiment with local-only training (``rounds.paradigm: local``, into
+    ``RUN/local-only``) and report it next to this run, with the paired difference; turn it off for studies that
+    bring their own controls (``xrfed shift``, ``xrfed bench poison``) or a local-only run itself.
     """
 
     test_fraction: float = 0.25
     guard_s: float = 4.0
+    local_baseline: bool = True
 
     def validate(self, where: str) -> None:
         _fraction(f"{where}.test_fraction", self.test_fraction)
@@ -257,6 +261,7 @@ class EvalConfig:
             raise ConfigError(f"{where}.test_fraction", "must be below 1 (some steps must be left to train on)",
                               value=self.test_fraction)
         _positive(f"{where}.guard_s", self.guard_s, allow_zero=True)
+        _bool(f"{where}.local_baseline", self.local_baseline)
 
 
 @dataclass

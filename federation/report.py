@@ -32,7 +32,7 @@ BASELINES = ("majority", "persistence", "pretrained")
 COMPARE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("run", "name"), ("paradigm", "paradigm"), ("aggregator", "aggregator"), ("seeds", "n_seeds"),
     ("bal. acc.", "balanced_accuracy"), ("accuracy", "accuracy"), ("global bal. acc.", "global_balanced_accuracy"),
-    ("pers. gain", "personalization_gain"), ("pretrained", "baseline_pretrained"),
+    ("pers. gain", "personalization_gain"), ("local-only", "baseline_local"), ("pretrained", "baseline_pretrained"),
     ("majority", "baseline_majority"), ("persistence", "baseline_persistence"),
     ("uplink kB", "uplink_kb"), ("downlink kB", "downlink_kb"), ("D2D kB", "d2d_kb"),
     ("energy J", "total_joules"), ("round latency s", "mean_round_latency_s"), ("epsilon", "epsilon"),
@@ -78,12 +78,28 @@ def headline(summary: dict[str, Any]) -> list[list[Any]]:
     rows: list[list[Any]] = [[f"this run ({summary['paradigm']}, the model each device runs)",
                               summary["balanced_accuracy"], summary["accuracy"]],
                              ["  its global model (no personal modules)", summary["global_balanced_accuracy"], None]]
+    local = summary.get("local_baseline")
+    if local is not None:
+        rows.append([f"local-only training (same devices and rounds, no communication; {local['run']}/)",
+                     local["balanced_accuracy"], None])
     names = {"pretrained": "pretrained foundation model (no tuning)", "majority": "majority class of the device",
              "persistence": "label persistence (last training label)"}
     for b in BASELINES:
         fig = summary["baselines"][b]
         rows.append([names[b], fig["balanced_accuracy"], fig["accuracy"]])
     return rows
+
+
+def _local_sentence(summary: dict[str, Any]) -> str:
+    """This run minus local-only training, paired over the seeds, in words."""
+    local = summary.get("local_baseline")
+    if local is None:
+        return ""
+    d = estimate_of(local["difference"])
+    if d is None or d.n == 0:
+        return ""
+    ci = "" if d.n < 2 else f", 95 % CI [{d.lo:+.3f}, {d.hi:+.3f}], sign on every seed: {'yes' if d.sign_holds else 'no'}"
+    return f"Minus local-only training (macro balanced accuracy, paired over {d.n} seed{'s' * (d.n != 1)}): {d.mean:+.3f}{ci}."
 
 
 # -- plots -------------------------------------------------------------------------------------------------
@@ -288,6 +304,7 @@ def write_report(run_dir: str | Path) -> Path:
     sections = [
         _sec("Result and baselines (held-out, mean over devices)", ["", "macro balanced accuracy", "accuracy"],
              headline(summary)),
+        ("", _local_sentence(summary), f"<p>{html.escape(_local_sentence(summary))}</p>"),
         _split_section(summary),
         _sec("Per task (balanced accuracy, mean over the devices running it)",
              ["task", "this run", *BASELINES], _task_rows(summary)),
@@ -357,6 +374,7 @@ def _write_seed_report(rd: Path, summary: dict[str, Any]) -> Path:
              f"directory ({', '.join(summary['runs'])}).", f"<p>{n} seeds; mean ± 95 % CI half-width.</p>"),
         _sec("Result and baselines (held-out, mean over devices)", ["", "macro balanced accuracy", "accuracy"],
              headline(summary)),
+        ("", _local_sentence(summary), f"<p>{html.escape(_local_sentence(summary))}</p>"),
         _split_section(summary),
         _sec("Per task (balanced accuracy)", ["task", "this run", *BASELINES],
              [[t, v["model"], *(v[b] for b in BASELINES)] for t, v in summary["per_task"].items()]),
@@ -386,6 +404,8 @@ def _flat(s: dict[str, Any]) -> dict[str, Any]:
                             if multi else b / 1e3)
     for b in BASELINES:
         flat[f"baseline_{b}"] = s["baselines"][b]["balanced_accuracy"]
+    local = s.get("local_baseline")
+    flat["baseline_local"] = local["balanced_accuracy"] if local else None
     return flat
 
 

@@ -53,7 +53,7 @@ from .rounds import RoundEngine, RoundRecord
 from .rundir import SEED_DIR_PREFIX, read_baselines, read_metrics, read_summary
 
 __all__ = ["ExperimentRunner", "run_experiment", "phase_of_round", "with_paradigm", "BASELINE_NAMES",
-           "read_metrics", "read_summary"]
+           "read_metrics", "read_summary", "local_comparison", "LOCAL_BASELINE_DIR"]
 
 ClientFactories = Mapping[str, Callable[[], Client]]
 PositionsFn = Callable[[int, int], Mapping[str, Sequence[float]] | None]
@@ -471,14 +471,66 @@ class ExperimentRunner:
 
 
 def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True,
-                   torch_threads: int | None = 1, **runner_kw: Any) -> dict[str, Any] | None:
+                   torch_threads: int | None = 1, local_baseline: bool | None = None,
+                   local_dir: str | Path | None = None, **runner_kw: Any) -> dict[str, Any] | None:
     """Run ``cfg``: one run, or -- with ``seeds`` -- one run per seed into ``run_dir/seed-<s>`` and the
     mean/CI summary and report over them in ``run_dir``. With ``resume``, finished seeds are kept and an
-    interrupted one continues from its checkpoint."""
+    interrupted one continues from its checkpoint.
+
+    Unless the run is local-only itself, the same experiment with local-only training runs too (``local_baseline``,
+    default: the config's ``eval.local_baseline``) into ``run_dir/local-only`` -- or is read from ``local_dir`` if
+    that already holds it -- and the summary and report put it next to this run with the paired difference."""
     rd = Path(run_dir)
+    want_local = cfg.eval.local_baseline if local_baseline is None else local_baseline
+    want_local = bool(want_local) and cfg.rounds.paradigm != "local"
     if cfg.seeds is None:
-        return ExperimentRunner(cfg, rd, progress=progress, torch_threads=torch_threads, **runner_kw).run(
+        summary = ExperimentRunner(cfg, rd, progress=progress, torch_threads=torch_threads, **runner_kw).run(
             resume=resume)
+    else:
+        summary = _run_seeds(cfg, rd, resume=resume, progress=progress, torch_threads=torch_threads, **runner_kw)
+    if summary is None or not want_local:
+        return summary
+    ldir = Path(local_dir) if local_dir is not None else rd / LOCAL_BASELINE_DIR
+    if (ldir / "summary.json").is_file():
+        local = read_summary(ldir)
+    else:
+        lcfg = with_paradigm(cfg, "local")
+        local = run_experiment(lcfg, ldir, resume=(ldir / "config.yaml").is_file(), progress=progress,
+                               torch_threads=torch_threads, local_baseline=False, **runner_kw)
+    assert local is not None
+    summary["local_baseline"] = local_comparison(summary, local, os.path.relpath(ldir, rd))
+    (rd / "summary.json").write_text(json.dumps(summary, indent=2))
+    from .report import write_report
+
+    write_report(rd)
+    return summary
+
+
+#: where run_experiment puts a run's local-only counterpart, inside the run directory
+LOCAL_BASELINE_DIR = "local-only"
+
+
+def local_comparison(summary: Mapping[str, Any], local: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The local-only run's headline next to a run's, and their paired difference (seed by seed)."""
+    from .stats import paired_difference
+
+    def per_seed(s: Mapping[str, Any]) -> dict[int, float]:
+        b = s["balanced_accuracy"]
+        if isinstance(b, Mapping):
+            return {int(k): (math.nan if v is None else float(v)) for k, v in zip(s["seeds"], b["values"], strict=True)}
+        return {int(s["seed"]): math.nan if b is None else float(b)}
+
+    mine, theirs = per_seed(summary), per_seed(local)
+    seeds = sorted(set(mine) & set(theirs))
+    diff = paired_difference([mine[x] for x in seeds], [theirs[x] for x in seeds])
+    return {"run": where, "balanced_accuracy": local["balanced_accuracy"],
+            "global_balanced_accuracy": local.get("global_balanced_accuracy"), "seeds": seeds,
+            "difference": diff.to_dict()}
+
+
+def _run_seeds(cfg: ExperimentConfig, rd: Path, *, resume: bool, progress: bool, torch_threads: int | None,
+               **runner_kw: Any) -> dict[str, Any]:
+    assert cfg.seeds is not None
     cfg_path = rd / "config.yaml"
     if resume:
         if not cfg_path.is_file():
@@ -488,7 +540,6 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
                                   "resume it with its own config.yaml")
     elif cfg_path.exists():
         raise CheckpointError(f"{rd} already holds a run; pass --resume or choose another --out")
-    # Build the config's clients once before writing anything (a broken config leaves no run directory behind).
     rd.mkdir(parents=True, exist_ok=True)
     cfg_path.write_text(cfg.to_yaml())
     for s in cfg.seeds:
@@ -522,5 +573,6 @@ def with_paradigm(cfg: ExperimentConfig, paradigm: str) -> ExperimentConfig:
         dp = replace(dp, enabled=False)
     elif dp.enabled and dp.mode == "central" and not p.uses_server:
         dp = replace(dp, mode="local")
+    ev = replace(cfg.eval, local_baseline=False) if not p.communicates else cfg.eval
     return replace(cfg, name=f"{cfg.name}-{paradigm}", rounds=replace(cfg.rounds, paradigm=paradigm),
-                   aggregator=agg, dp=dp)
+                   aggregator=agg, dp=dp, eval=ev)

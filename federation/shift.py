@@ -292,7 +292,7 @@ def _run_arm(cfg: ExperimentConfig, run_dir: Path, progress: bool, runner_kw: Ma
                                   "configs/shift file?); choose another --out")
         if (run_dir / "summary.json").is_file():
             return True
-    run_experiment(cfg, run_dir, resume=saved.is_file(), progress=progress, **runner_kw)
+    run_experiment(cfg, run_dir, resume=saved.is_file(), progress=progress, local_baseline=False, **runner_kw)
     return False
 
 

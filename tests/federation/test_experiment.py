@@ -27,7 +27,7 @@ WALL_CLOCK = {"train_wall_s", "inference_latency_ms", "wall_time_s"}
 def _config(scenario: Path, executor: str = "local") -> dict:
     return {
         "name": "tiny-exp", "scenario": str(scenario), "model_preset": "tiny", "episode_steps": 40, "phases": 2,
-        "eval": {"test_fraction": 0.25, "guard_s": 1.0},
+        "eval": {"test_fraction": 0.25, "guard_s": 1.0, "local_baseline": False},
         "foundation": {"steps": 6, "record_steps": 20, "batch_size": 8, "guard_s": 0.5},
         "devices": [{"id": "u1", "profile": "apple_vision_pro", "tasks": ["object_recognition", "speech_command"]},
                     {"id": "u2", "profile": "ray_ban_meta", "tasks": ["object_recognition", "speech_command"],

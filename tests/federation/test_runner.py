@@ -120,8 +120,18 @@ def test_seeds_run_once_each_and_report_confidence_intervals(tmp_path):
     assert summary["kind"] == "multi-seed" and summary["seeds"] == [0, 1, 2]
     assert summary["balanced_accuracy"]["mean"] == pytest.approx(est.mean)
     assert summary["balanced_accuracy"]["lo"] == pytest.approx(est.lo)
-    assert "± " in (tmp_path / "m" / "report.md").read_text()
+    report = (tmp_path / "m" / "report.md").read_text()
+    assert "± " in report
     assert "±" in compare_runs([tmp_path / "m"])
+    # the same experiment with local-only training runs beside it, and the report puts it next to this run
+    local = json.loads((tmp_path / "m" / "local-only" / "summary.json").read_text())
+    assert local["paradigm"] == "local" and local["seeds"] == [0, 1, 2]
+    lb = summary["local_baseline"]
+    assert lb["run"] == "local-only" and lb["balanced_accuracy"] == local["balanced_accuracy"]
+    diffs = [a - b for a, b in zip(summary["balanced_accuracy"]["values"], local["balanced_accuracy"]["values"],
+                                   strict=True)]
+    assert lb["difference"]["mean"] == pytest.approx(sum(diffs) / 3)
+    assert "local-only training (same devices and rounds" in report and "Minus local-only training" in report
     # resuming a finished multi-seed run re-runs nothing
     again = run_experiment(cfg, tmp_path / "m", resume=True, progress=False, client_factories=factories(),
                            positions_fn=lambda r, ph: POS)
