@@ -6,6 +6,8 @@ checkpoint, an unknown task or an empty frame never surfaces as a shape error de
 
 from __future__ import annotations
 
+from bridge.errors import XrfedError
+
 __all__ = [
     "AgentError",
     "ConfigError",
@@ -17,7 +19,7 @@ __all__ = [
 ]
 
 
-class AgentError(Exception):
+class AgentError(XrfedError):
     """Base class of every error the agents package raises deliberately."""
 
 

@@ -20,6 +20,7 @@ from .errors import (
     ScenarioError,
     TransportError,
     UnknownNameError,
+    XrfedError,
 )
 from .frame import Audio, DeviceFrame, Gaze, Hands, Imu, LightingState, Pose
 from .registry import backend_names, make_backend, register_backend
@@ -30,5 +31,5 @@ __all__ = [
     "DeviceProfile", "FrameValidationError", "Gaze", "Hands", "Imu", "LightingState", "MODALITIES", "Pose",
     "ScenarioError", "SceneCommand", "SetLighting", "SetModality", "ShowPrediction", "SimBackend", "TASKS",
     "TaskSpec", "TransportError", "UnknownNameError", "backend_names", "device_names", "get_device", "get_task",
-    "make_backend", "register_backend", "register_device", "task_names",
+    "make_backend", "register_backend", "register_device", "task_names", "XrfedError",
 ]

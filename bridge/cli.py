@@ -32,6 +32,7 @@ BENCHES = {
     "poison": ("federation.bench_poison", "add_bench_arguments", "run_poison_bench"),
     "bridge": ("bridge.unity.bench", "add_bench_arguments", "run_bridge_bench"),
     "stream": ("bridge.stream.bench", "add_bench_arguments", "run_stream_bench"),
+    "fuzz": ("bridge.fuzzing", "add_bench_arguments", "run_fuzz_bench"),
 }
 
 
@@ -72,22 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .errors import BridgeError
+    from .errors import XrfedError
 
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BridgeError as exc:
+    except XrfedError as exc:
         print(f"xrfed: error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # other packages' error bases
-        base = type(exc).__mro__
-        if any(c.__name__ in ("AgentError", "FederationError") for c in base):
-            print(f"xrfed: error: {exc}", file=sys.stderr)
-            return 2
-        raise
 
 
 if __name__ == "__main__":

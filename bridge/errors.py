@@ -1,8 +1,14 @@
-"""The bridge package's exceptions. Everything raised on purpose derives from :class:`BridgeError`."""
+"""The project's exception base and the bridge package's exceptions.
+
+:class:`XrfedError` is the one base of every error xrfed raises on purpose: each package derives its own base from
+it (:class:`BridgeError` here, ``agents.errors.AgentError``, ``federation.errors.FederationError``), so a caller --
+the CLI above all -- catches one type. It lives in the lowest package so every package can import it.
+"""
 
 from __future__ import annotations
 
 __all__ = [
+    "XrfedError",
     "BridgeError",
     "FrameValidationError",
     "ScenarioError",
@@ -13,7 +19,11 @@ __all__ = [
 ]
 
 
-class BridgeError(Exception):
+class XrfedError(Exception):
+    """Base class of every error xrfed raises deliberately (a user error: bad input, config, file or request)."""
+
+
+class BridgeError(XrfedError):
     """Base class of every error the bridge raises deliberately."""
 
 

@@ -6,6 +6,8 @@ record. These exceptions are for misuse (bad configs, inconsistent tensors, unkn
 
 from __future__ import annotations
 
+from bridge.errors import XrfedError
+
 __all__ = [
     "FederationError",
     "ConfigError",
@@ -17,7 +19,7 @@ __all__ = [
 ]
 
 
-class FederationError(Exception):
+class FederationError(XrfedError):
     """Base class of every error the federation package raises deliberately."""
 
 

@@ -1,0 +1,212 @@
+"""Property-based fuzzing of every surface that reads bytes from outside (``xrfed bench fuzz``).
+
+A :class:`Surface` is one place where hostile input enters xrfed: stream messages, the stand-in player's
+side-channel messages, ``xrfed live`` HTTP requests, scenario YAML, experiment configs, checkpoints, datasets, CLI
+argument vectors. It pairs a hypothesis strategy (inputs: valid ones, mutated ones and garbage) with a ``feed``
+function that hands one input to the real code path. The contract every surface must keep:
+
+- ``feed`` returns (the input was accepted) or raises an :class:`~bridge.errors.XrfedError` (it was rejected with
+  a clear message). Any other exception -- ``IndexError``, ``struct.error``, ``RecursionError``, ``MemoryError``,
+  a crashed server -- is a **crash**, and a crash is a bug.
+- a surface whose code runs inside a server (a subscriber, the player, the live page) gets its server from
+  ``session()`` and must leave it serving: the feed checks the server still answers after each input.
+
+The tests run each surface with a few hundred examples (:func:`assert_no_crash`); ``xrfed bench fuzz`` runs at
+least 10 000 per surface, each surface in a fresh process so its peak RSS is its own, and writes inputs tried,
+rejections, crashes (must be 0) and peak RSS as JSON.
+
+Packages contribute surfaces through the ``xrfed.fuzz`` entry-point group (``name = "module:SURFACES"``), so this
+module does not know the packages built on the bridge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import resource
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+from .errors import XrfedError
+
+__all__ = ["Surface", "FuzzResult", "stateless", "run_surface", "assert_no_crash", "surfaces",
+           "add_bench_arguments", "run_fuzz_bench"]
+
+#: Examples per surface in ``xrfed bench fuzz`` (the issue's floor).
+BENCH_EXAMPLES = 10_000
+
+
+@dataclass(frozen=True)
+class Surface:
+    """One hostile-input surface: ``strategy()`` builds the hypothesis strategy, ``session()`` yields ``feed``."""
+
+    name: str
+    description: str
+    strategy: Callable[[], Any]
+    session: Callable[[], contextlib.AbstractContextManager[Callable[[Any], None]]]
+    #: exception types besides XrfedError that count as a clean rejection (e.g. SystemExit(2) for argparse)
+    rejections: tuple[type[BaseException], ...] = ()
+
+
+def stateless(feed: Callable[[Any], None]) -> Callable[[], contextlib.AbstractContextManager[Callable[[Any], None]]]:
+    """A ``session`` for surfaces with nothing to start: yields ``feed`` itself."""
+
+    @contextlib.contextmanager
+    def session() -> Iterator[Callable[[Any], None]]:
+        yield feed
+
+    return session
+
+
+@dataclass
+class FuzzResult:
+    """What one surface did under fuzzing."""
+
+    surface: str
+    examples: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    crashes: int = 0
+    crash_examples: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+
+
+def run_surface(surface: Surface, *, examples: int, seed: int = 0, progress: bool = False,
+                keep_crashes: int = 5) -> FuzzResult:
+    """Feed ``examples`` generated inputs to ``surface``; crashes are counted (not raised) with their inputs."""
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as hseed
+    from tqdm import tqdm
+
+    result = FuzzResult(surface.name)
+    ok = (XrfedError, *surface.rejections)
+    t0 = time.perf_counter()
+    bar = tqdm(total=examples, desc=f"fuzz {surface.name}", unit="input", disable=not progress, leave=False)
+    with surface.session() as feed:
+
+        @settings(max_examples=examples, database=None, deadline=None, phases=[Phase.generate],
+                  suppress_health_check=list(HealthCheck))
+        @hseed(seed)
+        @given(surface.strategy())
+        def prop(example: Any) -> None:
+            result.examples += 1
+            bar.update(1)
+            try:
+                feed(example)
+            except ok:
+                result.rejected += 1
+                return
+            except Exception as exc:  # noqa: BLE001 -- a crash is what we are counting
+                result.crashes += 1
+                if len(result.crash_examples) < keep_crashes:
+                    result.crash_examples.append({
+                        "input": _short(example), "error": f"{type(exc).__name__}: {exc}"[:500],
+                        "where": "".join(traceback.format_tb(exc.__traceback__, limit=-3))[-1500:],
+                    })
+                return
+            result.accepted += 1
+
+        prop()
+    bar.close()
+    result.seconds = round(time.perf_counter() - t0, 3)
+    result.peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return result
+
+
+def assert_no_crash(surface: Surface, *, examples: int = 200, seed: int = 0) -> FuzzResult:
+    """Test helper: run ``surface`` and fail with the first crashing inputs if anything crashed."""
+    result = run_surface(surface, examples=examples, seed=seed)
+    if result.crashes:
+        lines = [f"{surface.name}: {result.crashes} of {result.examples} inputs crashed"]
+        for c in result.crash_examples:
+            lines += [f"  input {c['input']}", f"  -> {c['error']}", c["where"]]
+        raise AssertionError("\n".join(lines))
+    return result
+
+
+def surfaces() -> dict[str, Surface]:
+    """Every surface registered under the ``xrfed.fuzz`` entry-point group, by name."""
+    out: dict[str, Surface] = {}
+    for ep in metadata.entry_points(group="xrfed.fuzz"):
+        for s in ep.load():
+            out[s.name] = s
+    return out
+
+
+def _child(name: str, examples: int, seed: int, conn: Any) -> None:
+    try:
+        res = run_surface(surfaces()[name], examples=examples, seed=seed).to_dict()
+    except BaseException as exc:  # noqa: BLE001 -- the parent reports it as a failed surface
+        res = {"surface": name, "error": f"{type(exc).__name__}: {exc}", "crashes": 1}
+    conn.send(res)
+    conn.close()
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE")
+    p.add_argument("--examples", type=int, default=BENCH_EXAMPLES,
+                   help=f"inputs per surface (default {BENCH_EXAMPLES})")
+    p.add_argument("--seed", type=int, default=0, help="hypothesis seed (default 0)")
+    p.add_argument("--surface", action="append", metavar="NAME",
+                   help="fuzz only this surface (repeatable; default: all)")
+    p.add_argument("--list", action="store_true", help="list the surfaces and exit")
+
+
+def run_fuzz_bench(args: argparse.Namespace) -> int:
+    """``xrfed bench fuzz``: every surface in its own process; exit 1 if anything crashed."""
+    from tqdm import tqdm
+
+    found = surfaces()
+    if args.list:
+        for name, s in sorted(found.items()):
+            print(f"{name:28s} {s.description}")
+        return 0
+    if args.examples < 1:
+        raise XrfedError(f"bench fuzz: --examples must be >= 1, got {args.examples}")
+    names = args.surface or sorted(found)
+    unknown = [n for n in names if n not in found]
+    if unknown:
+        raise XrfedError(f"bench fuzz: unknown surface {unknown[0]!r}; known: {', '.join(sorted(found))}")
+    ctx = mp.get_context("spawn")
+    results = []
+    for name in tqdm(names, desc="fuzz surfaces", unit="surface", disable=not sys.stderr.isatty()):
+        parent, child = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_child, args=(name, args.examples, args.seed, child))
+        proc.start()
+        child.close()
+        try:
+            res = parent.recv()
+        except EOFError:
+            res = {"surface": name, "error": "fuzz process died", "crashes": 1}
+        proc.join()
+        if proc.exitcode:
+            res.setdefault("error", f"fuzz process exited with {proc.exitcode}")
+        results.append(res)
+        print(f"{name:28s} {res.get('examples', 0):6d} inputs  {res.get('rejected', 0):6d} rejected  "
+              f"{res.get('crashes', 0):3d} crashes  peak RSS {res.get('peak_rss_mb', 0):7.1f} MB  "
+              f"{res.get('seconds', 0):7.1f} s" + (f"  ERROR {res['error']}" if "error" in res else ""))
+    total = sum(int(r.get("crashes", 0)) for r in results)
+    doc = {"bench": "fuzz", "examples_per_surface": args.examples, "seed": args.seed, "surfaces": results,
+           "total_crashes": total, "python": sys.version.split()[0], "cpu_count": os.cpu_count()}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=2)
+        print(f"wrote {args.json}")
+    return 1 if total else 0
