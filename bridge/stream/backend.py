@@ -6,7 +6,9 @@ and ``seed`` is the publisher's business), ``step`` returns the next step's fram
 
 * ``mode="lossless"``: every step in order. Frames are grouped by ``step``; a step is returned once every device has
   a frame for it. A step that can never complete (a frame was lost) is skipped when a later one completes, and
-  counted in :attr:`ZmqBackend.incomplete_steps`.
+  counted in :attr:`ZmqBackend.incomplete_steps`. Pending steps are bounded (256 steps and
+  ``Limits.max_queue_bytes`` of arrays); a step number far behind the last (a restarted scene, or an absurd one) starts
+  step tracking over, counted in :attr:`ZmqBackend.step_resyncs`.
 * ``mode="latest"``: the newest frame of every device (they may come from different steps), for live viewing.
 
 Scene commands: :class:`~bridge.backend.SetModality` is applied here (the modality is removed from that device's
@@ -31,6 +33,20 @@ from .subscriber import Subscriber, SubscriberConfig
 __all__ = ["ZmqBackend"]
 
 _MAX_PENDING_STEPS = 256
+#: a frame whose step is further than this behind the last step returned means the scene restarted (or lied):
+#: step tracking starts over (counted in ZmqBackend.step_resyncs) instead of ignoring every frame from then on
+_STEP_WINDOW = 100_000
+
+
+def _frame_nbytes(frame: DeviceFrame) -> int:
+    """The bytes a frame's arrays hold (images and audio; the small records are noise next to them)."""
+    n = 0
+    for a in (frame.rgb, frame.depth_m, frame.segmentation):
+        if a is not None:
+            n += a.nbytes
+    if frame.audio is not None:
+        n += frame.audio.samples.nbytes
+    return n
 
 
 class ZmqBackend(SimBackend):
@@ -63,9 +79,12 @@ class ZmqBackend(SimBackend):
         self._devices: tuple[DeviceInfo, ...] = ()
         self._disabled: dict[str, set[str]] = {}
         self._pending: dict[int, dict[str, DeviceFrame]] = {}
+        self._pending_bytes = 0  # array bytes of the frames in _pending
+        self._max_pending_bytes = self._sub_config.limits.max_queue_bytes
         self._last_step = -1
         self._last_by_device: dict[str, int] = {}
         self.incomplete_steps = 0
+        self.step_resyncs = 0
         self.unapplied_commands = 0
         self._warned = False
 
@@ -101,6 +120,7 @@ class ZmqBackend(SimBackend):
     def _reset(self, *, seed: int | None, options: dict[str, Any]) -> dict[str, DeviceFrame]:
         sub = self.open().subscriber
         self._pending.clear()
+        self._pending_bytes = 0
         self._last_step = -1
         self._last_by_device.clear()
         self._disabled.clear()
@@ -149,13 +169,23 @@ class ZmqBackend(SimBackend):
         return {d.device_id for d in self._devices}
 
     def _add(self, frame: DeviceFrame | None) -> None:
-        if frame is None or frame.device_id not in self._wanted() or frame.step <= self._last_step:
+        if frame is None or frame.device_id not in self._wanted():
             return
+        if frame.step <= self._last_step:
+            if self._last_step - frame.step <= _STEP_WINDOW:
+                return  # a late frame of a step already returned or skipped
+            self._resync_steps()
         if self._mode == "lossless":
-            self._pending.setdefault(frame.step, {})[frame.device_id] = frame
-            while len(self._pending) > _MAX_PENDING_STEPS:
-                del self._pending[min(self._pending)]
-                self.incomplete_steps += 1
+            step = self._pending.setdefault(frame.step, {})
+            old = step.get(frame.device_id)
+            if old is not None:
+                self._pending_bytes -= _frame_nbytes(old)
+            step[frame.device_id] = frame
+            self._pending_bytes += _frame_nbytes(frame)
+            # bounded in steps and in bytes (Limits.max_queue_bytes): frames of steps that never complete go first
+            while len(self._pending) > _MAX_PENDING_STEPS or (
+                    self._pending_bytes > self._max_pending_bytes and len(self._pending) > 1):
+                self._drop_step(min(self._pending))
 
     def _complete_step(self) -> dict[str, DeviceFrame] | None:
         wanted = self._wanted()
@@ -164,11 +194,24 @@ class ZmqBackend(SimBackend):
             return None
         step = min(done)
         for s in [s for s in self._pending if s < step]:
-            del self._pending[s]
-            self.incomplete_steps += 1
+            self._drop_step(s)
         frames = self._pending.pop(step)
+        self._pending_bytes -= sum(map(_frame_nbytes, frames.values()))
         self._last_step = step
         return frames
+
+    def _resync_steps(self) -> None:
+        """A step number far behind the last one: the scene restarted (or a step number was absurd, e.g. 10**18).
+        Follow the new numbering instead of waiting forever for steps past the old one."""
+        for s in list(self._pending):
+            self._drop_step(s)
+        self._last_step = -1
+        self._last_by_device.clear()
+        self.step_resyncs += 1
+
+    def _drop_step(self, step: int) -> None:
+        self._pending_bytes -= sum(map(_frame_nbytes, self._pending.pop(step).values()))
+        self.incomplete_steps += 1
 
     def _filtered(self, frames: Mapping[str, DeviceFrame]) -> dict[str, DeviceFrame]:
         out = {}
@@ -185,8 +228,13 @@ class ZmqBackend(SimBackend):
             while True:
                 for msg in sub.recv_latest(max(0.0, deadline - time.monotonic())).values():
                     f = sub.to_frame(msg)
-                    if f is not None and f.device_id in self._wanted() and \
-                            f.step > self._last_by_device.get(f.device_id, -1):
+                    if f is None or f.device_id not in self._wanted():
+                        continue
+                    last = self._last_by_device.get(f.device_id, -1)
+                    if last - f.step > _STEP_WINDOW:
+                        self._resync_steps()
+                        last = -1
+                    if f.step > last:
                         newest[f.device_id] = f
                 if self._wanted() <= set(newest):
                     for k, f in newest.items():

@@ -127,6 +127,7 @@ def _run(kind: str, devices: int, h: int, w: int, steps: int, compression: Any) 
 
     import zmq
 
+    from .protocol import Limits
     from .subscriber import Subscriber, SubscriberConfig
 
     ctx = mp.get_context("fork")
@@ -138,7 +139,9 @@ def _run(kind: str, devices: int, h: int, w: int, steps: int, compression: Any) 
         n = steps * devices
         if kind in ("ours", "ours_arrays"):
             frames = kind == "ours"  # else: the decoded, wire-checked arrays are the product (no DeviceFrame)
-            with Subscriber(SubscriberConfig(connect=(endpoint,), rcvhwm=64)) as sub:
+            # limits sized to these frames (at most 3.5 MB), so the byte budget allows the bare loop's 64 messages
+            limits = Limits(max_message_bytes=16 << 20, max_part_bytes=16 << 20, max_decoded_bytes=64 << 20)
+            with Subscriber(SubscriberConfig(connect=(endpoint,), rcvhwm=64, limits=limits)) as sub:
                 time.sleep(0.2)
                 parent.send("go")
                 got, t0 = 0, 0.0

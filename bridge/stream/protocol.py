@@ -44,7 +44,8 @@ from ..arrays import (
     records_from_arrays,
 )
 from ..errors import BridgeError, TransportError
-from ..frame import DeviceFrame
+from ..frame import NUM_HAND_JOINTS, DeviceFrame
+from ..tasks import TASKS
 
 __all__ = [
     "PROTOCOL",
@@ -81,24 +82,37 @@ ENCODINGS = ("raw", "zlib", "png", "jpeg")
 @dataclass(frozen=True)
 class _PartSpec:
     dtype: str
-    ndim: int | None  # None = any (audio has a fixed ndim too, kept explicit below)
+    #: the frame contract's shape: an int is an exact size, None a free size of at least 1 (an image's H and W,
+    #: audio's channels and samples)
+    shape: tuple[int | None, ...]
     units: str
 
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
 
-#: every array a frame message may carry: its wire dtype, number of dimensions and units
+    def text(self) -> str:
+        """``[2, 26, 3]``, or ``[N, N, 3] (N >= 1)`` with free sizes."""
+        dims = "[" + ", ".join("N" if n is None else str(n) for n in self.shape) + "]"
+        return dims + " (N >= 1)" if None in self.shape else dims
+
+
+#: every array a frame message may carry: its wire dtype, shape (the frame contract's, see bridge/arrays.py) and units
 PART_SPECS: dict[str, _PartSpec] = {
-    "rgb": _PartSpec("uint8", 3, "srgb [H, W, 3], row 0 at the top"),
-    "depth_m": _PartSpec("float32", 2, "m along the optical axis, inf = no hit"),
-    "segmentation": _PartSpec("int32", 2, "object id, -1 = structure/background"),
-    "gaze": _PartSpec("float32", 1, "fields: " + ",".join(GAZE_FIELDS) + " (head frame)"),
-    "gaze_valid": _PartSpec("bool", 0, "flag"),
-    "audio": _PartSpec("float32", 2, "full scale 1.0 [channels, samples] at audio_hz"),
-    "pose": _PartSpec("float32", 1, "fields: " + ",".join(POSE_FIELDS) + " (world frame, head -> world)"),
-    "imu": _PartSpec("float32", 1, "fields: " + ",".join(IMU_FIELDS) + " (head frame)"),
-    "hands": _PartSpec("float32", 3, "m, [2 (left, right), 26 OpenXR joints, 3] head frame"),
-    "hands_valid": _PartSpec("bool", 1, "flags [left, right]"),
-    "lighting": _PartSpec("float32", 1, "fields: " + ",".join(LIGHTING_FIELDS)),
+    "rgb": _PartSpec("uint8", (None, None, 3), "srgb [H, W, 3], row 0 at the top"),
+    "depth_m": _PartSpec("float32", (None, None), "m along the optical axis, inf = no hit"),
+    "segmentation": _PartSpec("int32", (None, None), "object id, -1 = structure/background"),
+    "gaze": _PartSpec("float32", (len(GAZE_FIELDS),), "fields: " + ",".join(GAZE_FIELDS) + " (head frame)"),
+    "gaze_valid": _PartSpec("bool", (), "flag"),
+    "audio": _PartSpec("float32", (None, None), "full scale 1.0 [channels, samples] at audio_hz"),
+    "pose": _PartSpec("float32", (len(POSE_FIELDS),), "fields: " + ",".join(POSE_FIELDS) + " (world frame, head -> world)"),
+    "imu": _PartSpec("float32", (len(IMU_FIELDS),), "fields: " + ",".join(IMU_FIELDS) + " (head frame)"),
+    "hands": _PartSpec("float32", (2, NUM_HAND_JOINTS, 3), "m, [2 (left, right), 26 OpenXR joints, 3] head frame"),
+    "hands_valid": _PartSpec("bool", (2,), "flags [left, right]"),
+    "lighting": _PartSpec("float32", (len(LIGHTING_FIELDS),), "fields: " + ",".join(LIGHTING_FIELDS)),
 }
+#: parts that share the camera's [H, W] (the frame contract holds them to one image size)
+_IMAGE_PARTS = ("rgb", "depth_m", "segmentation")
 _PART_ORDER = tuple(PART_SPECS)
 
 
@@ -107,7 +121,12 @@ class StreamProtocolError(TransportError, ValueError):
 
     def __init__(self, reason: str, detail: str):
         self.reason = reason
-        super().__init__(f"stream message rejected ({reason}): {detail}")
+        if len(detail) > _DETAIL_CHARS:  # hostile values can be 64 KiB of header: the error stays one short line
+            detail = detail[:_DETAIL_CHARS] + f"... ({len(detail)} chars)"
+        super().__init__(f"stream message rejected ({reason}): {' '.join(detail.split())}")
+
+
+_DETAIL_CHARS = 240
 
 
 @dataclass(frozen=True)
@@ -158,7 +177,13 @@ class Compression:
             if not sep or key not in {f for f in cls.__dataclass_fields__}:
                 raise BridgeError(f"--compress item {item!r}: expected NAME=ENCODING with NAME in rgb, depth_m, "
                                   f"segmentation, audio, jpeg_quality, zlib_level")
-            kw[key] = int(value) if key in ("jpeg_quality", "zlib_level") else value.strip()
+            if key in ("jpeg_quality", "zlib_level"):
+                try:
+                    kw[key] = int(value, 10)
+                except ValueError:
+                    raise BridgeError(f"--compress item {item!r}: {key} must be a whole number") from None
+            else:
+                kw[key] = value.strip()
         return cls(**kw)
 
     def encoding_for(self, name: str) -> str:
@@ -169,19 +194,60 @@ class Compression:
 _DEFAULT_COMPRESSION = Compression()
 
 
+_MiB = 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Limits:
-    """What a decoder accepts. Anything larger is rejected (and counted) before it is decompressed or allocated."""
+    """What a reader accepts and how much it may hold, in bytes. Anything larger is rejected (and counted) before it
+    is decompressed or allocated.
 
-    max_message_bytes: int = 256 * 1024 * 1024  # on the wire, all parts together
+    * ``max_message_bytes``: one message on the wire, all parts together. A subscriber also sets it as the socket's
+      ``ZMQ_MAXMSGSIZE``, so ZeroMQ refuses a larger *part* while receiving it (it drops that connection; the
+      subscriber counts ``stats.disconnects``) instead of buffering it whole.
+    * ``max_header_bytes``: the JSON header.
+    * ``max_part_bytes``: one decoded array (checked on the declared shape, before inflating or decoding pixels).
+    * ``max_decoded_bytes``: all decoded arrays of one message together (a message of 32 small zlib parts that each
+      inflate to ``max_part_bytes`` is refused before any is inflated).
+    * ``max_parts``: buffers per message.
+    * ``max_queue_bytes``: the byte budget of a subscriber's receive queue. ZeroMQ counts its queue in messages, so
+      the subscriber's high-water mark is ``max_queue_bytes // max_message_bytes`` messages (:meth:`queue_messages`):
+      the queue never holds more than ``max_queue_bytes``. When it is full, a ``lossless`` publisher waits
+      (back-pressure, nothing lost) and a ``latest`` one drops whole messages (the subscriber counts them as
+      sequence gaps). Size ``max_message_bytes`` to the stream's largest message to queue more of them.
+
+    The defaults take a 1920x1080 frame with rgb, depth and segmentation raw (23 MB) with room to spare, and bound a
+    subscriber to about ``(queue_messages() + 2) * max_message_bytes + max_decoded_bytes`` (:meth:`memory_cap_bytes`,
+    1.2 GiB by default; the decoded arrays a caller keeps are its own).
+    """
+
+    max_message_bytes: int = 64 * _MiB  # on the wire, all parts together
     max_header_bytes: int = 64 * 1024
-    max_part_bytes: int = 128 * 1024 * 1024  # one decoded array
+    max_part_bytes: int = 64 * _MiB  # one decoded array
+    max_decoded_bytes: int = 128 * _MiB  # every decoded array of one message
     max_parts: int = 32
+    max_queue_bytes: int = 1024 * _MiB  # a subscriber's receive queue
 
     def __post_init__(self) -> None:
-        for name in ("max_message_bytes", "max_header_bytes", "max_part_bytes", "max_parts"):
-            if int(getattr(self, name)) < 1:
-                raise BridgeError(f"Limits.{name}: expected a positive integer, got {getattr(self, name)}")
+        for name in ("max_message_bytes", "max_header_bytes", "max_part_bytes", "max_decoded_bytes", "max_parts",
+                     "max_queue_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**62:
+                raise BridgeError(f"Limits.{name}: expected a positive integer below 2**62, got {value!r}")
+        if self.max_queue_bytes < self.max_message_bytes:
+            raise BridgeError(f"Limits.max_queue_bytes: must hold at least one message of max_message_bytes "
+                              f"({self.max_message_bytes}), got {self.max_queue_bytes}")
+
+    def queue_messages(self) -> int:
+        """How many messages of ``max_message_bytes`` fit in ``max_queue_bytes`` (a subscriber's high-water mark)."""
+        return max(1, self.max_queue_bytes // self.max_message_bytes)
+
+    def memory_cap_bytes(self, queue_messages: int | None = None) -> int:
+        """The most a subscriber holds for received messages: a full queue of ``queue_messages`` (default
+        :meth:`queue_messages`), plus the one ZeroMQ is receiving and the one being decoded, plus its decoded
+        arrays."""
+        n = self.queue_messages() if queue_messages is None else queue_messages
+        return (n + 2) * self.max_message_bytes + self.max_decoded_bytes
 
 
 _DEFAULT_LIMITS = Limits()
@@ -203,7 +269,8 @@ class StreamMessage:
 
     @property
     def seq(self) -> int:
-        return int(self.header.get("seq", -1))
+        seq = self.header.get("seq", -1)
+        return seq if type(seq) is int else -1
 
     @property
     def session(self) -> str:
@@ -214,21 +281,81 @@ class StreamMessage:
         return str(self.header.get("device_id", ""))
 
     def to_frame(self) -> DeviceFrame:
-        """The :class:`DeviceFrame` this message carries (validated by the frame contract)."""
+        """The :class:`DeviceFrame` this message carries, validated by the frame contract.
+
+        Raises :class:`StreamProtocolError` (a header field of the wrong type or range, an array of the wrong
+        shape) or :class:`~bridge.errors.FrameValidationError` (a value the contract refuses: NaN in a pose, a gaze
+        angle beyond 90 degrees, an unknown label); never anything else.
+        """
         h = self.header
-        if h["kind"] != "frame":
-            raise StreamProtocolError("not_a_frame", f"a {h['kind']!r} message has no DeviceFrame")
+        if h.get("kind") != "frame":
+            raise StreamProtocolError("not_a_frame", f"a {str(h.get('kind'))[:40]!r} message has no DeviceFrame")
         arr = self.arrays
+        for name, a in arr.items():  # decode_message checked these; a hand-built message may not have been
+            want = _FIXED_SHAPES.get(name)
+            if want is not None and getattr(a, "shape", None) != want:
+                raise StreamProtocolError("bad_shape", f"part {name!r}: expected shape {list(want)}, "
+                                                       f"got {getattr(a, 'shape', type(a).__name__)}")
         get = h.get
-        fov = get("camera_fov_y_deg")
-        gaze, audio, pose, imu, hands, lighting = records_from_arrays(arr, h["audio_hz"] if "audio" in arr else None)
+        device_id, user_id, profile, step = h.get("device_id"), get("user_id", ""), get("profile", ""), h.get("step")
+        sim_time, wall_ns, fov, room = get("sim_time_s"), get("wall_time_ns", 0), get("camera_fov_y_deg"), get("room")
+        labels, tasks, events = get("labels", {}), get("active_tasks", ()), get("events", ())
+        # exact JSON types (bool is not an int here), so nothing below can raise anything but the contract's errors
+        if not (type(device_id) is str and type(user_id) is str and type(profile) is str and type(step) is int
+                and type(wall_ns) is int and (room is None or type(room) is str)):
+            for key, value, ok in (("device_id", device_id, str), ("user_id", user_id, str),
+                                   ("profile", profile, str), ("step", step, int), ("wall_time_ns", wall_ns, int)):
+                if type(value) is not ok:
+                    raise _bad_field(key, value)
+            raise _bad_field("room", room)
+        sim_time_s = _header_float("sim_time_s", sim_time)
+        fov_deg = None if fov is None else _header_float("camera_fov_y_deg", fov)
+        if fov_deg is not None and not 0.0 < fov_deg < 180.0:
+            raise StreamProtocolError("bad_header", f"camera_fov_y_deg {fov_deg} outside (0, 180)")
+        if type(tasks) is not list and type(tasks) is not tuple or not all(type(t) is str for t in tasks):
+            raise _bad_field("active_tasks", tasks)
+        if type(events) is not list and type(events) is not tuple or not all(type(e) is str for e in events):
+            raise _bad_field("events", events)
+        audio_hz = None
+        if "audio" in arr:
+            audio_hz = h.get("audio_hz")
+            if type(audio_hz) is not int:
+                raise _bad_field("audio_hz", audio_hz)
+        gaze, audio, pose, imu, hands, lighting = records_from_arrays(arr, audio_hz)
         # positional, in DeviceFrame's field order (binding 20 keywords costs more than the rest of this call)
         return DeviceFrame(
-            h["device_id"], get("user_id", ""), get("profile", ""), int(h["step"]), float(h["sim_time_s"]),
-            int(get("wall_time_ns", 0)), arr.get("rgb"), arr.get("depth_m"), arr.get("segmentation"), gaze, audio,
-            pose, imu, hands, lighting, None if fov is None else float(fov), label_names(get("labels", {})),
-            tuple(get("active_tasks", ())), get("room"), tuple(get("events", ())),
+            device_id, user_id, profile, step, sim_time_s, wall_ns, arr.get("rgb"), arr.get("depth_m"),
+            arr.get("segmentation"), gaze, audio, pose, imu, hands, lighting, fov_deg, _label_names(labels),
+            tuple(tasks), room, tuple(events),
         )
+
+
+#: parts whose shape is the same in every frame (records_from_arrays indexes them by position)
+_FIXED_SHAPES = {name: spec.shape for name, spec in PART_SPECS.items() if None not in spec.shape}
+
+
+def _header_float(key: str, value: Any) -> float:
+    """A JSON number as a finite float (a 400-digit integer does not fit one)."""
+    if type(value) is float:
+        return value
+    if type(value) is int and -1e300 < value < 1e300:
+        return float(value)
+    raise _bad_field(key, value)
+
+
+def _label_names(labels: Any) -> dict[str, str]:
+    """``labels`` (task -> class name or class index) as task -> class name; an unknown task or a name outside the
+    task's classes is left to the frame contract, an index outside them is refused here."""
+    if type(labels) is not dict:
+        raise _bad_field("labels", labels)
+    for task, label in labels.items():
+        if type(label) is str:
+            continue
+        classes = TASKS[task].classes if task in TASKS else ()
+        if type(label) is not int or not 0 <= label < len(classes):
+            raise StreamProtocolError("bad_header", f"labels[{task[:40]!r}]: expected a class name or an index in "
+                                                    f"[0, {len(classes)}), got {str(label)[:40]}")
+    return label_names(labels)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -517,10 +644,11 @@ def _check_desc(desc: Any) -> _Part:
              and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape),
              "bad_shape", f"part {name!r}: shape must be a list of <= 8 non-negative ints, got {shape!r}")
     spec = PART_SPECS.get(name)
-    if spec is not None:
+    if spec is not None:  # a part of the frame contract: its dtype and shape are fixed (names outside are free)
         _require(dtype == spec.dtype, "bad_dtype", f"part {name!r}: expected dtype {spec.dtype}, got {dtype}")
-        _require(spec.ndim is None or len(shape) == spec.ndim, "bad_shape",
-                 f"part {name!r}: expected {spec.ndim} dimensions, got shape {shape}")
+        _require(len(shape) == len(spec.shape)
+                 and all(s >= 1 if n is None else s == n for s, n in zip(shape, spec.shape, strict=True)),
+                 "bad_shape", f"part {name!r}: expected shape {spec.text()}, got {shape}")
     _require(enc in ENCODINGS, "bad_encoding", f"part {name!r}: unknown encoding {enc!r}, known {ENCODINGS}")
     if enc in ("png", "jpeg"):
         _require(dtype == "uint8" and (len(shape) == 2 or (len(shape) == 3 and shape[2] == 3)), "bad_encoding",
@@ -541,6 +669,8 @@ class _Plan:
     # when every part is raw: (name, shape, dtype, nbytes) per part and the largest nbytes, for the fast loop
     raw: tuple[tuple[str, tuple[int, ...], np.dtype, int], ...] | None
     max_nbytes: int
+    total_nbytes: int  # decoded bytes of all parts
+    bools: tuple[str, ...]  # names of bool parts: their bytes must be 0 or 1
 
     @classmethod
     def of(cls, descs: list[Any]) -> _Plan:
@@ -552,9 +682,15 @@ class _Plan:
                 dup = p.name
                 break
             seen.add(p.name)
+        # the frame contract holds rgb, depth_m and segmentation to one image size
+        sizes = {p.name: p.shape[:2] for p in parts if p.name in _IMAGE_PARTS}
+        if len(set(sizes.values())) > 1:
+            raise StreamProtocolError("bad_shape", "image parts differ in [H, W]: " + ", ".join(
+                f"{n} {list(hw)}" for n, hw in sizes.items()))
         raw = tuple((p.name, p.shape, p.dtype, p.nbytes) for p in parts) \
             if all(p.encoding == "raw" for p in parts) else None
-        return cls(tuple(descs), parts, dup, raw, max((p.nbytes for p in parts), default=0))
+        return cls(tuple(descs), parts, dup, raw, max((p.nbytes for p in parts), default=0),
+                   sum(p.nbytes for p in parts), tuple(p.name for p in parts if p.dtype == np.bool_))
 
 
 _PARTS_SEP = b',"parts":'
@@ -632,8 +768,24 @@ def _decode_part(part: _Part, payload: Any, limits: Limits) -> np.ndarray:
     return a.reshape(shape)
 
 
+#: the largest ``seq`` a reader accepts (an int64 on every platform; C# uses long)
+MAX_SEQ = 2**63 - 1
+
+
+def _check_last_seq(last: Any) -> None:
+    """A heartbeat's ``last_seq``: an object of frame topic -> seq in [0, MAX_SEQ]."""
+    if type(last) is not dict:
+        raise _bad_field("last_seq", last)
+    for topic, seq in last.items():
+        if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
+            raise StreamProtocolError("bad_seq", f"heartbeat last_seq[{topic[:80]!r}] = {str(seq)[:40]} is not an "
+                                                 f"integer in [0, {MAX_SEQ}]")
+
+
 def _bad_field(key: str, value: Any) -> StreamProtocolError:
-    return StreamProtocolError("bad_header", f"frame header field {key!r} missing or of the wrong type: {value!r}")
+    text = repr(value)
+    return StreamProtocolError("bad_header", f"header field {key!r} missing or of the wrong type: "
+                                             f"{text[:80] + '...' if len(text) > 80 else text}")
 
 
 def decode_message(parts: Sequence[Any], limits: Limits | None = None, *, arrays: bool = True) -> StreamMessage:
@@ -673,27 +825,34 @@ def decode_message(parts: Sequence[Any], limits: Limits | None = None, *, arrays
     if not (type(descs) is list and len(descs) == n_buf):
         raise StreamProtocolError("part_count", f"header lists {len(descs) if isinstance(descs, list) else descs!r} "
                                                 f"parts, message has {n_buf} buffers")
+    seq = get("seq")
+    if type(seq) is not int:  # exact types: JSON gives str/int/float/bool, and bool must not pass as int
+        raise _bad_field("seq", seq)
+    if not 0 <= seq <= MAX_SEQ:
+        raise StreamProtocolError("bad_seq", f"seq {seq} outside [0, {MAX_SEQ}]")
     if kind == "frame":
-        device_id, step, sim_time, seq = get("device_id"), get("step"), get("sim_time_s"), get("seq")
-        # exact types: JSON gives str/int/float/bool, and bool must not pass as int
+        device_id, step, sim_time = get("device_id"), get("step"), get("sim_time_s")
         if type(device_id) is not str:
             raise _bad_field("device_id", device_id)
         if type(step) is not int:
             raise _bad_field("step", step)
         if type(sim_time) is not float and type(sim_time) is not int:
             raise _bad_field("sim_time_s", sim_time)
-        if type(seq) is not int:
-            raise _bad_field("seq", seq)
         if not topic.startswith(FRAME_TOPIC_PREFIX + device_id + "/"):
             raise StreamProtocolError("topic_mismatch", f"topic {topic!r} does not belong to device {device_id!r}")
-    elif not topic.startswith(HEARTBEAT_TOPIC_PREFIX):
-        raise StreamProtocolError("topic_mismatch", f"heartbeat on topic {topic!r}")
+    else:
+        if not topic.startswith(HEARTBEAT_TOPIC_PREFIX):
+            raise StreamProtocolError("topic_mismatch", f"heartbeat on topic {topic!r}")
+        _check_last_seq(get("last_seq", {}))
     out: dict[str, np.ndarray] = {}
     if arrays and n_buf:
         if plan is None:
             plan = _Plan.of(descs)
         if plan.duplicate is not None:
             raise StreamProtocolError("bad_header", f"part {plan.duplicate!r} appears twice")
+        if plan.total_nbytes > lim.max_decoded_bytes:
+            raise StreamProtocolError("oversized", f"parts decode to {plan.total_nbytes} bytes > limit "
+                                                   f"{lim.max_decoded_bytes}")
         raw = plan.raw if plan.max_nbytes <= lim.max_part_bytes else None
         if raw is not None:  # all raw and within the limits: views of the buffers, no copies
             for (name, shape, dtype, nbytes), payload in zip(raw, views[2:], strict=True):  # lengths checked above
@@ -706,6 +865,9 @@ def decode_message(parts: Sequence[Any], limits: Limits | None = None, *, arrays
             out.clear()
             for part, payload in zip(plan.parts, views[2:], strict=True):
                 out[part.name] = _decode_part(part, payload, lim)
+        for name in plan.bools:  # numpy would read any non-zero byte as True; the wire allows 0 and 1 only
+            if out[name].tobytes().translate(None, b"\x00\x01"):
+                raise StreamProtocolError("bad_value", f"part {name!r}: bool bytes must be 0 or 1")
         if "audio" in out and type(get("audio_hz")) is not int:
             raise StreamProtocolError("bad_header", "an audio part needs an integer audio_hz")
     return StreamMessage(topic=topic, header=header, arrays=out, wire_bytes=total)

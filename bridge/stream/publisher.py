@@ -49,6 +49,9 @@ def _socket_send() -> Any:
     return zmq.Socket.send
 
 
+_MAX_SUBSCRIPTION_BYTES = 4096  # ZMQ_MAXMSGSIZE of the XPUB socket: one subscription message (a topic prefix)
+_MAX_SUBSCRIPTIONS = 1024  # distinct subscriptions remembered for wait_for_subscriber (the oldest are forgotten)
+
 _ZERO_COPY_MIN = 262144  # bytes; smaller parts are copied: cheaper than pyzmq's zero-copy release path (measured at
 # 64 KiB: -13 us of CPU per frame), which only pays off for parts of a MiB or so (-260 us per 640x480 frame)
 
@@ -126,7 +129,8 @@ class Publisher(SocketEndpoint):
 
         cfg = self.config
         hwm = cfg.sndhwm if cfg.sndhwm is not None else (16 if cfg.mode == "latest" else 10_000)
-        opts: dict[int, Any] = {zmq.SNDHWM: hwm}
+        # The XPUB receives subscriptions: topic prefixes, never large (a peer sending more is dropped by ZeroMQ).
+        opts: dict[int, Any] = {zmq.SNDHWM: hwm, zmq.MAXMSGSIZE: _MAX_SUBSCRIPTION_BYTES}
         if cfg.mode == "lossless":
             opts[zmq.XPUB_NODROP] = 1
             opts[zmq.SNDTIMEO] = int(cfg.send_timeout_s * 1000)
@@ -216,7 +220,9 @@ class Publisher(SocketEndpoint):
                 msg = sock.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if msg[:1] == b"\x01":
+            if msg[:1] == b"\x01" and msg[1:] not in self._subscriptions:
+                if len(self._subscriptions) >= _MAX_SUBSCRIPTIONS:  # bounded: a peer may subscribe forever
+                    self._subscriptions.pop(0)
                 self._subscriptions.append(msg[1:])
 
     def wait_for_subscriber(self, topic: bytes | str = b"xrfed/", timeout_s: float = 5.0) -> bool:

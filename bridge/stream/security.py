@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import abc
 import enum
+import os
+import stat
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +34,26 @@ def generate_keypair() -> tuple[str, str]:
     return public.decode(), secret.decode()
 
 
+_KEY_FILE_MAX_BYTES = 64 * 1024  # a zmq.auth certificate is a few hundred bytes
+
+
 def load_key_file(path: str | Path) -> tuple[str, str | None]:
-    """Read a key file written by ``zmq.auth.create_certificates`` (``public-key``/``secret-key`` lines)."""
+    """Read a key file written by ``zmq.auth.create_certificates`` (``public-key``/``secret-key`` lines).
+
+    A file holding a ``secret-key`` must be private to its owner (no group or other permission bits, e.g. mode
+    0600); one that others may read is refused, saying how to fix it, before the secret is used.
+    """
+    p = Path(path)
+    try:
+        with p.open("rb") as f:
+            raw = f.read(_KEY_FILE_MAX_BYTES + 1)
+        text = raw.decode()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BridgeError(f"CURVE key file {p}: cannot read it ({exc})") from None
+    if len(raw) > _KEY_FILE_MAX_BYTES:
+        raise BridgeError(f"CURVE key file {p}: larger than {_KEY_FILE_MAX_BYTES} bytes, not a key file")
     public = secret = None
-    for line in Path(path).read_text().splitlines():
+    for line in text.splitlines():
         key, _, value = line.strip().partition("=")
         value = value.strip().strip('"')
         if key.strip() == "public-key":
@@ -43,7 +62,19 @@ def load_key_file(path: str | Path) -> tuple[str, str | None]:
             secret = value
     if public is None:
         raise BridgeError(f"CURVE key file {path}: no 'public-key = \"...\"' line")
+    if secret is not None:
+        _check_private(p)
     return public, secret
+
+
+def _check_private(path: Path) -> None:
+    """Refuse a secret key file that anyone but its owner may read, write or run (POSIX permission bits)."""
+    if os.name != "posix":
+        return  # Windows ACLs are not mode bits; nothing to check this way
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise BridgeError(f"CURVE secret key file {path} is accessible to group/others (mode {mode:04o}); "
+                          f"make it private: chmod 600 {path}")
 
 
 def _check_key(name: str, key: str | bytes | None) -> str | None:
@@ -97,6 +128,23 @@ class _AllowList:
         return False
 
 
+def _same_endpoint(configured: str, reported: str) -> bool:
+    """Whether a monitor event's endpoint is ``configured`` (libzmq may report a host name resolved: then the
+    transport and port decide)."""
+    if configured == reported:
+        return True
+    scheme, _, rest = configured.partition("://")
+    r_scheme, _, r_rest = reported.partition("://")
+    return scheme == r_scheme == "tcp" and rest.rpartition(":")[2] == r_rest.rpartition(":")[2]
+
+
+def _monitor_events() -> int:
+    import zmq
+
+    return (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+
+
 class SecuredSocket:
     """Owns a zmq context + one socket (+ a ZAP authenticator when binding with an allow-list).
 
@@ -105,7 +153,7 @@ class SecuredSocket:
     """
 
     def __init__(self, socket_type: int, *, bind: str | None, connect: Sequence[str], curve: CurveConfig | None,
-                 options: dict[int, Any]):
+                 options: dict[int, Any], monitor: bool = False):
         import zmq
 
         if (bind is None) == (not connect):
@@ -113,11 +161,15 @@ class SecuredSocket:
         self.ctx = zmq.Context()
         self.auth: Any = None
         self.allow: _AllowList | None = None
+        self._monitor: Any = None
+        self._connect = tuple(connect)
         try:
             self.sock = self.ctx.socket(socket_type)
             self.sock.setsockopt(zmq.LINGER, 0)
             for opt, value in options.items():
                 self.sock.setsockopt(opt, value)
+            if monitor:  # before bind/connect, so no event is missed
+                self._monitor = self.sock.get_monitor_socket(_monitor_events())
             if curve is not None:
                 self.sock.curve_secretkey = curve.secret_key.encode()
                 self.sock.curve_publickey = curve.public_key.encode()
@@ -155,8 +207,53 @@ class SecuredSocket:
     def denied_keys(self) -> int:
         return self.allow.denied if self.allow is not None else 0
 
+    def poll_events(self) -> Counter[str]:
+        """Connection events since the last call (``monitor=True`` only), by kind: ``disconnects`` (a peer went
+        away -- or sent a part larger than ``ZMQ_MAXMSGSIZE``, which ZeroMQ answers by dropping the connection) and
+        ``handshake_failures`` (e.g. a CURVE key that does not match).
+
+        ZeroMQ does not reconnect an endpoint it dropped for a protocol error such as an oversized part, so every
+        connect endpoint that lost its connection is connected afresh here (one that is merely down is retried by
+        ZeroMQ anyway; connecting again only restarts its timer).
+        """
+        import zmq
+        from zmq.utils.monitor import parse_monitor_message
+
+        out: Counter[str] = Counter()
+        if self._monitor is None:
+            return out
+        dropped: set[str] = set()
+        while True:
+            try:
+                frames = self._monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                event = parse_monitor_message(frames)
+            except Exception:  # noqa: BLE001 -- a malformed event comes from libzmq, never from a peer; skip it
+                continue
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                out["disconnects"] += 1
+                endpoint = event.get("endpoint", b"")
+                dropped.add(endpoint.decode(errors="replace") if isinstance(endpoint, bytes) else str(endpoint))
+            else:
+                out["handshake_failures"] += 1
+        for ep in self._connect:
+            if any(_same_endpoint(ep, d) for d in dropped):
+                try:
+                    self.sock.disconnect(ep)
+                except zmq.ZMQError:
+                    pass  # already gone
+                self.sock.connect(ep)
+        return out
+
     def close(self) -> None:
         sock = getattr(self, "sock", None)
+        if self._monitor is not None:
+            if sock is not None and not sock.closed:
+                sock.disable_monitor()
+            self._monitor.close(linger=0)
+            self._monitor = None
         if sock is not None and not sock.closed:
             sock.close(linger=0)
         if self.auth is not None:
