@@ -115,7 +115,7 @@ def checkpoint_key(cfg: PretrainConfig) -> str:
 def record_dataset(scenario: str, out: str | os.PathLike[str], *, steps: int, seed: int,
                    progress: bool = False, guard_s: float = 5.0) -> Path:
     """Record ``steps`` of ``scenario`` with the embedded backend into ``out`` (the `xrfed record` path)."""
-    from bridge.cli_sim import record
+    from bridge.recording import record
 
     record(scenario, out=out, steps=steps, seed=seed, progress=progress, overwrite=True, guard_s=guard_s)
     return Path(out)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
-__all__ = ["register", "record", "GUARD_S"]
+from .cli import output_dir, scenario_arg, seed_arg
+from .cliargs import float_range, int_range
+from .recording import GUARD_S, MAX_EPISODES, MAX_GUARD_S, MAX_STEPS
 
-#: Default guard gap, seconds, between each episode's training and test parts (``xrfed record --guard-s``).
-GUARD_S = 5.0
+__all__ = ["register"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,25 +19,29 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Runs the embedded scene and writes one HDF5 file per device per episode plus manifest.json "
                     "(see docs/dataset.md). SCENARIO is a shipped scenario name or a YAML path.",
     )
-    p.add_argument("scenario", help="shipped scenario name (see `xrfed scenarios`) or path to a YAML file")
-    p.add_argument("--steps", type=int, default=300, help="steps per episode (default 300 = 30 s at 10 Hz)")
-    p.add_argument("--episodes", type=int, default=1, help="episodes, each reset with seed+episode (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--size", type=int, default=None, help="render width=height in pixels (default: scenario's)")
+    p.add_argument("scenario", type=scenario_arg,
+                   help="shipped scenario name (see `xrfed scenarios`) or path to a YAML file")
+    p.add_argument("--steps", type=int_range(1, MAX_STEPS), default=300,
+                   help=f"steps per episode, 1-{MAX_STEPS} (default 300 = 30 s at 10 Hz)")
+    p.add_argument("--episodes", type=int_range(1, MAX_EPISODES), default=1,
+                   help=f"episodes, each reset with seed+episode, 1-{MAX_EPISODES} (default 1)")
+    p.add_argument("--seed", type=seed_arg(), default=0, help="random seed (default 0)")
+    p.add_argument("--out", required=True, type=output_dir(), help="output directory")
+    p.add_argument("--size", type=int_range(16, 2048), default=None,
+                   help="render width=height in pixels, 16-2048 (default: the scenario's)")
     p.add_argument("--segmentation", action="store_true", help="also render segmentation masks (extra pass)")
     p.add_argument("--no-audio", action="store_true", help="skip audio simulation")
     p.add_argument("--preview", action="store_true", help="write contact sheets next to the data when done")
     p.add_argument("--overwrite", action="store_true", help="replace episode files that already exist in --out")
-    p.add_argument("--guard-s", type=float, default=GUARD_S, metavar="S",
+    p.add_argument("--guard-s", type=float_range(0.0, MAX_GUARD_S), default=GUARD_S, metavar="S",
                    help=f"seconds before each episode's held-out test part that belong to neither train nor test, so "
                         f"labels that persist across the boundary do not leak (default {GUARD_S:g}; 0 = none; "
                         f"converted to steps at the scenario's step rate)")
-    p.set_defaults(func=_run_record)
+    p.set_defaults(func=_run_record, validate=_check_record)
 
     s = sub.add_parser("scenarios", help="list, validate or show scenarios",
                        description="Without arguments lists the shipped scenarios; with a name/path validates it.")
-    s.add_argument("scenario", nargs="?", help="validate and summarise this scenario")
+    s.add_argument("scenario", nargs="?", type=scenario_arg, help="validate and summarise this scenario")
     s.set_defaults(func=_run_scenarios)
 
     d = sub.add_parser("devices", help="list the device profiles (Table 1 of the seed paper)")
@@ -45,55 +49,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=_run_devices)
 
 
-def record(scenario: str, *, out: str | Path, steps: int, seed: int = 0, episodes: int = 1,
-           size: int | None = None, segmentation: bool = False, audio: bool = True, progress: bool = True,
-           overwrite: bool = False, guard_s: float = GUARD_S) -> Path:
-    """Record ``episodes`` x ``steps`` of ``scenario`` into ``out``; returns the manifest path.
+def _check_record(args: argparse.Namespace) -> None:
+    from .recording import check_recording
 
-    Every episode's split holds out its last :data:`~bridge.record.TEST_FRACTION` as test with ``guard_s``
-    seconds (rounded to whole steps at the scenario's ``step_hz``) before it in neither set; an episode too short
-    for that guard is refused before anything is simulated.
-    """
-    from tqdm import tqdm
-
-    from .embedded.backend import EmbeddedBackend
-    from .errors import DatasetError
-    from .record import TEST_FRACTION, DatasetWriter
-    from .scenario import load_scenario
-    from .splits import temporal_split
-
-    if not (math.isfinite(guard_s) and guard_s >= 0):
-        raise DatasetError(f"record: guard_s must be a number of seconds >= 0, got {guard_s!r}")
-    sc = load_scenario(scenario)
-    guard_steps = round(guard_s * sc.step_hz)
-    try:
-        temporal_split(steps, TEST_FRACTION, guard_steps)
-    except DatasetError as exc:
-        raise DatasetError(f"record: a guard of {guard_s:g} s is {guard_steps} steps at {sc.step_hz:g} Hz; {exc} "
-                           f"(--guard-s / guard_s)") from None
-    out = Path(out)
-    manifest = None
-    with EmbeddedBackend(sc, seed=seed, render_size=(size, size) if size else None,
-                         segmentation=segmentation or None, audio=audio) as env:
-        for ep in range(episodes):
-            frames = env.reset(seed=seed + ep)
-            with DatasetWriter(out, scenario_name=sc.name, scenario_yaml=sc.source_yaml, seed=seed + ep,
-                               step_dt_s=env.step_dt_s, devices=env.devices, episode=ep, guard_steps=guard_steps,
-                               overwrite=overwrite) as writer:
-                bar = tqdm(total=steps, desc=f"record {sc.name} ep{ep}", unit="step", disable=not progress)
-                writer.write(frames)
-                bar.update(1)
-                for _ in range(steps - 1):
-                    writer.write(env.step())
-                    bar.update(1)
-                bar.close()
-            manifest = writer.manifest_path
-    return Path(manifest) if manifest else out / "manifest.json"
+    check_recording(args.scenario, steps=args.steps, episodes=args.episodes, seed=args.seed, size=args.size,
+                    guard_s=args.guard_s)
 
 
 def _run_record(args: argparse.Namespace) -> int:
-    if args.steps < 1 or args.episodes < 1:
-        raise SystemExit("xrfed record: --steps and --episodes must be >= 1")
+    from .recording import record
+
     manifest = record(args.scenario, out=args.out, steps=args.steps, seed=args.seed, episodes=args.episodes,
                       size=args.size, segmentation=args.segmentation, audio=not args.no_audio,
                       overwrite=args.overwrite, guard_s=args.guard_s)

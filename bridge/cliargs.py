@@ -23,12 +23,16 @@ __all__ = ["int_range", "float_range", "name_arg", "NAME_RE", "is_loopback"]
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
 def _bounds(lo: float | None, hi: float | None) -> str:
     if lo is not None and hi is not None:
-        return f"between {lo:g} and {hi:g}"
+        return f"between {_num(lo)} and {_num(hi)}"
     if lo is not None:
-        return f">= {lo:g}"
-    return f"<= {hi:g}"
+        return f">= {_num(lo)}"
+    return f"<= {_num(hi)}"
 
 
 def int_range(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:

@@ -54,7 +54,7 @@ def experiment_scenario(cfg: ExperimentConfig) -> Any:
 def record_experiment_data(cfg: ExperimentConfig, *, progress: bool = False) -> Path:
     """Record (once, cached) ``episode_steps x phases`` scene steps of every experiment device."""
     from agents.pretrain import cache_root, file_lock
-    from bridge.cli_sim import record
+    from bridge.recording import record
     from bridge.embedded import SIM_VERSION
 
     sc = experiment_scenario(cfg)

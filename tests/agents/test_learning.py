@@ -33,7 +33,7 @@ def test_learns_speech_from_audio_only_on_synthetic_tones():
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
-    from bridge.cli_sim import record
+    from bridge.recording import record
 
     out = tmp_path_factory.mktemp("rec")
     # 160 steps per episode: the last 32 held out, the default 5 s guard (50 steps) before them, 78 to train on

@@ -34,7 +34,7 @@ def test_recipe_names_its_scenes_and_the_key_follows_their_content(tmp_path, tin
 
 @pytest.mark.slow
 def test_pretrain_on_two_recordings_writes_a_card_with_claims(tmp_path, tiny_raw, write_scenario):
-    from bridge.cli_sim import record
+    from bridge.recording import record
 
     dirs = []
     for i in range(2):

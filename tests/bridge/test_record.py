@@ -297,7 +297,7 @@ def test_missing_file_and_manifest_are_named(tmp_path):
 
 @pytest.mark.slow
 def test_record_command_writes_a_readable_dataset(tmp_path, tiny_raw, write_scenario):
-    from bridge.cli_sim import record as record_scenario
+    from bridge.recording import record as record_scenario
 
     manifest = record_scenario(str(write_scenario(tiny_raw)), out=tmp_path / "ds", steps=4, seed=2, episodes=2,
                                audio=False, progress=False, guard_s=0.1)
@@ -316,7 +316,7 @@ def test_record_command_writes_a_readable_dataset(tmp_path, tiny_raw, write_scen
 
 def test_record_command_refuses_a_guard_longer_than_the_episode_before_simulating(tmp_path, tiny_raw,
                                                                                    write_scenario):
-    from bridge.cli_sim import record as record_scenario
+    from bridge.recording import record as record_scenario
 
     with pytest.raises(DatasetError, match="a guard of 5 s is 50 steps at 10 Hz; .*needs at least 64 steps"):
         record_scenario(str(write_scenario(tiny_raw)), out=tmp_path / "ds", steps=12, progress=False)
