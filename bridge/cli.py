@@ -217,7 +217,7 @@ def int_list(lo: int, hi: int, *, max_items: int = 16) -> Callable[[str], list[i
 
 
 # -- the parser -----------------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _entry_points(group: str) -> tuple[metadata.EntryPoint, ...]:
     """The group's entry points, first of each name (discovery order: the declared order within a distribution)."""
     found: dict[str, metadata.EntryPoint] = {}

@@ -318,7 +318,7 @@ def test_record_command_refuses_a_guard_longer_than_the_episode_before_simulatin
                                                                                    write_scenario):
     from bridge.recording import record as record_scenario
 
-    with pytest.raises(DatasetError, match="a guard of 5 s is 50 steps at 10 Hz; .*needs at least 64 steps"):
+    with pytest.raises(DatasetError, match="a guard of 5 s is 50 steps at 10 Hz, not fewer than the episode.s 12 steps"):
         record_scenario(str(write_scenario(tiny_raw)), out=tmp_path / "ds", steps=12, progress=False)
 
     assert not (tmp_path / "ds").exists()
