@@ -37,7 +37,7 @@ from typing import Any
 
 from .errors import XrfedError
 
-__all__ = ["Surface", "FuzzResult", "stateless", "run_surface", "assert_no_crash", "surfaces",
+__all__ = ["Surface", "FuzzResult", "stateless", "run_surface", "assert_no_crash", "surfaces", "memory_probes",
            "add_bench_arguments", "run_fuzz_bench"]
 
 #: Examples per surface in ``xrfed bench fuzz`` (the issue's floor).
@@ -145,9 +145,57 @@ def surfaces() -> dict[str, Surface]:
     """Every surface registered under the ``xrfed.fuzz`` entry-point group, by name."""
     out: dict[str, Surface] = {}
     for ep in metadata.entry_points(group="xrfed.fuzz"):
-        for s in ep.load():
+        try:
+            found = ep.load()
+        except ImportError as exc:  # an optional package that is not installed contributes nothing
+            if exc.name and (ep.module == exc.name or ep.module.startswith(exc.name + ".")):
+                continue
+            raise
+        for s in found:
             out[s.name] = s
     return out
+
+
+def memory_probes() -> dict[str, Callable[[], dict[str, Any]]]:
+    """Memory tests of the surfaces' modules: a module of the ``xrfed.fuzz`` group may define ``MEMORY_PROBES``
+    (name -> function returning at least ``peak_growth_bytes`` and ``cap_bytes``; run in a fresh process)."""
+    import importlib
+
+    out: dict[str, Callable[[], dict[str, Any]]] = {}
+    for ep in metadata.entry_points(group="xrfed.fuzz"):
+        try:
+            module = importlib.import_module(ep.module)
+        except ImportError as exc:
+            if exc.name and (ep.module == exc.name or ep.module.startswith(exc.name + ".")):
+                continue
+            raise
+        out.update(getattr(module, "MEMORY_PROBES", {}))
+    return out
+
+
+def _probe_child(name: str, conn: Any) -> None:
+    try:
+        res = {"probe": name, **memory_probes()[name]()}
+        res["within_cap"] = bool(res["peak_growth_bytes"] <= res["cap_bytes"])
+    except BaseException as exc:  # noqa: BLE001 -- the parent reports it
+        res = {"probe": name, "error": f"{type(exc).__name__}: {exc}", "within_cap": False}
+    conn.send(res)
+    conn.close()
+
+
+def _in_child(ctx: Any, target: Callable[..., None], args: tuple[Any, ...], name: str) -> dict[str, Any]:
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=target, args=(*args, child))
+    proc.start()
+    child.close()
+    try:
+        res: dict[str, Any] = parent.recv()
+    except EOFError:
+        res = {"surface": name, "error": "fuzz process died", "crashes": 1, "within_cap": False}
+    proc.join()
+    if proc.exitcode:
+        res.setdefault("error", f"fuzz process exited with {proc.exitcode}")
+    return res
 
 
 def _child(name: str, examples: int, seed: int, conn: Any) -> None:
@@ -161,9 +209,12 @@ def _child(name: str, examples: int, seed: int, conn: Any) -> None:
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE")
-    p.add_argument("--examples", type=int, default=BENCH_EXAMPLES,
+    from .cliargs import int_range
+
+    p.add_argument("--examples", type=int_range(1, 10**8), default=BENCH_EXAMPLES,
                    help=f"inputs per surface (default {BENCH_EXAMPLES})")
-    p.add_argument("--seed", type=int, default=0, help="hypothesis seed (default 0)")
+    p.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, help="hypothesis seed (default 0)")
+    p.add_argument("--no-memory", action="store_true", help="skip the memory probes (flood + zlib bombs)")
     p.add_argument("--surface", action="append", metavar="NAME",
                    help="fuzz only this surface (repeatable; default: all)")
     p.add_argument("--list", action="store_true", help="list the surfaces and exit")
@@ -178,8 +229,6 @@ def run_fuzz_bench(args: argparse.Namespace) -> int:
         for name, s in sorted(found.items()):
             print(f"{name:28s} {s.description}")
         return 0
-    if args.examples < 1:
-        raise XrfedError(f"bench fuzz: --examples must be >= 1, got {args.examples}")
     names = args.surface or sorted(found)
     unknown = [n for n in names if n not in found]
     if unknown:
@@ -187,26 +236,26 @@ def run_fuzz_bench(args: argparse.Namespace) -> int:
     ctx = mp.get_context("spawn")
     results = []
     for name in tqdm(names, desc="fuzz surfaces", unit="surface", disable=not sys.stderr.isatty()):
-        parent, child = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_child, args=(name, args.examples, args.seed, child))
-        proc.start()
-        child.close()
-        try:
-            res = parent.recv()
-        except EOFError:
-            res = {"surface": name, "error": "fuzz process died", "crashes": 1}
-        proc.join()
-        if proc.exitcode:
-            res.setdefault("error", f"fuzz process exited with {proc.exitcode}")
+        res = _in_child(ctx, _child, (name, args.examples, args.seed), name)
         results.append(res)
         print(f"{name:28s} {res.get('examples', 0):6d} inputs  {res.get('rejected', 0):6d} rejected  "
               f"{res.get('crashes', 0):3d} crashes  peak RSS {res.get('peak_rss_mb', 0):7.1f} MB  "
               f"{res.get('seconds', 0):7.1f} s" + (f"  ERROR {res['error']}" if "error" in res else ""))
     total = sum(int(r.get("crashes", 0)) for r in results)
+    memory = []
+    if not args.no_memory and not args.surface:
+        for name in sorted(memory_probes()):
+            res = _in_child(ctx, _probe_child, (name,), name)
+            memory.append(res)
+            print(f"{name:28s} peak growth {res.get('peak_growth_bytes', 0) / 2**20:7.1f} MiB  cap "
+                  f"{res.get('cap_bytes', 0) / 2**20:7.1f} MiB  " + ("ok" if res.get("within_cap") else "OVER CAP")
+                  + (f"  ERROR {res['error']}" if "error" in res else ""))
+    over = sum(1 for m in memory if not m.get("within_cap"))
     doc = {"bench": "fuzz", "examples_per_surface": args.examples, "seed": args.seed, "surfaces": results,
-           "total_crashes": total, "python": sys.version.split()[0], "cpu_count": os.cpu_count()}
+           "total_crashes": total, "memory": memory, "memory_over_cap": over, "python": sys.version.split()[0],
+           "cpu_count": os.cpu_count()}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=2)
         print(f"wrote {args.json}")
-    return 1 if total else 0
+    return 1 if total or over else 0

@@ -49,7 +49,7 @@ from .protocol import (
 )
 from .synthetic import synthetic_frame
 
-__all__ = ["SURFACES", "FLOOD_LIMITS", "rss_bytes", "flood_memory"]
+__all__ = ["SURFACES", "MEMORY_PROBES", "FLOOD_LIMITS", "FLOOD_MEMORY_LIMITS", "rss_bytes", "flood_memory"]
 
 Message = list[bytes]
 
@@ -695,3 +695,14 @@ SURFACES: list[Surface] = [
                             "subscriber with FLOOD_LIMITS (RSS within the cap, sentinel after each)", _floods,
             _flood_session),
 ]
+
+_MiB = 1 << 20
+#: the limits of the memory probe (``xrfed bench fuzz``; tests/bridge/test_stream_hostile.py uses the same):
+#: 4 MiB messages, a 32 MiB queue, so the documented cap is (8 + 2) x 4 MiB + 8 MiB = 48 MiB
+FLOOD_MEMORY_LIMITS = {"max_message_bytes": 4 * _MiB, "max_part_bytes": 4 * _MiB, "max_decoded_bytes": 8 * _MiB,
+                       "max_queue_bytes": 32 * _MiB}
+
+#: memory tests run by ``xrfed bench fuzz`` in a fresh process each (see :func:`bridge.fuzzing.memory_probes`)
+MEMORY_PROBES: dict[str, Callable[[], dict[str, Any]]] = {
+    "stream.flood_memory": functools.partial(flood_memory, FLOOD_MEMORY_LIMITS, 200, 8),
+}
