@@ -10,6 +10,19 @@ APT_PACKAGES="libegl1 libgl1 libglx-mesa0 libegl-mesa0 libgl1-mesa-dri libosmesa
 
 say() { printf '[setup] %s\n' "$*"; }
 
+# Every tool's own output goes to one log; a failing step names it and shows its last lines.
+LOG=${XRFED_SETUP_LOG:-$(pwd)/.setup.log}
+: > "$LOG"
+step() {  # step "what it does" command args...
+  local what=$1; shift
+  if ! "$@" >>"$LOG" 2>&1; then
+    say "FAILED: $what"
+    say "the full output is in $LOG; its last lines:"
+    tail -n 20 "$LOG" | sed 's/^/    /'
+    exit 1
+  fi
+}
+
 # -- system libraries ----------------------------------------------------------------------------------
 missing=""
 if command -v dpkg-query >/dev/null 2>&1; then
@@ -20,12 +33,12 @@ fi
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then
     say "installing Debian packages:$missing"
-    apt-get update -qq >/dev/null || say "apt-get update failed; trying the install anyway"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+    apt-get update -qq >>"$LOG" 2>&1 || say "apt-get update failed (see $LOG); trying the install anyway"
+    step "apt-get install$missing" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
   elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
     say "installing Debian packages with sudo:$missing"
-    sudo apt-get update -qq >/dev/null || true
-    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+    sudo apt-get update -qq >>"$LOG" 2>&1 || true
+    step "sudo apt-get install$missing" sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing
   else
     say "missing Debian packages:$missing"
     say "you are not root: run   sudo apt-get install -y$missing   then re-run this command."
@@ -36,7 +49,7 @@ fi
 # -- virtualenv + Python packages ----------------------------------------------------------------------
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating virtualenv $VENV"
-  "$PY" -m venv "$VENV"
+  step "python -m venv $VENV" "$PY" -m venv "$VENV"
 fi
 PIP="$VENV/bin/python -m pip"
 stamp="$VENV/.xrfed-setup-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
@@ -44,19 +57,19 @@ if [ -f "$stamp" ]; then
   say "environment up to date ($VENV)"
   exit 0
 fi
-$PIP install -q --upgrade pip >/dev/null 2>&1 || true
+$PIP install -q --upgrade pip >>"$LOG" 2>&1 || say "could not upgrade pip (see $LOG); going on with the one there"
 if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('$TORCH_VERSION') else 1)" 2>/dev/null; then
   say "installing torch==$TORCH_VERSION (CPU build) first"
-  $PIP install -q "torch==$TORCH_VERSION"
+  step "pip install torch==$TORCH_VERSION" $PIP install "torch==$TORCH_VERSION"
 fi
 say "installing xrfed and its extras"
 # One resolve for all extras: the unity extra's protobuf==3.20.3 also bounds Ray's protobuf>=3.20.3.
-$PIP install -q -e ".[dev,speech,usd,unity,ray]"
+step "pip install -e .[dev,speech,usd,unity,ray]" $PIP install -e ".[dev,speech,usd,unity,ray]"
 # mlagents-envs 1.1.0 declares Python <= 3.10.12 but runs on 3.11; it is the only release that decodes the current
 # Unity package's channels-first observations (see docs/unity.md), so it is installed without its pins.
 if ! "$VENV/bin/python" -c "import mlagents_envs" 2>/dev/null; then
   say "installing mlagents-envs 1.1.0 (--no-deps --ignore-requires-python)"
-  $PIP install -q --no-deps --ignore-requires-python "mlagents-envs==1.1.0"
+  step "pip install mlagents-envs==1.1.0" $PIP install --no-deps --ignore-requires-python "mlagents-envs==1.1.0"
 fi
 rm -f "$VENV"/.xrfed-setup-*
 touch "$stamp"
