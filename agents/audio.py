@@ -55,6 +55,9 @@ class AudioFeatures(nn.Module):
     A single-channel device gets a zero level difference (no spatial cue, not a fake one).
     """
 
+    fb: torch.Tensor  # [M, n_fft // 2 + 1] mel filterbank (buffer)
+    window: torch.Tensor  # [win] Hann analysis window (buffer)
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.hz, self.win, self.hop = cfg.audio_hz, cfg.audio_win, cfg.audio_hop

@@ -80,7 +80,7 @@ def items_to_batch(items: Sequence[Mapping[str, Any]], tasks: Sequence[str] = ()
         labels = {t: it["labels"].get(t, torch.tensor(-1, dtype=torch.int64)) for t in label_tasks}
         fixed.append({**it, "labels": labels})
     batch = collate_frames(fixed)
-    rates = {it.get("audio_hz") for it in items if it.get("audio_hz")}
+    rates: set[int] = {it["audio_hz"] for it in items if it.get("audio_hz")}
     if len(rates) > 1:
         raise AgentError(f"one batch mixes audio rates {sorted(rates)}; resample or batch per device")
     if rates:

@@ -113,8 +113,12 @@ def run_inference_bench(args: argparse.Namespace) -> int:
             batch["labels"][t] = torch.randint(0, cfg.num_classes(t), (16,), generator=g)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         random.seed(0)
-        train_steps(model, lambda b=batch: b, 2, cfg.tasks, opt)  # warm-up
-        st = train_steps(model, lambda b=batch: b, args.train_steps, cfg.tasks, opt)
+
+        def same_batch(b: dict[str, Any] = batch) -> dict[str, Any]:
+            return b
+
+        train_steps(model, same_batch, 2, cfg.tasks, opt)  # warm-up
+        st = train_steps(model, same_batch, args.train_steps, cfg.tasks, opt)
         res["train_samples_per_s"] = round(st.num_samples / st.wall_time_s, 1)
         res["train_threads"] = torch.get_num_threads()
         out[preset] = res

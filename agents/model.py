@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -208,6 +208,8 @@ class ImageEncoder(nn.Module):
 
 class SeriesEncoder(nn.Module):
     """One token from a short window of a time series: an MLP over values, first differences and validity."""
+
+    scale: torch.Tensor  # [n] per-channel input scale (buffer)
 
     def __init__(self, cfg: ModelConfig, modality: str):
         super().__init__()
@@ -390,7 +392,7 @@ class M3TModel(nn.Module):
         if (self.training if drop_modalities is None else drop_modalities) and self.cfg.modality_dropout > 0:
             masks = _modality_dropout(masks, self.cfg.modality_dropout)
         self.last_present = {n: mk[:, 0] for n, mk in zip(names, masks, strict=True)}
-        task_tok = torch.stack([self.heads[t].token for t in tasks])[None].expand(b, -1, -1)
+        task_tok = torch.stack([cast(TaskHead, self.heads[t]).token for t in tasks])[None].expand(b, -1, -1)
         extra = [p for p in self.prompt.values()]
         if self.personal.prompt is not None:
             extra.append(self.personal.prompt)

@@ -32,13 +32,13 @@ import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 from torch import nn
 
 from .errors import ConfigError, PersonalizationError
-from .model import Bottleneck, M3TModel, MoE
+from .model import Block, Bottleneck, M3TModel, MoE
 
 __all__ = [
     "METHODS",
@@ -173,11 +173,12 @@ def apply_personalization(model: M3TModel, cfg: PersonalizationConfig, tasks: Se
         else:
             parts = [f"(?:.*\\.)?{re.escape(t)}" if t in names else f"(?:{t})" for t in cfg.targets]
             target = "|".join(parts)
-        lcfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.lora_dropout, target_modules=target,
-                          bias="none")
+        # peft annotates lora_alpha as int, but uses it only as the numerator of its scale (alpha / r): floats work
+        lcfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha,  # type: ignore[arg-type]
+                          lora_dropout=cfg.lora_dropout, target_modules=target, bias="none")
         inject_adapter_in_model(lcfg, model)
     elif cfg.method == "adapter":
-        for blk in model.blocks:
+        for blk in _blocks(model):
             blk.adapter = Bottleneck(d, cfg.rank)
     elif cfg.method == "prompt":
         model.prompt["shared"] = nn.Parameter(torch.randn(cfg.prompt_tokens, d) * 0.02)
@@ -200,7 +201,8 @@ def apply_personalization(model: M3TModel, cfg: PersonalizationConfig, tasks: Se
         if bad:
             raise PersonalizationError(f"experts {bad} do not exist; the model has experts 0..{n_exp - 1}")
 
-    shared, personal = [], []
+    shared: list[str] = []
+    personal: list[str] = []
     for name, p in model.named_parameters():
         if is_personal_key(name):
             role = "personal"
@@ -222,6 +224,18 @@ def apply_personalization(model: M3TModel, cfg: PersonalizationConfig, tasks: Se
         p.requires_grad_(role != "frozen")
         (shared if role == "shared" else personal if role == "personal" else []).append(name)
     return Personalized(cfg, tasks, tuple(shared), tuple(personal), experts)
+
+
+class _LoadResult(Protocol):
+    """The keys ``load_state_dict`` (and peft's ``set_peft_model_state_dict``) did not match."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+def _blocks(model: M3TModel) -> list[Block]:
+    """The model's transformer blocks, typed (iterating an ``nn.ModuleList`` yields plain modules)."""
+    return [cast(Block, blk) for blk in model.blocks]
 
 
 def _params(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -311,7 +325,8 @@ def load_shared_state(model: nn.Module, info: Personalized, state: Mapping[str, 
     if lora_in:
         from peft import set_peft_model_state_dict
 
-        res = set_peft_model_state_dict(model, lora_in)
+        # peft annotates the result as ``namedtuple``; it is what ``nn.Module.load_state_dict`` returns
+        res = cast(_LoadResult, set_peft_model_state_dict(model, lora_in))
         if res.unexpected_keys:
             raise PersonalizationError(f"peft did not place LoRA tensors {res.unexpected_keys[:3]}")
     if strict:
@@ -344,12 +359,13 @@ def without_personalization(model: M3TModel) -> Iterator[None]:
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     lora = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
-    adapters = [blk.adapter for blk in model.blocks]
+    blocks = _blocks(model)
+    adapters = [blk.adapter for blk in blocks]
     prompt, personal = model.prompt, model.personal
     try:
         for m in lora:
             m.enable_adapters(False)
-        for blk in model.blocks:
+        for blk in blocks:
             blk.adapter = None
         model.prompt = nn.ParameterDict()
         model.personal = type(personal)()
@@ -357,7 +373,7 @@ def without_personalization(model: M3TModel) -> Iterator[None]:
     finally:
         for m in lora:
             m.enable_adapters(True)
-        for blk, ad in zip(model.blocks, adapters, strict=True):
+        for blk, ad in zip(blocks, adapters, strict=True):
             blk.adapter = ad
         model.prompt, model.personal = prompt, personal
 

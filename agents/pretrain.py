@@ -117,7 +117,7 @@ def record_dataset(scenario: str, out: str | os.PathLike[str], *, steps: int, se
     """Record ``steps`` of ``scenario`` with the embedded backend into ``out`` (the `xrfed record` path)."""
     from bridge.recording import record
 
-    record(scenario, out=out, steps=steps, seed=seed, progress=progress, overwrite=True, guard_s=guard_s)
+    record(scenario, out=Path(out), steps=steps, seed=seed, progress=progress, overwrite=True, guard_s=guard_s)
     return Path(out)
 
 

@@ -32,7 +32,9 @@ def _bounds(lo: float | None, hi: float | None) -> str:
         return f"between {_num(lo)} and {_num(hi)}"
     if lo is not None:
         return f">= {_num(lo)}"
-    return f"<= {_num(hi)}"
+    if hi is not None:
+        return f"<= {_num(hi)}"
+    return "of any size"
 
 
 def int_range(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:

@@ -13,7 +13,7 @@ correctly -- interactive testing as an RL loop.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from .devices import get_device
 from .errors import UnknownNameError
 from .frame import NUM_HAND_JOINTS, DeviceFrame
 from .tasks import MODALITIES, TASKS
+
+if TYPE_CHECKING:
+    from gymnasium import spaces
 
 __all__ = ["XRAvatarEnv", "XRParallelEnv", "observation_space_for", "TASK_ORDER"]
 
@@ -37,7 +40,8 @@ def _make_backend(scenario: Any, backend: str | SimBackend, **kw: Any) -> SimBac
     return make_backend(backend, scenario, **kw)
 
 
-def observation_space_for(profile_name: str, image_hw: tuple[int, int], audio_shape: tuple[int, int] | None):
+def observation_space_for(profile_name: str, image_hw: tuple[int, int],
+                          audio_shape: tuple[int, int] | None) -> spaces.Dict:
     """The gymnasium ``Dict`` space of one device's observations."""
     from gymnasium import spaces
 
@@ -63,22 +67,24 @@ def observation_space_for(profile_name: str, image_hw: tuple[int, int], audio_sh
     return spaces.Dict(s)
 
 
-def _action_space():
+def _action_space() -> spaces.MultiDiscrete:
     from gymnasium import spaces
 
     return spaces.MultiDiscrete([TASKS[t].num_classes for t in TASK_ORDER])
 
 
-def _obs(frame: DeviceFrame, space) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
+def _obs(frame: DeviceFrame, space: spaces.Dict) -> dict[str, np.ndarray]:
     arr = frame_to_arrays(frame)
     out: dict[str, np.ndarray] = {}
     for key, sub in space.spaces.items():
         if key == "present":
             continue
+        shape, dtype = sub.shape, sub.dtype
+        assert shape is not None and dtype is not None  # every modality's space is a Box (observation_space_for)
         if key in arr:
-            out[key] = np.asarray(arr[key], dtype=sub.dtype).reshape(sub.shape)
+            out[key] = np.asarray(arr[key], dtype=dtype).reshape(shape)
         else:
-            out[key] = np.zeros(sub.shape, dtype=sub.dtype)
+            out[key] = np.zeros(shape, dtype=dtype)
     out["present"] = np.array([int(arr["present"][m]) for m in MODALITIES], dtype=np.int8)
     return out
 
@@ -96,7 +102,7 @@ def _overlays(device_id: str, action: np.ndarray, frame: DeviceFrame | None) -> 
             for i, t in enumerate(TASK_ORDER)]
 
 
-def _spaces_from_first(backend: SimBackend, frames: dict[str, DeviceFrame]):  # type: ignore[no-untyped-def]
+def _spaces_from_first(backend: SimBackend, frames: dict[str, DeviceFrame]) -> dict[str, spaces.Dict]:
     out = {}
     for dev in backend.devices:
         f = frames[dev.device_id]
@@ -105,7 +111,7 @@ def _spaces_from_first(backend: SimBackend, frames: dict[str, DeviceFrame]):  # 
         if audio is None:
             prof = get_device(dev.profile)
             if prof.microphones is not None and hasattr(backend, "scenario"):
-                sc = backend.scenario  # type: ignore[attr-defined]
+                sc = backend.scenario
                 audio = (prof.microphones.count, int(round(sc.audio_hz / sc.step_hz)))
         out[dev.device_id] = observation_space_for(dev.profile, tuple(img), audio)
     return out
@@ -114,11 +120,13 @@ def _spaces_from_first(backend: SimBackend, frames: dict[str, DeviceFrame]):  # 
 class XRAvatarEnv:
     """One avatar's egocentric view as a ``gymnasium.Env`` (built lazily so gymnasium stays optional)."""
 
-    def __new__(cls, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:  # a gymnasium.Env, not an XRAvatarEnv
         import gymnasium as gym
 
         class _Env(gym.Env):
             metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+            observation_space: spaces.Dict
+            action_space: spaces.MultiDiscrete
 
             def __init__(self, scenario: Any = "default", *, device: str | None = None,
                          backend: str | SimBackend = "embedded", max_steps: int = 300,
@@ -142,7 +150,7 @@ class XRAvatarEnv:
                 self._frame, self._t = frames[self.device_id], 0
                 return _obs(self._frame, self.observation_space), {"labels": dict(self._frame.labels)}
 
-            def step(self, action):  # type: ignore[no-untyped-def]
+            def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
                 action = np.asarray(action)
                 reward = _reward(self._frame, action) if self._frame is not None else 0.0
                 frames = self.backend.step(_overlays(self.device_id, action, self._frame))
@@ -152,7 +160,7 @@ class XRAvatarEnv:
                 return (_obs(self._frame, self.observation_space), float(reward), False, self._t >= self.max_steps,
                         info)
 
-            def render(self):  # type: ignore[no-untyped-def]
+            def render(self) -> np.ndarray | None:
                 return self._frame.rgb if self._frame is not None else None
 
             def close(self) -> None:
@@ -164,7 +172,7 @@ class XRAvatarEnv:
 class XRParallelEnv:
     """All devices of a scene as a PettingZoo ``ParallelEnv`` (agents = device ids)."""
 
-    def __new__(cls, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:  # a pettingzoo.ParallelEnv, not an XRParallelEnv
         from pettingzoo import ParallelEnv
 
         class _PEnv(ParallelEnv):
@@ -182,10 +190,10 @@ class XRParallelEnv:
                 self._frames: dict[str, DeviceFrame] = {}
                 self._t = 0
 
-            def observation_space(self, agent: str):  # type: ignore[no-untyped-def]
+            def observation_space(self, agent: str) -> spaces.Dict:
                 return self._obs_spaces[agent]
 
-            def action_space(self, agent: str):  # type: ignore[no-untyped-def]
+            def action_space(self, agent: str) -> spaces.MultiDiscrete:
                 return self._act
 
             def reset(self, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -195,7 +203,9 @@ class XRParallelEnv:
                 obs = {a: _obs(self._frames[a], self._obs_spaces[a]) for a in self.agents}
                 return obs, {a: {"labels": dict(self._frames[a].labels)} for a in self.agents}
 
-            def step(self, actions: dict[str, Any]):  # type: ignore[no-untyped-def]
+            def step(self, actions: dict[str, Any]) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float],
+                                                             dict[str, bool], dict[str, bool],
+                                                             dict[str, dict[str, Any]]]:
                 cmds = []
                 rewards = {}
                 for a in self.agents:

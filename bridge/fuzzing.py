@@ -96,7 +96,7 @@ def run_surface(surface: Surface, *, examples: int, seed: int = 0, progress: boo
     from tqdm import tqdm
 
     result = FuzzResult(surface.name)
-    ok = (XrfedError, *surface.rejections)
+    ok: tuple[type[BaseException], ...] = (XrfedError, *surface.rejections)
     t0 = time.perf_counter()
     bar = tqdm(total=examples, desc=f"fuzz {surface.name}", unit="input", disable=not progress, leave=False)
     with surface.session() as feed:

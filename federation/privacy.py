@@ -174,7 +174,8 @@ class RdpAccountant:
                    history=[(float(z), float(q), int(n)) for z, q, n in state["history"]])
 
 
-def loss_threshold_auc(member_losses: Sequence[float], nonmember_losses: Sequence[float]) -> float:
+def loss_threshold_auc(member_losses: Sequence[float] | np.ndarray,
+                       nonmember_losses: Sequence[float] | np.ndarray) -> float:
     """ROC AUC of the threshold attack: P(member score < non-member score), ties counted one half.
 
     The scores are losses (the raw attack) or calibrated losses (:func:`calibrated_scores`); lower = member."""
@@ -187,7 +188,8 @@ def loss_threshold_auc(member_losses: Sequence[float], nonmember_losses: Sequenc
     return float((less + 0.5 * ties) / (m.size * n.size))
 
 
-def tpr_at_fpr(member_losses: Sequence[float], nonmember_losses: Sequence[float], fpr: float = 0.1) -> float:
+def tpr_at_fpr(member_losses: Sequence[float] | np.ndarray, nonmember_losses: Sequence[float] | np.ndarray,
+               fpr: float = 0.1) -> float:
     """True-positive rate of the threshold attack at the threshold whose false-positive rate is <= ``fpr``
     (scores as in :func:`loss_threshold_auc`: a sample is called a member when its score is below the threshold)."""
     m = np.asarray(member_losses, dtype=np.float64)

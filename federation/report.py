@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -347,11 +347,11 @@ def summarise_seeds(run_dir: str | Path) -> dict[str, Any]:
         "accuracy": est(lambda s: s["accuracy"]),
         "global_balanced_accuracy": est(lambda s: s["global_balanced_accuracy"]),
         "personalization_gain": est(lambda s: s["personalization_gain"]),
-        "baselines": {b: {k: est(lambda s, b=b, k=k: s["baselines"][b][k]) for k in ("balanced_accuracy", "accuracy")}
+        "baselines": {b: {k: _est([s["baselines"][b][k] for s in subs]) for k in ("balanced_accuracy", "accuracy")}
                       for b in BASELINES},
-        "per_task": {t: {c: est(lambda s, t=t, c=c: s["per_task"].get(t, {}).get(c)) for c in ("model", *BASELINES)}
+        "per_task": {t: {c: _est([s["per_task"].get(t, {}).get(c) for s in subs]) for c in ("model", *BASELINES)}
                      for t in tasks},
-        "links": {lt: {"bytes": est(lambda s, lt=lt: s["links"][lt]["bytes"])} for lt in LINKS},
+        "links": {lt: {"bytes": _est([s["links"][lt]["bytes"] for s in subs])} for lt in LINKS},
         "total_bytes": est(lambda s: s["total_bytes"]),
         "total_joules": est(lambda s: s["total_joules"]),
         "mean_round_latency_s": est(lambda s: s["mean_round_latency_s"]),
@@ -431,7 +431,7 @@ def estimate_of(value: Any) -> Estimate | None:
     return Estimate(float(value), math.nan, math.nan, 1)
 
 
-def write_comparison(out_dir: str | Path, runs: dict[str, str | Path], extra_md: str = "") -> Path:
+def write_comparison(out_dir: str | Path, runs: Mapping[str, str | Path], extra_md: str = "") -> Path:
     """``comparison.md``/``comparison.html`` and ``comparison.png`` for finished runs (label -> run directory): the
     comparison table, ``extra_md`` (e.g. paired differences), and one plot of every run's macro balanced accuracy
     (the model each device runs and the global model, mean with its 95 % CI) against the baselines."""

@@ -62,6 +62,7 @@ class SyntheticClient(nn.Module):
         self.personal = nn.ParameterDict({"bias": nn.Parameter(torch.zeros(hidden))})
         self.phase = 0
         self._data_seed = seed
+        self._flip = 0  # label shift of a label-flipping attacker (poison_labels); 0 = honest
 
     # -- data -------------------------------------------------------------------------------------------------
     def _data(self, split: str, phase: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -70,7 +71,7 @@ class SyntheticClient(nn.Module):
         n = self.samples
         labels = {t: torch.randint(0, _CLASSES, (n,), generator=g) for t in self.tasks}
         x_labels = labels
-        if split == "train" and getattr(self, "_flip", 0):  # a label-flipping attacker trains on shifted labels
+        if split == "train" and self._flip:  # a label-flipping attacker trains on shifted labels
             labels = {t: (y + self._flip) % _CLASSES for t, y in labels.items()}
         drift = 0.8 * phase * torch.ones(self.in_dim)
         x = {}

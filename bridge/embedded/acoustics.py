@@ -35,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 from scipy.signal import butter, sosfilt
@@ -50,6 +50,7 @@ __all__ = [
     "rt60_for_room_type",
     "head_offsets_to_room",
     "RoomAcoustics",
+    "CacheStats",
     "ListenerStream",
     "schroeder_rt60_s",
     "bench_audio",
@@ -135,6 +136,15 @@ def schroeder_rt60_s(
 
 
 # -------------------------------------------------------------------------------------------- RoomAcoustics
+class CacheStats(TypedDict):
+    """:attr:`RoomAcoustics.cache_stats`: lookups answered from / added to the response cache, and its size."""
+
+    hits: int
+    misses: int
+    hit_rate: float  # hits / (hits + misses), 0.0 before any lookup
+    entries: int
+
+
 @dataclass(frozen=True)
 class _Key:
     source_cell: tuple[int, int, int]
@@ -238,7 +248,7 @@ class RoomAcoustics:
 
     # -- public ----------------------------------------------------------------------------------------------
     @property
-    def cache_stats(self) -> dict[str, float]:
+    def cache_stats(self) -> CacheStats:
         """``hits``, ``misses``, ``hit_rate`` (0 before any call) and ``entries`` of the response cache."""
         total = self._hits + self._misses
         return {

@@ -25,7 +25,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from .hands import VIEW_SEGMENTS
 from .lighting import LightingSchedule, RoomLight, cct_to_rgb
 from .motion import AvatarMotion, ScriptRunner, SegmentPlan, matrix_to_quat
 from .views import FrustumCuller, RenderedView, no_images, render_view
+
+if TYPE_CHECKING:
+    import mujoco
 
 __all__ = ["EmbeddedBackend", "EmbeddedStats"]
 
@@ -124,7 +127,9 @@ class EmbeddedBackend(SimBackend):
         self.audio_enabled = audio
         self.stats = EmbeddedStats()
         self._devices = tuple(DeviceInfo(f"{a.name}-{a.device}", a.name, a.device) for a in sc.avatars)
-        self._model = self._data = self._renderer = None
+        self._model: mujoco.MjModel | None = None
+        self._data: mujoco.MjData | None = None
+        self._renderer: mujoco.Renderer | None = None
         self._rproc: Any = None
         self._cull: FrustumCuller | None = None
         self._avatars: list[_Avatar] = []
@@ -144,13 +149,20 @@ class EmbeddedBackend(SimBackend):
         return self.scenario.step_dt_s
 
     @property
-    def model(self):  # type: ignore[no-untyped-def]
-        """The compiled ``mujoco.MjModel`` (after reset)."""
+    def model(self) -> mujoco.MjModel | None:
+        """The compiled ``mujoco.MjModel`` (None before the first reset)."""
         return self._model
 
     @property
-    def data(self):  # type: ignore[no-untyped-def]
+    def data(self) -> mujoco.MjData | None:
+        """The scene's ``mujoco.MjData`` (None before the first reset)."""
         return self._data
+
+    def _sim(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
+        """The compiled model and its data; the scene is built by the first reset."""
+        if self._model is None or self._data is None:
+            raise BackendError("the embedded scene is not built yet: call reset() before stepping")
+        return self._model, self._data
 
     def _build(self) -> None:
         from .gl import ensure_mujoco_context, select_gl
@@ -314,7 +326,7 @@ class EmbeddedBackend(SimBackend):
         dt = self.step_dt_s
         first = self._k == 0 and self._t == 0.0
         t_end = self._t + (0.0 if first else dt)
-        mj, m, d = self._mj, self._model, self._data
+        mj, (m, d) = self._mj, self._sim()
         # 2. scripts + motion
         for a in self._avatars:
             if a.segment is None or a.seg_t >= a.segment.duration_s:
@@ -365,8 +377,8 @@ class EmbeddedBackend(SimBackend):
         renders; frames are finished in avatar order as their images arrive."""
         rp = self._rproc
         assert rp is not None
-        d, avatars = self._data, self._avatars
-        rp.begin_step(d.qpos, d.mocap_pos, d.mocap_quat, self._model.light_diffuse)
+        (m, d), avatars = self._sim(), self._avatars
+        rp.begin_step(d.qpos, d.mocap_pos, d.mocap_quat, m.light_diffuse)
         render0 = rp.render_s
         prepared: list[tuple[dict[str, Any], RenderedView | None]] = []
         for i, a in enumerate(avatars):
@@ -625,7 +637,7 @@ class EmbeddedBackend(SimBackend):
             step=self._k, sim_time_s=self._t, wall_time_ns=time.time_ns(), gaze=gaze,
             audio=audio, head_pose=pose, imu=imu, hands=hands,
             lighting=LightingState(rl.intensity, rl.illuminance_lux, rl.color_temperature_k, rl.lights_on),
-            camera_fov_y_deg=float(self._model.cam_fovy[self._index.camera[a.index]]),
+            camera_fov_y_deg=float(self._sim()[0].cam_fovy[self._index.camera[a.index]]),
             labels=labels, active_tasks=seg.tasks or tuple(TASKS), room=p["room"], events=tuple(sorted(p["events"])),
             _noise_offset=noise_offset, _has_depth="depth" in has,
         )

@@ -86,9 +86,9 @@ def _one(scenario: str, n_avatars: int, size: int, steps: int, warmup: int, seed
     return out
 
 
-def bare_render(env: Any, *, hands: bool = True) -> list[dict[str, np.ndarray]]:
+def bare_render(env: Any, *, hands: bool = True) -> list[dict[str, np.ndarray | None]]:
     """Render every view of ``env``'s last step again with bare MuJoCo calls (see the module docstring); returns the
-    raw images per view (``rgb``/``depth``/``seg``)."""
+    raw images per view (``rgb``/``depth``/``seg``; None for a pass the view does not ask for)."""
     from .views import render_view
 
     mj, m, d, r = env._mj, env.model, env.data, env.bare_renderer()

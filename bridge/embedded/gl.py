@@ -72,7 +72,7 @@ def ensure_mujoco_context(backend: str) -> None:
     try:
         from mujoco.rendering.classic import gl_context as glc  # mujoco >= 3.3
     except ImportError:  # pragma: no cover - older layout
-        from mujoco import gl_context as glc  # type: ignore[no-redef]
+        from mujoco import gl_context as glc
     if getattr(glc, "_MUJOCO_GL", "") == backend:
         return
     try:

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..devices import get_device
 from ..errors import ScenarioError
 from ..scenario import Room, Scenario, SceneObject
+
+if TYPE_CHECKING:
+    import mujoco
 
 __all__ = ["build_mjcf", "SceneIndex", "CATEGORY_PARTS", "MATERIAL_RGBA", "MAX_LIGHTS"]
 
@@ -259,7 +263,7 @@ def build_mjcf(scenario: Scenario) -> str:
     ])
 
 
-def index_model(model, scenario: Scenario) -> SceneIndex:  # type: ignore[no-untyped-def]
+def index_model(model: mujoco.MjModel, scenario: Scenario) -> SceneIndex:
     """Build the :class:`SceneIndex` of a compiled model."""
     import mujoco
 

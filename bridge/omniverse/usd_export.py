@@ -165,14 +165,15 @@ def build_stage(scenario: Scenario | str, stage: Any = None, *, duration_s: floa
         room = sc.room(obj.room)
         default_size, parts = CATEGORY_PARTS[obj.category]
         size = obj.size_m or default_size
-        color = obj.color or tuple(float(c) for c in parts[0][3][:3])
+        rgba = parts[0][3]  # the category's first part's colour
+        color = obj.color or (float(rgba[0]), float(rgba[1]), float(rgba[2]))
         x, y = room.to_world(obj.pos_m[:2])
         z0 = obj.pos_m[2] if len(obj.pos_m) == 3 else 0.0
         path = f"/World/Objects/{prim_name(obj.name)}"
         xf = UsdGeom.Xform.Define(stage, path)
         xf.AddTranslateOp().Set(Gf.Vec3d(x, y, z0 + size[2] / 2))
         xf.AddRotateZOp().Set(float(obj.yaw_deg))
-        _box(stage, UsdGeom, Gf, f"{path}/Geom", (0.0, 0.0, 0.0), tuple(size), color)
+        _box(stage, UsdGeom, Gf, f"{path}/Geom", (0.0, 0.0, 0.0), size, color)
         prim = xf.GetPrim()
         prim.SetCustomDataByKey("xrfed:object_id", oid)
         prim.SetCustomDataByKey("xrfed:category", obj.category)
