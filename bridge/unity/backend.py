@@ -16,6 +16,12 @@ contract, so agents and federation cannot tell a Unity frame from an embedded on
   prediction overlay (``overlay_shown``), which gives the round-trip latency frame -> prediction -> scene.
 
 mlagents-envs is imported only when the backend connects (the optional ``unity`` extra).
+
+The gRPC server ``UnityEnvironment`` starts has no TLS and no authentication, and mlagents-envs binds it on every
+interface (``[::]``). This backend binds ``host`` instead, 127.0.0.1 by default; any other address needs
+``allow_remote=True`` and logs a warning. A scene that refuses a message answers with header status 500
+(``STATUS_REJECTED``, see :mod:`bridge.unity.player`); the backend raises :class:`RejectedMessageError` with the
+scene's one-line reason, and the next ``step()`` / ``reset()`` goes on.
 """
 
 from __future__ import annotations
@@ -31,12 +37,14 @@ import numpy as np
 
 from ..arrays import arrays_to_frame
 from ..backend import DeviceInfo, SceneCommand, SetLighting, ShowPrediction, SimBackend
+from ..cliargs import is_loopback
 from ..errors import BackendError
 from ..frame import DeviceFrame
 from ..scenario import Scenario, load_scenario
 from . import codec
-from .errors import UnityConnectionError, UnityExtraMissingError, UnityProtocolError
+from .errors import RejectedMessageError, UnityConnectionError, UnityExtraMissingError, UnityProtocolError
 from .observations import observations_to_arrays
+from .wire import STATUS_OK, STATUS_REJECTED
 
 __all__ = ["UnityBackend", "UnityConfig", "UnityStats", "EDITOR_PORT", "BUILD_BASE_PORT"]
 
@@ -61,8 +69,13 @@ class UnityConfig:
     num_areas: int = 1
     time_scale: float | None = None  # EngineConfigurationChannel time scale (None = leave Unity's)
     scenario: str | None = None  # scenario name/path to send to the scene on the first reset (load_scenario)
+    host: str = "127.0.0.1"  # address the gRPC server binds; not loopback only with allow_remote (no TLS)
+    allow_remote: bool = False
 
     def __post_init__(self) -> None:
+        from .player import check_host
+
+        check_host(self.host, self.allow_remote, "UnityConfig.host")
         if self.worker_id < 0:
             raise BackendError(f"UnityConfig.worker_id must be >= 0, got {self.worker_id}")
         if self.file_name is None and self.worker_id != 0:
@@ -103,14 +116,15 @@ class UnityBackend(SimBackend):
                  base_port: int | None = None, timeout_wait_s: int = 60, no_graphics: bool = False,
                  no_graphics_monitor: bool = False, additional_args: Sequence[str] = (), log_folder: str | None = None,
                  num_areas: int = 1, time_scale: float | None = None, scenario: str | Scenario | None = None,
-                 side_channels: Sequence[Any] = ()):
+                 side_channels: Sequence[Any] = (), host: str = "127.0.0.1", allow_remote: bool = False):
         super().__init__()
         self._scenario = load_scenario(scenario) if scenario is not None else None
         self.config = UnityConfig(file_name=file_name, worker_id=worker_id, base_port=base_port,
                                   timeout_wait_s=timeout_wait_s, no_graphics=no_graphics,
                                   no_graphics_monitor=no_graphics_monitor, additional_args=tuple(additional_args),
                                   log_folder=log_folder, num_areas=num_areas, time_scale=time_scale,
-                                  scenario=self._scenario.name if self._scenario else None)
+                                  scenario=self._scenario.name if self._scenario else None, host=host,
+                                  allow_remote=allow_remote)
         self.seed = seed
         self.stats = UnityStats()
         self._user_channels = tuple(side_channels)
@@ -204,9 +218,11 @@ class UnityBackend(SimBackend):
                  "Editor port must match)" if cfg.file_name is None else
                  f"the player {cfg.file_name!r} on port {cfg.port}: check that it starts, that Behavior Type is "
                  "Default and that the avatars request decisions; see its log")
+        if cfg.allow_remote and not is_loopback(cfg.host):
+            log.warning("the ML-Agents gRPC server listens on %s without TLS or authentication", cfg.host)
         try:
             self._env = _construct_without_stray_atexit(
-                UnityEnvironment, file_name=cfg.file_name, worker_id=cfg.worker_id, base_port=cfg.base_port,
+                _environment_class(UnityEnvironment, cfg.host), file_name=cfg.file_name, worker_id=cfg.worker_id, base_port=cfg.base_port,
                 seed=self.seed, no_graphics=cfg.no_graphics, no_graphics_monitor=cfg.no_graphics_monitor,
                 timeout_wait=cfg.timeout_wait_s, additional_args=list(cfg.additional_args) or None,
                 side_channels=channels, log_folder=cfg.log_folder, num_areas=cfg.num_areas)
@@ -318,6 +334,60 @@ def _channels_first(spec: Any) -> bool:
     return True
 
 
+def _environment_class(base: Any, host: str) -> Any:
+    """``UnityEnvironment`` whose gRPC server binds ``host`` only and reports a scene's rejection (status 500).
+
+    mlagents-envs' ``RpcCommunicator`` binds ``[::]`` and turns every status other than 200 into "Communicator has
+    exited"; the two methods below are its own, with the address and that one status changed.
+    """
+    import grpc
+    from mlagents_envs.communicator_objects.unity_message_pb2 import UnityMessageProto
+    from mlagents_envs.communicator_objects.unity_to_external_pb2_grpc import (
+        add_UnityToExternalProtoServicer_to_server,
+    )
+    from mlagents_envs.exception import UnityWorkerInUseException
+    from mlagents_envs.rpc_communicator import RpcCommunicator, UnityToExternalServicerImplementation
+
+    from .player import grpc_target
+
+    class Communicator(RpcCommunicator):
+        def create_server(self) -> None:
+            self.check_port(self.port)
+            try:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self.server = grpc.server(thread_pool=ThreadPoolExecutor(max_workers=10),
+                                          options=(("grpc.so_reuseport", 1),))
+                self.unity_to_external = UnityToExternalServicerImplementation()
+                add_UnityToExternalProtoServicer_to_server(self.unity_to_external, self.server)
+                if not self.server.add_insecure_port(grpc_target(host, self.port)):
+                    raise OSError(f"cannot bind {grpc_target(host, self.port)}")
+                self.server.start()
+                self.is_open = True
+            except Exception:
+                raise UnityWorkerInUseException(self.worker_id) from None
+
+        def exchange(self, inputs: Any, poll_callback: Any = None) -> Any:
+            message = UnityMessageProto()
+            message.header.status = STATUS_OK
+            message.unity_input.CopyFrom(inputs)
+            self.unity_to_external.parent_conn.send(message)
+            self.poll_for_timeout(poll_callback)
+            output = self.unity_to_external.parent_conn.recv()
+            if output.header.status == STATUS_REJECTED:
+                text = " ".join(str(output.header.message).split())[:300] or "no reason given"
+                raise RejectedMessageError("scene", f"the scene on port {self.port}: {text}")
+            if output.header.status != STATUS_OK:
+                return None
+            return output.unity_output
+
+    class Environment(base):
+        def _get_communicator(self, worker_id: int, base_port: int, timeout_wait: int) -> Any:
+            return Communicator(worker_id, base_port, timeout_wait)
+
+    return Environment
+
+
 def _construct_without_stray_atexit(cls: Any, **kwargs: Any) -> Any:
     """Build a ``UnityEnvironment``; if its constructor fails, drop the atexit hook it registered.
 
@@ -339,4 +409,4 @@ def _construct_without_stray_atexit(cls: Any, **kwargs: Any) -> Any:
             atexit.unregister(fn)
         raise
     finally:
-        atexit.register = real_register  # type: ignore[assignment]
+        atexit.register = real_register

@@ -24,13 +24,19 @@ __all__ = ["add_bench_arguments", "run_bridge_bench", "bench_bridge"]
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", required=True, help="write the figures to this JSON file")
-    p.add_argument("--scenario", default="default", help="scenario (default: default)")
-    p.add_argument("--devices", default="1,8", help="comma-separated device counts (default 1,8)")
-    p.add_argument("--sizes", default="84,128", help="comma-separated square image sizes (default 84,128)")
-    p.add_argument("--steps", type=int, default=30, help="measured steps per configuration (default 30)")
-    p.add_argument("--warmup", type=int, default=5, help="unmeasured steps first (default 5)")
-    p.add_argument("--seed", type=int, default=0)
+    from ..cli import int_list, output_file, scenario_arg, seed_arg
+    from ..cliargs import int_range
+
+    p.add_argument("--json", required=True, type=output_file(), help="write the figures to this JSON file")
+    p.add_argument("--scenario", default="default", type=scenario_arg, help="scenario (default: default)")
+    p.add_argument("--devices", default=[1, 8], type=int_list(1, 64, max_items=8),
+                   help="comma-separated device counts, each 1-64 (default 1,8)")
+    p.add_argument("--sizes", default=[84, 128], type=int_list(16, 2048, max_items=8),
+                   help="comma-separated square image sizes, each 16-2048 (default 84,128)")
+    p.add_argument("--steps", type=int_range(1, 100_000), default=30,
+                   help="measured steps per configuration, 1-100000 (default 30)")
+    p.add_argument("--warmup", type=int_range(0, 10_000), default=5, help="unmeasured steps first (default 5)")
+    p.add_argument("--seed", type=seed_arg(), default=0, help="scene seed (default 0)")
 
 
 def _free_port() -> int:
@@ -111,9 +117,8 @@ def bench_bridge(*, scenario: str = "default", devices: tuple[int, ...] = (1, 8)
 
 
 def run_bridge_bench(args: argparse.Namespace) -> int:
-    out = bench_bridge(scenario=args.scenario, devices=tuple(int(x) for x in args.devices.split(",")),
-                       sizes=tuple(int(x) for x in args.sizes.split(",")), steps=args.steps, warmup=args.warmup,
-                       seed=args.seed)
+    out = bench_bridge(scenario=args.scenario, devices=tuple(args.devices), sizes=tuple(args.sizes), steps=args.steps,
+                       warmup=args.warmup, seed=args.seed)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(out, indent=2))
     for r in out["results"]:

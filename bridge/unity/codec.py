@@ -38,6 +38,7 @@ __all__ = [
     "decode_message", "make_message", "command_to_message", "message_to_command", "pack_records", "unpack_records",
     "encode_float_parameter", "decode_env_parameter", "lighting_to_parameters", "parameters_to_lighting",
     "encode_stat", "decode_stat", "scenario_to_dict", "scene_export", "golden_messages", "write_golden", "lighting_samples",
+    "decode_engine_setting", "LIGHTING_RANGES", "MAX_MESSAGE_BYTES", "MAX_JSON_DEPTH", "MAX_KEY_BYTES",
 ]
 
 PROTOCOL_VERSION = 1
@@ -48,6 +49,15 @@ ENV_PARAMS_CHANNEL_ID = uuid.UUID("534c891e-810f-11ea-a9d0-822485860400")
 STATS_CHANNEL_ID = uuid.UUID("a1d8f7b7-cec8-50f9-b78b-d3e165a78520")
 ANALYTICS_CHANNEL_ID = uuid.UUID("b664a4a9-d86f-5a5f-95cb-e8353a7e8356")
 LIGHTING_PARAM_PREFIX = "xrfed.lighting."
+#: the allowed value of each ``xrfed.lighting.*`` parameter (the scenario loader's ranges; lights_on is 0 or 1)
+LIGHTING_RANGES: dict[str, tuple[float, float]] = {"intensity": (0.0, 10.0), "color_temperature_k": (1500.0, 12000.0),
+                                                   "lights_on": (0.0, 1.0)}
+#: an xrfed-channel payload above this is refused before parsing (load_scenario of a shipped scenario is ~10 KiB)
+MAX_MESSAGE_BYTES = 1024 * 1024
+#: JSON nesting deeper than this is refused (json.loads itself gives up with RecursionError near 1000)
+MAX_JSON_DEPTH = 32
+#: longest side-channel string (a parameter or stat key) read; ML-Agents writes keys of a few dozen bytes
+MAX_KEY_BYTES = 1024
 
 #: message type -> field -> kind. Kinds: int, float, str, bool, list, dict; a trailing "?" allows null.
 #: Python -> scene: reset, load_scenario, set_script, set_modality, show_prediction.
@@ -106,7 +116,7 @@ def make_message(mtype: str, **fields: Any) -> dict[str, Any]:
         raise UnityProtocolError(f"unknown xrfed message type {mtype!r}; known: {', '.join(MESSAGE_FIELDS)}") from None
     unknown = sorted(set(fields) - set(schema))
     if unknown:
-        raise UnityProtocolError(f"xrfed message {mtype!r}: unknown field {unknown[0]!r}; "
+        raise UnityProtocolError(f"xrfed message {mtype!r}: unknown field {_short(unknown[0])}; "
                                  f"fields: {', '.join(schema)}")
     msg: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": mtype}
     for name, kind in schema.items():
@@ -123,24 +133,51 @@ def encode_message(msg: Mapping[str, Any]) -> bytes:
 
 
 def decode_message(payload: bytes) -> dict[str, Any]:
-    """Parse and validate one xrfed-channel payload; raises :class:`UnityProtocolError` naming what is wrong."""
+    """Parse and validate one xrfed-channel payload; raises :class:`UnityProtocolError` naming what is wrong.
+
+    Hostile payloads are refused before they cost anything: above :data:`MAX_MESSAGE_BYTES`, nested deeper than
+    :data:`MAX_JSON_DEPTH` (``[[[[...`` would otherwise end in a RecursionError) or not ASCII JSON.
+    """
+    if len(payload) > MAX_MESSAGE_BYTES:
+        raise UnityProtocolError(f"xrfed message of {len(payload)} bytes; at most {MAX_MESSAGE_BYTES} allowed")
     try:
         obj = json.loads(payload.decode("ascii"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UnityProtocolError(f"xrfed message is not ASCII JSON: {exc}") from None
+    except RecursionError:
+        raise UnityProtocolError(f"xrfed message nested deeper than {MAX_JSON_DEPTH} levels") from None
+    if _depth_exceeds(obj, MAX_JSON_DEPTH):
+        raise UnityProtocolError(f"xrfed message nested deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(obj, dict):
         raise UnityProtocolError(f"xrfed message must be a JSON object, got {type(obj).__name__}")
     v = obj.get("v")
     if v != PROTOCOL_VERSION or isinstance(v, bool):
-        raise UnityProtocolError(f"xrfed message version {v!r}; this side speaks {PROTOCOL_VERSION} "
+        raise UnityProtocolError(f"xrfed message version {_short(v)}; this side speaks {PROTOCOL_VERSION} "
                                  "(update the Unity package or xrfed so both match)")
     mtype = obj.get("type")
     if mtype not in MESSAGE_FIELDS:
-        raise UnityProtocolError(f"unknown xrfed message type {mtype!r}; known: {', '.join(MESSAGE_FIELDS)}")
+        raise UnityProtocolError(f"unknown xrfed message type {_short(mtype)}; known: {', '.join(MESSAGE_FIELDS)}")
     missing = sorted(set(MESSAGE_FIELDS[mtype]) - set(obj))
     if missing:
         raise UnityProtocolError(f"xrfed message {mtype!r}: field {missing[0]!r} is missing")
     return make_message(mtype, **{k: val for k, val in obj.items() if k not in ("v", "type")})
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _depth_exceeds(obj: Any, limit: int) -> bool:
+    """True if ``obj`` nests lists/dicts more than ``limit`` deep (iterative: no recursion on hostile input)."""
+    stack = [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, (list, dict)):
+            if d > limit:
+                return True
+            stack.extend((x, d + 1) for x in (o.values() if isinstance(o, dict) else o) if isinstance(x, (list, dict)))
+    return False
 
 
 # -- scene commands ----------------------------------------------------------------------------------------
@@ -172,10 +209,17 @@ def pack_records(records: Iterable[tuple[uuid.UUID, bytes]]) -> bytes:
     return b"".join(cid.bytes_le + struct.pack("<i", len(p)) + bytes(p) for cid, p in records)
 
 
-def unpack_records(data: bytes) -> list[tuple[uuid.UUID, bytes]]:
-    """Split side-channel bytes into (GUID, payload) records; a truncated record raises."""
-    out, off = [], 0
+def unpack_records(data: bytes, *, max_records: int | None = None) -> list[tuple[uuid.UUID, bytes]]:
+    """Split side-channel bytes into (GUID, payload) records; a truncated record raises.
+
+    Every length is checked against the bytes actually there before anything is sliced, so a length field of
+    2**31 costs nothing; more than ``max_records`` records raise too.
+    """
+    out: list[tuple[uuid.UUID, bytes]] = []
+    off = 0
     while off < len(data):
+        if max_records is not None and len(out) >= max_records:
+            raise UnityProtocolError(f"side channel: more than {max_records} records in one message")
         if off + 20 > len(data):
             raise UnityProtocolError(f"side channel: truncated record header at byte {off} of {len(data)}")
         cid = uuid.UUID(bytes_le=bytes(data[off:off + 16]))
@@ -192,9 +236,49 @@ def _string(s: str) -> bytes:
     return struct.pack("<i", len(b)) + b
 
 
-def _read_string(p: bytes, off: int) -> tuple[str, int]:
-    (n,) = struct.unpack_from("<i", p, off)
-    return p[off + 4:off + 4 + n].decode("ascii"), off + 4 + n
+class _Reader:
+    """Reads ML-Agents' ``IncomingMessage`` primitives, checking every length before it reads (little-endian)."""
+
+    def __init__(self, payload: bytes, what: str):
+        self.p, self.off, self.what = bytes(payload), 0, what
+
+    def _take(self, n: int, field: str) -> bytes:
+        if n > len(self.p) - self.off:
+            raise UnityProtocolError(f"{self.what}: {field} needs {n} bytes at byte {self.off}, only "
+                                     f"{len(self.p) - self.off} left (payload of {len(self.p)} bytes)")
+        out = self.p[self.off:self.off + n]
+        self.off += n
+        return out
+
+    def int32(self, field: str) -> int:
+        return int(struct.unpack("<i", self._take(4, field))[0])
+
+    def float32(self, field: str, *, finite: bool = True) -> float:
+        value = float(struct.unpack("<f", self._take(4, field))[0])
+        if finite and not math.isfinite(value):
+            raise UnityProtocolError(f"{self.what}: {field} must be finite, got {value}")
+        return value
+
+    def string(self, field: str) -> str:
+        n = self.int32(f"{field} length")
+        if not 0 <= n <= MAX_KEY_BYTES:
+            raise UnityProtocolError(f"{self.what}: {field} length {n}; allowed 0 to {MAX_KEY_BYTES} bytes")
+        raw = self._take(n, field)
+        try:
+            return raw.decode("ascii")
+        except UnicodeDecodeError:
+            raise UnityProtocolError(f"{self.what}: {field} is not ASCII ({raw[:40]!r})") from None
+
+    def float_list(self, field: str) -> list[float]:
+        n = self.int32(f"{field} count")
+        if not 0 <= n <= (len(self.p) - self.off) // 4:  # before allocating anything
+            raise UnityProtocolError(f"{self.what}: {field} count {n} does not fit the {len(self.p) - self.off} "
+                                     "bytes left")
+        return [self.float32(f"{field}[{i}]") for i in range(n)]
+
+    def end(self) -> None:
+        if self.off != len(self.p):
+            raise UnityProtocolError(f"{self.what}: {len(self.p) - self.off} unexpected bytes after the last field")
 
 
 def encode_float_parameter(key: str, value: float) -> bytes:
@@ -202,13 +286,72 @@ def encode_float_parameter(key: str, value: float) -> bytes:
     return _string(key) + struct.pack("<if", 0, float(value))
 
 
+_SAMPLERS = {0: "uniform", 1: "gaussian", 2: "multirange_uniform"}
+
+
 def decode_env_parameter(payload: bytes) -> tuple[str, float | None]:
-    """(key, value) of an EnvironmentParametersChannel payload; value None for samplers (not used by xrfed)."""
-    key, off = _read_string(payload, 0)
-    (kind,) = struct.unpack_from("<i", payload, off)
+    """(key, value) of an EnvironmentParametersChannel payload; value None for samplers (not used by xrfed).
+
+    The whole payload is checked as ``EnvironmentParametersChannel`` writes it: ASCII key, int32 type, then a
+    finite float32 (0 = FLOAT) or int32 seed, int32 sampler and its settings (1 = SAMPLER: uniform min <= max,
+    gaussian std >= 0, multi-range uniform [min, max] pairs), and nothing after.
+    """
+    r = _Reader(payload, "environment parameter")
+    key = r.string("key")
+    r.what = f"environment parameter {key[:60]!r}"
+    kind = r.int32("type")
+    value: float | None = None
     if kind == 0:
-        return key, struct.unpack_from("<f", payload, off + 4)[0]
-    return key, None
+        value = r.float32("value")
+    elif kind == 1:
+        r.int32("seed")
+        sampler = r.int32("sampler type")
+        if sampler == 0:
+            lo, hi = r.float32("uniform min"), r.float32("uniform max")
+            if lo > hi:
+                raise UnityProtocolError(f"{r.what}: uniform sampler min {lo} > max {hi}")
+        elif sampler == 1:
+            r.float32("gaussian mean")
+            if r.float32("gaussian std") < 0:
+                raise UnityProtocolError(f"{r.what}: gaussian sampler std must be >= 0")
+        elif sampler == 2:
+            ranges = r.float_list("intervals")
+            if len(ranges) % 2 or any(a > b for a, b in zip(ranges[::2], ranges[1::2], strict=True)):
+                raise UnityProtocolError(f"{r.what}: multi-range sampler needs [min, max] pairs with min <= max")
+        else:
+            raise UnityProtocolError(f"{r.what}: unknown sampler type {sampler}; known: "
+                                     + ", ".join(f"{k} {v}" for k, v in _SAMPLERS.items()))
+    else:
+        raise UnityProtocolError(f"{r.what}: unknown type {kind}; known: 0 float, 1 sampler")
+    r.end()
+    return key, value
+
+
+#: EngineConfigurationChannel setting types and their fields (int32 "i" or float32 "f")
+_ENGINE_SETTINGS = {0: ("screen_resolution", "ii"), 1: ("quality_level", "i"), 2: ("time_scale", "f"),
+                    3: ("target_frame_rate", "i"), 4: ("capture_frame_rate", "i")}
+
+
+def decode_engine_setting(payload: bytes) -> tuple[str, tuple[float, ...]]:
+    """(name, values) of one EngineConfigurationChannel payload: int32 type, then its fields, nothing after.
+
+    Unity clamps what it applies (time scale to [1, 100] in the Editor); here only the shape is checked, plus what
+    no engine accepts: a resolution below 1 pixel or above 16384, a non-finite or negative time scale.
+    """
+    r = _Reader(payload, "engine configuration")
+    kind = r.int32("type")
+    if kind not in _ENGINE_SETTINGS:
+        raise UnityProtocolError(f"engine configuration: unknown setting type {kind}; known: "
+                                 + ", ".join(f"{k} {v[0]}" for k, v in _ENGINE_SETTINGS.items()))
+    name, fields = _ENGINE_SETTINGS[kind]
+    values = tuple(float(r.int32(name)) if f == "i" else r.float32(name) for f in fields)
+    r.end()
+    if name == "screen_resolution" and not all(1 <= v <= 16384 for v in values):
+        raise UnityProtocolError(f"engine configuration: screen resolution {values[0]:g} x {values[1]:g}; each "
+                                 "side must be 1 to 16384 pixels")
+    if name == "time_scale" and values[0] < 0:
+        raise UnityProtocolError(f"engine configuration: time scale {values[0]:g} must be >= 0")
+    return name, values
 
 
 def lighting_to_parameters(cmd: SetLighting) -> dict[str, float]:
@@ -230,8 +373,11 @@ def parameters_to_lighting(params: Mapping[str, float]) -> list[SetLighting]:
             continue
         field, _, room = key[len(LIGHTING_PARAM_PREFIX):].partition("@")
         if field not in ("intensity", "color_temperature_k", "lights_on"):
-            raise UnityProtocolError(f"unknown lighting parameter {key!r}; fields: intensity, "
+            raise UnityProtocolError(f"unknown lighting parameter {key[:80]!r}; fields: intensity, "
                                      "color_temperature_k, lights_on")
+        lo, hi = LIGHTING_RANGES[field]
+        if not (math.isfinite(value) and lo <= value <= hi):
+            raise UnityProtocolError(f"lighting parameter {key[:80]!r}: got {value!r}; allowed {lo:g} to {hi:g}")
         rooms.setdefault(room or None, {})[field] = bool(value >= 0.5) if field == "lights_on" else float(value)
     return [SetLighting(room=room, **vals) for room, vals in rooms.items()]
 
@@ -242,8 +388,11 @@ def encode_stat(key: str, value: float, aggregation: int = 1) -> bytes:
 
 
 def decode_stat(payload: bytes) -> tuple[str, float, int]:
-    key, off = _read_string(payload, 0)
-    value, agg = struct.unpack_from("<fi", payload, off)
+    """(key, value, aggregation) of a StatsSideChannel payload; raises :class:`UnityProtocolError` if malformed."""
+    r = _Reader(payload, "stat")
+    key = r.string("key")
+    value, agg = r.float32("value", finite=False), r.int32("aggregation")
+    r.end()
     return key, value, agg
 
 

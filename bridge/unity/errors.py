@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from ..errors import BackendError, TransportError
 
-__all__ = ["UnityProtocolError", "UnityConnectionError", "MessageTooLargeError", "UnityExtraMissingError"]
+__all__ = ["UnityProtocolError", "RejectedMessageError", "UnityConnectionError", "MessageTooLargeError",
+           "UnityExtraMissingError"]
 
 
 class UnityProtocolError(BackendError, ValueError):
     """A side-channel message or an observation does not follow xrfed's Unity protocol (version, type, fields)."""
+
+
+class RejectedMessageError(UnityProtocolError):
+    """The stand-in player refused what a client sent (a side-channel record, a command, actions, bytes that are
+    not a message); ``reason`` is the counter it was counted under in ``StandInPlayer.stats.rejected``."""
+
+    def __init__(self, reason: str, message: str):
+        self.reason = reason
+        super().__init__(message)
 
 
 class UnityConnectionError(TransportError):

@@ -79,6 +79,8 @@ class SyntheticBackend(SimBackend):
     def _step(self, commands: tuple[SceneCommand, ...]) -> dict[str, DeviceFrame]:
         for c in commands:
             self.commands.append(c)
+            if len(self.commands) > 1000:  # a record for tests; a long session must not grow it forever
+                del self.commands[0]
             if isinstance(c, SetLighting):
                 self._light.update({k: v for k, v in (("intensity", c.intensity), ("cct", c.color_temperature_k),
                                                       ("on", c.lights_on)) if v is not None})

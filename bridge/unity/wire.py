@@ -15,10 +15,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 __all__ = ["varint", "encode_observation", "encode_agent_info", "encode_output_message", "STATUS_OK",
-           "STATUS_CLOSE", "COMPRESSION_NONE", "COMPRESSION_PNG"]
+           "STATUS_CLOSE", "STATUS_REJECTED", "COMPRESSION_NONE", "COMPRESSION_PNG"]
 
 STATUS_OK = 200
 STATUS_CLOSE = 400
+#: the stand-in player refused the client's last message; ``header.message`` says why, the session goes on
+STATUS_REJECTED = 500
 COMPRESSION_NONE = 0
 COMPRESSION_PNG = 1
 _VARINT, _FIXED32, _LEN = 0, 5, 2
@@ -89,7 +91,7 @@ def encode_output_message(*, status: int = STATUS_OK, agent_infos: Mapping[str, 
                           message: str = "") -> bytes:
     """A whole ``UnityMessageProto``: header, and ``unity_output`` with ``rl_output`` (agentInfos map + side
     channel) and optionally a serialized ``UnityRLInitializationOutputProto`` (brain parameters, handshake)."""
-    header = _int(1, status) + (_len(2, message.encode("utf-8")) if message else b"")
+    header = _int(1, status) + (_len(2, message.encode("utf-8", "backslashreplace")) if message else b"")
     out = _len(1, header)
     if agent_infos is None and init_output is None and not side_channel:
         return out
