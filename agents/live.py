@@ -6,16 +6,17 @@ is the same call with ``make_backend("unity", ...)``) with one :class:`~agents.a
 (with their latency), applies queued controls (:class:`~bridge.backend.SetLighting`,
 :class:`~bridge.backend.SetModality`), advances the scene and predicts on every new frame.
 
-The viewer is a local web page (standard-library ``http.server``, bound to 127.0.0.1): per device the RGB image
-with the gaze point and the predicted label next to it, depth in false colour, the audio level, the prediction and
-its latency, refreshed a few times per second, with controls for the lighting and for muting a modality.
+The viewer is a local web page (:mod:`agents.live_http`, bound to 127.0.0.1): per device the RGB image with the
+gaze point and the predicted label next to it, depth in false colour, the audio level, the prediction and its
+latency, refreshed a few times per second, with controls for the lighting and for muting a modality. Its server
+treats every request as hostile: framing, sizes, Host and Origin are checked before anything is read whole, and a
+control reaches the scene only after :meth:`LiveSession.control` has checked its values.
 """
 
 from __future__ import annotations
 
 import copy
 import io
-import json
 import math
 import threading
 import time
@@ -25,12 +26,16 @@ import numpy as np
 
 from bridge.backend import SceneCommand, SetLighting, SetModality, ShowPrediction, SimBackend
 from bridge.frame import DeviceFrame
+from bridge.tasks import MODALITIES
 
 from .agent import AgentConfig, DeviceAgent, Prediction
+from .errors import AgentError
+from .live_http import MAX_INTENSITY, HttpLimits, LiveRequestError, LiveServer, show
 from .model import M3TModel
 from .personalize import PersonalizationConfig
 
-__all__ = ["LiveSession", "render_tile", "serve", "SHOWN_TASK_ORDER"]
+__all__ = ["LiveSession", "render_tile", "serve", "SHOWN_TASK_ORDER", "LiveServer", "LiveRequestError",
+           "HttpLimits"]
 
 #: the task shown next to the gaze point (the first the device runs, in this order)
 SHOWN_TASK_ORDER = ("object_recognition", "gesture_recognition", "speech_command", "activity_recognition",
@@ -52,6 +57,7 @@ class LiveSession:
         self._pending: list[SceneCommand] = []
         self._lock = threading.Lock()
         self.step_ms = float("nan")
+        self.steps = 0
         self.muted: set[tuple[str, str]] = set()
         self._predict()
 
@@ -61,7 +67,24 @@ class LiveSession:
 
     def control(self, *, intensity: float | None = None, lights_on: bool | None = None,
                 mute: tuple[str, str] | None = None, unmute: tuple[str, str] | None = None) -> None:
-        """Queue scene controls for the next step."""
+        """Queue scene controls for the next step; each is checked first (:class:`LiveRequestError` names the bad
+        one and what is allowed), so a control can never make the scene's step fail."""
+        if intensity is not None and (isinstance(intensity, bool) or not isinstance(intensity, (int, float))
+                                      or not math.isfinite(intensity) or not 0.0 <= intensity <= MAX_INTENSITY):
+            raise LiveRequestError(f"intensity: expected a finite number between 0 and {MAX_INTENSITY:g}, "
+                                   f"got {show(intensity)}")
+        if lights_on is not None and not isinstance(lights_on, bool):
+            raise LiveRequestError(f"lights_on: expected true or false, got {show(lights_on)}")
+        for name, pair in (("mute", mute), ("unmute", unmute)):
+            if pair is None:
+                continue
+            if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+                raise LiveRequestError(f"{name}: expected (device, modality), got {show(pair)}")
+            if pair[0] not in self.agents:
+                raise LiveRequestError(f"{name}: unknown device {show(pair[0])}; devices: {', '.join(self.agents)}")
+            if pair[1] not in MODALITIES:
+                raise LiveRequestError(f"{name}: unknown modality {show(pair[1])}; modalities: "
+                                       f"{', '.join(MODALITIES)}")
         with self._lock:
             if intensity is not None or lights_on is not None:
                 self._pending.append(SetLighting(intensity=intensity, lights_on=lights_on))
@@ -71,6 +94,12 @@ class LiveSession:
             if unmute is not None:
                 self._pending.append(SetModality(unmute[0], unmute[1], True))
                 self.muted.discard(unmute)
+
+    @property
+    def pending_controls(self) -> int:
+        """Controls queued for the next step."""
+        with self._lock:
+            return len(self._pending)
 
     def step(self) -> dict[str, Prediction]:
         """Predictions back to the scene, controls in, one scene step, predictions on the new frames."""
@@ -86,11 +115,12 @@ class LiveSession:
         self.frames = self.backend.step(cmds)
         self._predict()
         self.step_ms = (time.perf_counter() - t0) * 1000
+        self.steps += 1
         return self.predictions
 
     def state(self) -> dict[str, Any]:
         """JSON-ready view state: per device its modalities, prediction, latency and audio level."""
-        out: dict[str, Any] = {"step_ms": self.step_ms, "devices": {}}
+        out: dict[str, Any] = {"step_ms": self.step_ms, "steps": self.steps, "devices": {}}
         for dev, f in self.frames.items():
             p = self.predictions.get(dev)
             lvl = float(20 * math.log10(max(1e-6, float(f.audio.rms.mean())))) if f.audio is not None else None
@@ -118,7 +148,7 @@ def render_tile(frame: DeviceFrame, pred: Prediction | None, *, scale: int = 3) 
     canvas = Image.new("RGB", (2 * W + 24, H + 40), (24, 24, 24))
     d = ImageDraw.Draw(canvas)
     if frame.rgb is not None:
-        canvas.paste(Image.fromarray(frame.rgb).resize((W, H), Image.NEAREST), (0, 0))
+        canvas.paste(Image.fromarray(frame.rgb).resize((W, H), Image.Resampling.NEAREST), (0, 0))
     else:
         d.text((8, H // 2), "rgb absent", fill=(200, 80, 80))
     u, v = W / 2, H / 2
@@ -135,7 +165,7 @@ def render_tile(frame: DeviceFrame, pred: Prediction | None, *, scale: int = 3) 
 
         dm = np.nan_to_num(frame.depth_m, posinf=10.0).clip(0, 10) / 10.0
         rgb = (colormaps["viridis"](dm)[..., :3] * 255).astype(np.uint8)
-        canvas.paste(Image.fromarray(rgb).resize((W, H), Image.NEAREST), (W + 8, 0))
+        canvas.paste(Image.fromarray(rgb).resize((W, H), Image.Resampling.NEAREST), (W + 8, 0))
     else:
         d.text((W + 16, H // 2), "depth absent", fill=(200, 80, 80))
     if frame.audio is not None:
@@ -150,95 +180,26 @@ def render_tile(frame: DeviceFrame, pred: Prediction | None, *, scale: int = 3) 
     return buf.getvalue()
 
 
-_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>xrfed live</title>
-<style>body{font-family:sans-serif;background:#111;color:#ddd}.dev{display:inline-block;margin:6px;
-vertical-align:top}img{display:block}button,select{margin:2px}</style></head><body>
-<h3>xrfed live <span id="ms"></span></h3>
-<div>lighting <button onclick="ctl('intensity=0.1')">dim</button><button onclick="ctl('intensity=1.0')">
-normal</button><button onclick="ctl('lights_on=0')">off</button><button onclick="ctl('lights_on=1')">on</button>
-&nbsp; mute <select id="dev"></select><select id="mod"><option>audio</option><option>rgb</option>
-<option>depth</option><option>gaze</option><option>hands</option><option>imu</option><option>pose</option></select>
-<button onclick="m('mute')">mute</button><button onclick="m('unmute')">unmute</button>
-&nbsp; keys: d = dim, n = normal, o = lights off, l = lights on</div><div id="grid"></div>
-<script>
-function ctl(q){fetch('/control?'+q)}
-function m(k){ctl(k+'='+encodeURIComponent(document.getElementById('dev').value+':'+document.getElementById('mod').value))}
-document.onkeydown=e=>{({d:'intensity=0.1',n:'intensity=1.0',o:'lights_on=0',l:'lights_on=1'})[e.key]&&ctl(({d:'intensity=0.1',n:'intensity=1.0',o:'lights_on=0',l:'lights_on=1'})[e.key])};
-async function tick(){try{const s=await (await fetch('/state.json')).json();
-document.getElementById('ms').textContent='step '+(s.step_ms||0).toFixed(0)+' ms';
-const g=document.getElementById('grid'),sel=document.getElementById('dev');
-for(const [id,d] of Object.entries(s.devices)){let e=document.getElementById('d_'+id);
-if(!e){e=document.createElement('div');e.className='dev';e.id='d_'+id;e.innerHTML='<img><pre></pre>';g.appendChild(e);
-const o=document.createElement('option');o.textContent=id;sel.appendChild(o)}
-e.querySelector('img').src='/tile/'+id+'.png?'+Date.now();
-e.querySelector('pre').textContent=d.profile+'  lux '+(d.lux||0).toFixed(0)+'  audio '+(d.audio_dbfs===null?'absent':d.audio_dbfs.toFixed(0)+' dBFS')+'\\n'+
-Object.entries(d.prediction).map(([t,l])=>t+': '+l+' ('+(d.labels_true[t]||'?')+')').join('\\n')+'\\nlatency '+(d.latency_ms||0).toFixed(1)+' ms (device est. '+(d.device_latency_ms||0).toFixed(1)+' ms)'}}catch(e){}
-setTimeout(tick,300)}tick();
-</script></body></html>"""
-
-
 def serve(session: LiveSession, *, host: str = "127.0.0.1", port: int = 8765, steps: int | None = None,
-          step_hz: float = 5.0, on_ready: Any = None) -> None:
-    """Step the scene on the calling thread and serve the viewer until interrupted (or ``steps`` are done)."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from urllib.parse import parse_qs, urlparse
+          step_hz: float = 5.0, on_ready: Any = None, allowed_hosts: tuple[str, ...] | list[str] = (),
+          limits: HttpLimits | None = None, stop: threading.Event | None = None) -> None:
+    """Step the scene on the calling thread and serve the viewer until interrupted, ``stop`` is set or ``steps``
+    are done. ``on_ready(server)`` gets the running :class:`~agents.live_http.LiveServer` (its ``url``).
 
+    Requests never reach the scene unchecked (:mod:`agents.live_http`); a scene step that fails is not a request's
+    doing and ends the loop with its error.
+    """
+    if not (isinstance(step_hz, (int, float)) and math.isfinite(step_hz) and step_hz > 0):
+        raise AgentError(f"serve: step_hz must be a finite number > 0, got {step_hz!r}")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
+        raise AgentError(f"serve: steps must be a whole number >= 0 or None, got {steps!r}")
     lock = threading.Lock()
-    stop = threading.Event()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *a: Any) -> None:
-            pass
-
-        def _send(self, body: bytes, ctype: str, code: int = 200) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            url = urlparse(self.path)
-            if url.path == "/":
-                return self._send(_PAGE.encode(), "text/html; charset=utf-8")
-            if url.path == "/state.json":
-                with lock:
-                    body = json.dumps(session.state()).encode()
-                return self._send(body, "application/json")
-            if url.path.startswith("/tile/") and url.path.endswith(".png"):
-                dev = url.path[len("/tile/"):-4]
-                with lock:
-                    f, p = session.frames.get(dev), session.predictions.get(dev)
-                    if f is None:
-                        return self._send(b"unknown device", "text/plain", 404)
-                    return self._send(render_tile(f, p), "image/png")
-            if url.path == "/control":
-                q = {k: v[0] for k, v in parse_qs(url.query).items()}
-                try:
-                    kw: dict[str, Any] = {}
-                    if "intensity" in q:
-                        kw["intensity"] = float(q["intensity"])
-                    if "lights_on" in q:
-                        kw["lights_on"] = q["lights_on"] not in ("0", "false")
-                    for k in ("mute", "unmute"):
-                        if k in q:
-                            dev, _, mod = q[k].partition(":")
-                            kw[k] = (dev, mod)
-                    session.control(**kw)
-                except ValueError as exc:
-                    return self._send(str(exc).encode(), "text/plain", 400)
-                return self._send(b"ok", "text/plain")
-            return self._send(b"not found", "text/plain", 404)
-
-    server = ThreadingHTTPServer((host, port), Handler)
+    stop = stop or threading.Event()
     # The scene steps on THIS thread: an OpenGL context (EGL/OSMesa) is current on the thread that created the
-    # renderer, so stepping it from another thread fails. The web server gets the background thread instead.
-    web = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
-    web.start()
-    if on_ready is not None:
-        on_ready(server.server_address)
-    try:
+    # renderer, so stepping it from another thread fails. The web server gets a background thread instead.
+    with LiveServer(session, host=host, port=port, allowed_hosts=allowed_hosts, limits=limits, lock=lock) as server:
+        if on_ready is not None:
+            on_ready(server)
         n = 0
         while not stop.is_set() and (steps is None or n < steps):
             t0 = time.perf_counter()
@@ -246,8 +207,3 @@ def serve(session: LiveSession, *, host: str = "127.0.0.1", port: int = 8765, st
                 session.step()
             n += 1
             stop.wait(max(0.0, 1.0 / step_hz - (time.perf_counter() - t0)))
-    finally:
-        stop.set()
-        server.shutdown()
-        web.join(timeout=5)
-        server.server_close()
