@@ -28,11 +28,16 @@ TARGET_P95_MS = {"tiny": 10.0, "small": 50.0, "base": 200.0}
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", metavar="FILE", help="write the figures as JSON to FILE")
-    p.add_argument("--presets", nargs="+", default=["tiny", "small"], help="presets to measure (default tiny small)")
-    p.add_argument("--threads", nargs="+", type=int, default=[1, 2], help="torch thread counts (default 1 2)")
-    p.add_argument("--frames", type=int, default=60, help="timed frames per case (default 60)")
-    p.add_argument("--train-steps", type=int, default=10, help="timed training steps per preset (default 10)")
+    from bridge.cli import output_file
+    from bridge.cliargs import int_range
+
+    from .config import PRESETS
+
+    p.add_argument("--json", metavar="FILE", type=output_file(), help="write the figures as JSON to FILE")
+    p.add_argument("--presets", nargs="+", default=["tiny", "small"], choices=sorted(PRESETS), help="presets to measure (default tiny small)")
+    p.add_argument("--threads", nargs="+", type=int_range(1, 256), default=[1, 2], help="torch thread counts (default 1 2)")
+    p.add_argument("--frames", type=int_range(1, 1_000_000), default=60, help="timed frames per case (default 60)")
+    p.add_argument("--train-steps", type=int_range(1, 1_000_000), default=10, help="timed training steps per preset (default 10)")
 
 
 def synthetic_batch(cfg: Any, modalities: tuple[str, ...], batch: int = 1, *, image_px: int = 96,

@@ -207,15 +207,24 @@ def _child(name: str, examples: int, seed: int, conn: Any) -> None:
     conn.close()
 
 
+def _surface_name(text: str) -> str:
+    known = sorted(surfaces())
+    if text not in known:
+        raise argparse.ArgumentTypeError(f"unknown surface {text[:80]!r}; known: {', '.join(known)}")
+    return text
+
+
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE")
+    from .cli import output_file
+
+    p.add_argument("--json", metavar="FILE", type=output_file(), help="write the results as JSON to FILE")
     from .cliargs import int_range
 
     p.add_argument("--examples", type=int_range(1, 10**8), default=BENCH_EXAMPLES,
                    help=f"inputs per surface (default {BENCH_EXAMPLES})")
     p.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, help="hypothesis seed (default 0)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory probes (flood + zlib bombs)")
-    p.add_argument("--surface", action="append", metavar="NAME",
+    p.add_argument("--surface", action="append", metavar="NAME", type=_surface_name,
                    help="fuzz only this surface (repeatable; default: all)")
     p.add_argument("--list", action="store_true", help="list the surfaces and exit")
 

@@ -24,12 +24,15 @@ __all__ = ["add_bench_arguments", "run_round_bench", "measure"]
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", metavar="FILE", default="bench_round.json", help="where to write the figures")
-    parser.add_argument("--devices", type=int, nargs="+", default=[8, 32], help="device counts to time")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds timed per paradigm and device count")
-    parser.add_argument("--local-steps", type=int, default=2, help="local training steps per round")
-    parser.add_argument("--width", type=int, default=256, help="adapted layer width for the byte/aggregation figures")
-    parser.add_argument("--rank", type=int, default=4, help="LoRA rank for the byte/aggregation figures")
+    from bridge.cli import output_file
+    from bridge.cliargs import int_range
+
+    parser.add_argument("--json", metavar="FILE", default="bench_round.json", type=output_file(), help="where to write the figures")
+    parser.add_argument("--devices", type=int_range(2, 4096), nargs="+", default=[8, 32], help="device counts to time")
+    parser.add_argument("--rounds", type=int_range(1, 10_000), default=2, help="rounds timed per paradigm and device count")
+    parser.add_argument("--local-steps", type=int_range(1, 100_000), default=2, help="local training steps per round")
+    parser.add_argument("--width", type=int_range(1, 65_536), default=256, help="adapted layer width for the byte/aggregation figures")
+    parser.add_argument("--rank", type=int_range(1, 1024), default=4, help="LoRA rank for the byte/aggregation figures")
 
 
 def _grid_positions(n: int, spacing_m: float = 1.5, per_room: int = 4) -> dict[str, tuple[float, float, float]]:

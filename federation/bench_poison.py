@@ -243,16 +243,19 @@ def markdown_table(result: Mapping[str, Any], figure: str = "honest") -> str:
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", metavar="FILE", default="bench_poison.json", help="where to write the figures")
-    parser.add_argument("--config", default=str(POISON_CONFIG),
+    from bridge.cli import existing_file, output_dir, output_file, seed_arg
+    from bridge.cliargs import float_range, int_range
+
+    parser.add_argument("--json", metavar="FILE", default="bench_poison.json", type=output_file(), help="where to write the figures")
+    parser.add_argument("--config", default=str(POISON_CONFIG), type=existing_file("config"),
                         help="the experiment (default: configs/poison.yaml); its aggregator and attack are replaced")
-    parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the config's seeds, else 0 1 2)")
-    parser.add_argument("--rounds", type=int, help="override the config's number of rounds")
-    parser.add_argument("--scale", type=float, default=10.0, help="the scaling attack's factor (default 10)")
-    parser.add_argument("--out", metavar="DIR",
+    parser.add_argument("--seeds", type=seed_arg(), nargs="+", help="seeds (default: the config's seeds, else 0 1 2)")
+    parser.add_argument("--rounds", type=int_range(1, 10_000), help="override the config's number of rounds")
+    parser.add_argument("--scale", type=float_range(-1e6, 1e6), default=10.0, help="the scaling attack's factor (default 10)")
+    parser.add_argument("--out", metavar="DIR", type=output_dir(),
                         help="keep the runs here, one per seed/aggregator/condition; finished runs found there are "
                              "reused (default: a temporary directory, removed afterwards)")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for the devices (default 1)")
+    parser.add_argument("--threads", type=int_range(1, 256), default=1, help="torch intra-op threads for the devices (default 1)")
 
 
 def _log(line: str) -> None:

@@ -29,14 +29,30 @@ import numpy as np
 __all__ = ["add_bench_arguments", "run_sim_bench", "bench_sim"]
 
 
+def _checked(parse: Any) -> Any:
+    """An argparse type that checks ``text`` with ``parse`` and returns the text itself."""
+
+    def check(text: str) -> str:
+        parse(text)
+        return text
+
+    check.__name__ = parse.__name__
+    return check
+
+
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", required=True, help="write the figures to this JSON file")
-    p.add_argument("--scenario", default="default", help="scenario (default: default)")
-    p.add_argument("--avatars", default="1,4,8", help="comma-separated avatar counts (default 1,4,8)")
-    p.add_argument("--sizes", default="96,128", help="comma-separated square image sizes (default 96,128)")
-    p.add_argument("--steps", type=int, default=100, help="measured steps per configuration (default 100)")
-    p.add_argument("--warmup", type=int, default=30, help="unmeasured steps first (fills the IR cache; default 30)")
-    p.add_argument("--seed", type=int, default=0)
+    from ..cli import int_list, output_file, scenario_arg, seed_arg
+    from ..cliargs import int_range
+
+    p.add_argument("--json", required=True, type=output_file(), help="write the figures to this JSON file")
+    p.add_argument("--scenario", default="default", type=scenario_arg, help="scenario (default: default)")
+    p.add_argument("--avatars", default="1,4,8", type=_checked(int_list(1, 64)),
+                   help="comma-separated avatar counts, 1-64 each (default 1,4,8)")
+    p.add_argument("--sizes", default="96,128", type=_checked(int_list(16, 2048)),
+                   help="comma-separated square image sizes, 16-2048 each (default 96,128)")
+    p.add_argument("--steps", type=int_range(1, 1_000_000), default=100, help="measured steps per configuration (default 100)")
+    p.add_argument("--warmup", type=int_range(0, 1_000_000), default=30, help="unmeasured steps first (fills the IR cache; default 30)")
+    p.add_argument("--seed", type=seed_arg(), default=0)
 
 
 def _one(scenario: str, n_avatars: int, size: int, steps: int, warmup: int, seed: int) -> dict[str, Any]:

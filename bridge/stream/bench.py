@@ -43,11 +43,14 @@ _DEVICES = (1, 8)
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="write the figures to FILE")
-    p.add_argument("--budget-mb", type=float, default=1200.0,
+    from ..cli import output_file
+    from ..cliargs import float_range, int_range
+
+    p.add_argument("--json", dest="json_path", default=None, metavar="FILE", type=output_file(), help="write the figures to FILE")
+    p.add_argument("--budget-mb", type=float_range(1.0, 65_536.0), default=1200.0,
                    help="raw megabytes to push per run (sets the number of steps, at most 8000; default 1200)")
     p.add_argument("--quick", action="store_true", help="a tenth of the budget (smoke run)")
-    p.add_argument("--repeats", type=int, default=5,
+    p.add_argument("--repeats", type=int_range(1, 1000), default=5,
                    help="alternating runs of ours and the bare loop per configuration; ratios are their median "
                         "(default 5)")
 
