@@ -38,6 +38,28 @@ def _n_test(n_steps: int, test_fraction: float) -> int:
     return max(0, min(n_test, n_steps))
 
 
+def _shortest_episode(lo: int, test_fraction: float, guard: int) -> int:
+    """The fewest steps ``n >= lo`` that leave a training row beside the test rows and the guard.
+
+    ``n - _n_test(n)`` never decreases as ``n`` grows (``test_fraction < 1``), so a binary search finds it in
+    O(log n) even for an absurd guard (a loop one step at a time took 10**13 steps for a one-hour guard at
+    ``test_fraction`` 0.999999999)."""
+
+    def fits(n: int) -> bool:
+        return n - _n_test(n, test_fraction) - guard >= 1
+
+    hi = max(lo, 2)
+    while not fits(hi):
+        hi *= 2
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 def temporal_split(n_steps: int, test_fraction: float, guard_steps: int = 0) -> dict[str, list[int]]:
     """Half-open row ranges ``{"train": [0, a], "guard": [a, b], "test": [b, n]}`` of one episode of ``n`` steps.
 
@@ -53,9 +75,7 @@ def temporal_split(n_steps: int, test_fraction: float, guard_steps: int = 0) -> 
     guard = guard_steps if n_test else 0
     train = n_steps - n_test - guard
     if train < 1 and guard:
-        need = n_steps + 1
-        while need - _n_test(need, test_fraction) - guard < 1:  # ends: test_fraction < 1, so train grows with n
-            need += 1
+        need = _shortest_episode(n_steps + 1, test_fraction, guard)
         raise DatasetError(
             f"temporal_split: {n_steps} steps hold {n_test} test step{'s' * (n_test != 1)} (test_fraction "
             f"{test_fraction:g}) and a guard of {guard} steps, which leaves {max(train, 0)} to train on; an episode "

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bridge.errors import DatasetError
-from bridge.splits import label_persistence_steps
+from bridge.splits import label_persistence_steps, temporal_split
 
 
 def blocks(block: int, classes: int, n_blocks: int) -> np.ndarray:
@@ -48,3 +48,27 @@ def test_unlabelled_steps_are_ignored():
     assert label_persistence_steps(np.full(10, -1)) == 0  # not one labelled pair
     with pytest.raises(DatasetError, match="expected 1-D label sequences"):
         label_persistence_steps(np.zeros((2, 3, 4), int))
+
+
+def test_an_absurd_guard_is_refused_at_once_with_the_exact_shortest_episode():
+    """Defect (issue 14): the shortest workable episode was searched one step at a time, so test_fraction
+    0.999999999 with a one-hour guard hung `xrfed run` (about 10**13 iterations). Now a binary search; checked
+    against a brute-force search on small cases."""
+    import itertools
+    import re
+
+    from bridge.splits import _n_test
+
+    def brute(n: int, f: float, g: int) -> int:
+        need = n + 1
+        while need - _n_test(need, f) - g < 1:
+            need += 1
+        return need
+
+    for n, f, g in itertools.product(range(0, 40, 3), (0.01, 0.2, 0.25, 0.5, 0.9), (1, 5, 50)):
+        try:
+            temporal_split(n, f, g)
+        except DatasetError as exc:
+            assert int(re.search(r"at least (\d+) steps", str(exc)).group(1)) == brute(n, f, g)
+    with pytest.raises(DatasetError, match=r"needs at least \d{14} steps"):
+        temporal_split(10, 0.999999999, 36_000)
