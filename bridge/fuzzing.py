@@ -38,7 +38,7 @@ from typing import Any
 from .errors import XrfedError
 
 __all__ = ["Surface", "FuzzResult", "stateless", "run_surface", "assert_no_crash", "surfaces", "memory_probes",
-           "add_bench_arguments", "run_fuzz_bench"]
+           "peak_rss_bytes", "add_bench_arguments", "run_fuzz_bench"]
 
 #: Examples per surface in ``xrfed bench fuzz`` (the issue's floor).
 BENCH_EXAMPLES = 10_000
@@ -81,6 +81,24 @@ class FuzzResult:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size, in bytes.
+
+    Linux's ``VmHWM`` (the high-water mark of this process image). Not ``getrusage().ru_maxrss``: Linux carries that
+    across ``exec`` from the forked parent, so a child of a 1 GB test process would report 1 GB before doing anything.
+    Elsewhere ``ru_maxrss`` is the best there is.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # macOS reports bytes, Linux KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def _short(value: Any, limit: int = 300) -> str:
@@ -126,7 +144,7 @@ def run_surface(surface: Surface, *, examples: int, seed: int = 0, progress: boo
         prop()
     bar.close()
     result.seconds = round(time.perf_counter() - t0, 3)
-    result.peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result.peak_rss_mb = round(peak_rss_bytes() / 2**20, 1)
     return result
 
 

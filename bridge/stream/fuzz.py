@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import BridgeError
 from ..frame import DeviceFrame
-from ..fuzzing import Surface, stateless
+from ..fuzzing import Surface, peak_rss_bytes, stateless
 from .protocol import (
     ENCODINGS,
     PART_SPECS,
@@ -618,8 +618,6 @@ def flood_memory(limits_kwargs: dict[str, int], messages: int, bombs: int) -> di
     ``max_parts`` parts that would decode past ``max_decoded_bytes``) follow. Returns RSS growth while the queue was
     full and at the peak, the documented cap, and the counters.
     """
-    import resource
-
     import zmq
 
     from .subscriber import Subscriber, SubscriberConfig
@@ -669,7 +667,7 @@ def flood_memory(limits_kwargs: dict[str, int], messages: int, bombs: int) -> di
             pub.send_multipart([topic, header(sent + 2 * i + 1, many), *[decoded] * limits.max_parts])
         while sub.recv(0.5) is not None:
             accepted += 1
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
+        peak = peak_rss_bytes() - baseline  # VmHWM: ru_maxrss would include a forked parent's peak
         stats = sub.stats.to_dict()
         cap = cfg.memory_cap_bytes
     pub.close(0)

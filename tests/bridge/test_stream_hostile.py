@@ -208,3 +208,15 @@ _EXAMPLES = {"stream.flood": 40, "stream.subscriber": 150}
 def test_stream_surface_never_crashes(surface):
     result = assert_no_crash(surface, examples=_EXAMPLES.get(surface.name, 300))
     assert result.rejected > 0  # the fuzzer reaches the rejection paths, not only good input
+
+
+def test_peak_rss_is_the_process_own_not_its_forked_parents():
+    """ru_maxrss survives exec on Linux: a child of this (large) test process reported the parent's peak, and the
+    memory test failed in the full suite (1 GB 'growth'). peak_rss_bytes reads VmHWM, this image's own peak."""
+    if not os.path.exists("/proc/self/status"):
+        pytest.skip("VmHWM is Linux's")
+    ballast = np.ones(200 * MiB // 8)  # the parent is at least 200 MiB resident
+    code = "from bridge.fuzzing import peak_rss_bytes; print(peak_rss_bytes())"
+    child = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                               check=True).stdout)
+    assert ballast.sum() > 0 and child < 150 * MiB
