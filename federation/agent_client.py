@@ -54,8 +54,8 @@ def experiment_scenario(cfg: ExperimentConfig) -> Any:
 def record_experiment_data(cfg: ExperimentConfig, *, progress: bool = False) -> Path:
     """Record (once, cached) ``episode_steps x phases`` scene steps of every experiment device."""
     from agents.pretrain import cache_root, file_lock
-    from bridge.recording import record
     from bridge.embedded import SIM_VERSION
+    from bridge.recording import record
 
     sc = experiment_scenario(cfg)
     steps = cfg.episode_steps * cfg.phases

@@ -167,7 +167,7 @@ def _desc_values() -> dict[str, Any]:
 @functools.cache
 def _float_lists(width: int) -> Any:
     st = _st()
-    return st.lists(st.floats(width=width), max_size=64)  # type: ignore[arg-type]
+    return st.lists(st.floats(width=width), max_size=64)
 
 
 @functools.cache
@@ -241,7 +241,7 @@ def _frame_messages() -> Any:
 # ---------------------------------------------------------------------------------------------------------------
 # one hostile part in a valid frame
 def _hostile_array(draw: Any, dtype: str, shape: list[int]) -> np.ndarray:
-    np_dtype = np.dtype(np.bool_) if dtype == "bool" else np.dtype(dtype)
+    np_dtype: np.dtype[Any] = np.dtype(np.bool_) if dtype == "bool" else np.dtype(dtype)
     n = int(np.prod(shape)) if shape else 1
     kind = draw(_pick(("zeros", "ones", "nan", "inf", "huge", "negative", "random", "max")))
     if np_dtype == np.bool_:
