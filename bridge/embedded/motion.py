@@ -146,8 +146,11 @@ class ScriptRunner:
             r: Room = self.scenario.room(dest_room)
             goal = r.to_world((rng.uniform(0.8, r.size_m[0] - 0.8), rng.uniform(0.8, r.size_m[1] - 0.8)))
             path = _plan_path(self.scenario, self._graph, pos_xy, room, dest_room, goal)
-            length = sum(math.dist(a, b) for a, b in zip([pos_xy] + path[:-1], path, strict=True))
-            duration = max(duration, length / self.avatar.user.gait_speed_mps + 1.0)
+            if path:
+                length = sum(math.dist(a, b) for a, b in zip([pos_xy] + path[:-1], path, strict=True))
+                duration = max(duration, length / self.avatar.user.gait_speed_mps + 1.0)
+            else:  # no door leads there: the avatar stays where it is (and in its room)
+                dest_room = room
         in_room = [i for i, o in enumerate(self.scenario.objects) if o.room == dest_room]
         look = list(rng.choice(in_room, size=min(len(in_room), int(rng.integers(2, 5))), replace=False)) if in_room else []
         gestures: list[str] = []
