@@ -270,7 +270,7 @@ def run_fuzz_bench(args: argparse.Namespace) -> int:
               f"{res.get('seconds', 0):7.1f} s" + (f"  ERROR {res['error']}" if "error" in res else ""))
     total = sum(int(r.get("crashes", 0)) for r in results)
     memory = []
-    if not args.no_memory and not args.surface:
+    if not args.no_memory:
         for name in sorted(memory_probes()):
             res = _in_child(ctx, _probe_child, (name,), name)
             memory.append(res)
