@@ -22,14 +22,48 @@ interface (``[::]``). This backend binds ``host`` instead, 127.0.0.1 by default;
 ``allow_remote=True`` and logs a warning. A scene that refuses a message answers with header status 500
 (``STATUS_REJECTED``, see :mod:`bridge.unity.player`); the backend raises :class:`RejectedMessageError` with the
 scene's one-line reason, and the next ``step()`` / ``reset()`` goes on.
+
+Hostile scenes
+--------------
+Whatever answers on the port is outside input. Every ``UnityOutputProto`` is checked before mlagents-envs reads it
+(which would otherwise fail with IndexError, RuntimeError, struct.error or allocate what a shape field claims):
+
+* **rejected** -- ``step()`` / ``reset()`` raise one line, and the next ``step()`` goes on (as after mlagents-envs'
+  own ``UnityObservationException``): anything that would feed a frame. Checked before mlagents-envs reads the
+  output (a :class:`UnityProtocolError`; specs, steps and messages stay as before): a handshake with unreadable
+  versions; more than :data:`MAX_BEHAVIORS` behaviors or :data:`MAX_AGENTS` agents; a behavior name that is not
+  printable; action specs out of range; observations whose count, names, shape, type or dimension flags do not
+  match the declared spec, shapes above :data:`MAX_OBSERVATION_VALUES` values or an exchange that would decode to
+  more than :data:`MAX_DECODED_BYTES`; NaN in any observation, inf or ``|x| > MAX_ABS_OBSERVATION`` in a vector
+  observation or a reward; PNG observations whose header is not an 8-bit RGB(A) image of the declared size, too
+  many images, bad channel mappings, or bytes Pillow's PNG reader cannot decode (each image is decoded once here,
+  before mlagents-envs decodes it with every Pillow plugin); side-channel framing that overruns or more than
+  :data:`MAX_SIDE_CHANNEL_RECORDS` records; an xrfed message that is not ASCII JSON of version 1, and a ``hello``
+  or ``frames`` message whose nested contents fail :func:`bridge.unity.codec.check_scene_message`. Checked while
+  frames are built (the backend's own state -- last steps, terminations -- stays as before): an agent whose
+  ``device``, ``labels``, observation layout or audio size does not fit the scene's devices and metadata
+  (:class:`UnityProtocolError`), a frame the frame contract refuses (:class:`~bridge.errors.FrameValidationError`).
+* **counted and skipped** (:attr:`UnityStats.rejected`, by reason; logged at the 1st, 2nd, 4th, 8th ... of each
+  reason) -- what only informs and must not stop frames: a malformed ``overlay_shown`` or ``event``, an
+  acknowledgement of a prediction this backend never sent, an xrfed message type this side does not know (a newer
+  scene's), a stat that is malformed, non-finite or beyond :data:`MAX_SCENE_STATS` keys, records on channels Python
+  only writes (environment parameters, engine configuration, training analytics) or on no registered channel. Side
+  channels the caller registered get their records untouched.
+
+Lists that a scene can grow (``events``, ``terminated``) keep the last :data:`MAX_KEPT` entries.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import math
+import re
+import struct
 import time
-from collections.abc import Sequence
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,20 +72,46 @@ import numpy as np
 from ..arrays import arrays_to_frame
 from ..backend import DeviceInfo, SceneCommand, SetLighting, ShowPrediction, SimBackend
 from ..cliargs import is_loopback
-from ..errors import BackendError
+from ..errors import BackendError, XrfedError
 from ..frame import DeviceFrame
 from ..scenario import Scenario, load_scenario
+from ..tasks import MODALITIES, TASKS
 from . import codec
 from .errors import RejectedMessageError, UnityConnectionError, UnityExtraMissingError, UnityProtocolError
-from .observations import observations_to_arrays
+from .observations import VECTOR_SIZES, observations_to_arrays
 from .wire import STATUS_OK, STATUS_REJECTED
 
-__all__ = ["UnityBackend", "UnityConfig", "UnityStats", "EDITOR_PORT", "BUILD_BASE_PORT"]
+__all__ = ["UnityBackend", "UnityConfig", "UnityStats", "EDITOR_PORT", "BUILD_BASE_PORT", "MAX_BEHAVIORS",
+           "MAX_AGENTS", "MAX_OBSERVATIONS", "MAX_OBSERVATION_VALUES", "MAX_DECODED_BYTES", "MAX_ABS_OBSERVATION",
+           "MAX_ACTIONS", "MAX_SIDE_CHANNEL_RECORDS", "MAX_SCENE_STATS", "MAX_KEPT"]
 
 log = logging.getLogger("xrfed.unity")
 
 EDITOR_PORT = 5004
 BUILD_BASE_PORT = 5005
+#: behaviors (agent kinds) one scene may declare
+MAX_BEHAVIORS = 64
+#: agents of one behavior in one exchange
+MAX_AGENTS = 1024
+#: observations per agent
+MAX_OBSERVATIONS = 32
+#: values in one observation (a 2048 x 2048 x 4 image)
+MAX_OBSERVATION_VALUES = 1 << 24
+#: all observations of one exchange as mlagents-envs decodes them (float32; PNGs counted as 4 channels per image)
+MAX_DECODED_BYTES = 256 << 20
+#: largest magnitude of a vector observation or reward (mlagents-envs refuses a batch whose float32 mean overflows)
+MAX_ABS_OBSERVATION = 1e30
+#: continuous actions, and discrete actions summed over branches, of one behavior
+MAX_ACTIONS = 1024
+#: side-channel records in one exchange
+MAX_SIDE_CHANNEL_RECORDS = 4096
+#: distinct stat keys kept in :attr:`UnityStats.scene_stats`
+MAX_SCENE_STATS = 256
+#: entries kept in :attr:`UnityStats.events` and :attr:`UnityStats.terminated` (the oldest go first)
+MAX_KEPT = 10_000
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_VERSION = re.compile(r"\d{1,6}\.\d{1,6}(\.\d{1,6})?([ab]\d{1,6})?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -105,6 +165,12 @@ class UnityStats:
     scene_stats: dict[str, float] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     terminated: list[tuple[str, bool]] = field(default_factory=list)  # (device_id, interrupted)
+    #: what the scene sent that was counted and skipped, by reason (see the module docstring)
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
 
 
 class UnityBackend(SimBackend):
@@ -116,7 +182,11 @@ class UnityBackend(SimBackend):
                  base_port: int | None = None, timeout_wait_s: int = 60, no_graphics: bool = False,
                  no_graphics_monitor: bool = False, additional_args: Sequence[str] = (), log_folder: str | None = None,
                  num_areas: int = 1, time_scale: float | None = None, scenario: str | Scenario | None = None,
-                 side_channels: Sequence[Any] = (), host: str = "127.0.0.1", allow_remote: bool = False):
+                 side_channels: Sequence[Any] = (), host: str = "127.0.0.1", allow_remote: bool = False,
+                 communicator: Callable[[int, int, int], Any] | None = None):
+        """``communicator(worker_id, base_port, timeout_wait_s)`` replaces the gRPC transport with another
+        mlagents-envs ``Communicator`` (tests and :mod:`bridge.unity.fuzz` use an in-process one); the rest --
+        handshake, checks, decoding -- is the same."""
         super().__init__()
         self._scenario = load_scenario(scenario) if scenario is not None else None
         self.config = UnityConfig(file_name=file_name, worker_id=worker_id, base_port=base_port,
@@ -128,6 +198,8 @@ class UnityBackend(SimBackend):
         self.seed = seed
         self.stats = UnityStats()
         self._user_channels = tuple(side_channels)
+        self._communicator = communicator
+        self._screen = _SceneScreen(self.stats, frozenset(c.channel_id for c in self._user_channels))
         self._env: Any = None
         self._inbox: list[dict[str, Any]] = []
         self._devices: tuple[DeviceInfo, ...] = ()
@@ -174,7 +246,7 @@ class UnityBackend(SimBackend):
             msg = codec.command_to_message(c)
             assert msg is not None
             if isinstance(c, ShowPrediction):
-                msg["sent_ns"] = time.time_ns()
+                msg["sent_ns"] = self._screen.sent(time.time_ns())
                 if msg["frame_step"] is None:
                     msg["frame_step"] = self._last_step.get(c.device_id)
             self._xrfed.send(msg)
@@ -206,7 +278,7 @@ class UnityBackend(SimBackend):
         from .channel import make_xrfed_channel
 
         cfg = self.config
-        self._xrfed = make_xrfed_channel(self._inbox.append)
+        self._xrfed = make_xrfed_channel(self._inbox.append)  # receives nothing: _SceneScreen delivers to _inbox
         self._params = EnvironmentParametersChannel()
         self._stats_channel = StatsSideChannel()
         channels = [self._xrfed, self._params, self._stats_channel, *self._user_channels]
@@ -221,8 +293,10 @@ class UnityBackend(SimBackend):
         if cfg.allow_remote and not is_loopback(cfg.host):
             log.warning("the ML-Agents gRPC server listens on %s without TLS or authentication", cfg.host)
         try:
+            env_class = _environment_class(UnityEnvironment, cfg.host, self._screen, self._inbox.extend,
+                                           self._communicator)
             self._env = _construct_without_stray_atexit(
-                _environment_class(UnityEnvironment, cfg.host), file_name=cfg.file_name, worker_id=cfg.worker_id, base_port=cfg.base_port,
+                env_class, file_name=cfg.file_name, worker_id=cfg.worker_id, base_port=cfg.base_port,
                 seed=self.seed, no_graphics=cfg.no_graphics, no_graphics_monitor=cfg.no_graphics_monitor,
                 timeout_wait=cfg.timeout_wait_s, additional_args=list(cfg.additional_args) or None,
                 side_channels=channels, log_folder=cfg.log_folder, num_areas=cfg.num_areas)
@@ -256,6 +330,7 @@ class UnityBackend(SimBackend):
 
     # -- frames -------------------------------------------------------------------------------------------
     def _drain_inbox(self) -> None:
+        """Apply the scene's messages of the last exchange (all checked by :class:`_SceneScreen`)."""
         now = time.time_ns()
         msgs, self._inbox[:] = list(self._inbox), []
         for m in msgs:
@@ -273,11 +348,18 @@ class UnityBackend(SimBackend):
                 if got is not None:
                     self.stats.frame_to_scene_ms.append((now - got) / 1e6)
             elif t == "event":
-                self.stats.events.append(m)
-                log.warning("Unity scene event %s: %s", m["name"], m["detail"])
+                _keep(self.stats.events, m)
+                log.warning("Unity scene event %s: %s", _one_line(m["name"], 80), _one_line(m["detail"]))
+        known = {d.device_id for d in self._devices}
+        for key in [k for k in self._meta if k not in known]:  # ids of a hostile scene cannot pile up
+            del self._meta[key]
         for key, values in self._stats_channel.get_and_reset_stats().items():
-            if values:
-                self.stats.scene_stats[key] = float(values[-1][0])
+            if not values:
+                continue
+            if key not in self.stats.scene_stats and len(self.stats.scene_stats) >= MAX_SCENE_STATS:
+                self._screen.count("stat_keys", f"stat {key[:60]!r}: already {MAX_SCENE_STATS} stat keys")
+                continue
+            self.stats.scene_stats[key] = float(values[-1][0])
 
     def _collect(self) -> dict[str, DeviceFrame]:
         self._drain_inbox()
@@ -286,10 +368,13 @@ class UnityBackend(SimBackend):
                                      "scene (unity_project/Assets/XRFed/SideChannels)?")
         now = time.time_ns()
         rows: dict[str, tuple[dict[str, np.ndarray], bool]] = {}
+        terminated: list[tuple[str, bool]] = []
         for behavior, spec in self._env.behavior_specs.items():
             decision, terminal = self._env.get_steps(behavior)
+            if not len(decision) and not len(terminal):
+                continue
             names = [o.name for o in spec.observation_specs]
-            cf = _channels_first(spec)
+            cf = _check_layout(behavior, spec)
             for steps, done in ((terminal, True), (decision, False)):
                 for row in range(len(steps)):
                     obs = {n: steps.obs[j][row] for j, n in enumerate(names)}
@@ -299,7 +384,7 @@ class UnityBackend(SimBackend):
                                                  f"not in the scene's {len(self._devices)} devices")
                     dev = self._devices[idx]
                     if done:
-                        self.stats.terminated.append((dev.device_id, bool(terminal.interrupted[row])))
+                        terminated.append((dev.device_id, bool(terminal.interrupted[row])))
                     rows[dev.device_id] = (obs, cf)  # a decision row (new episode) wins over the terminal one
         frames: dict[str, DeviceFrame] = {}
         for dev in self._devices:
@@ -309,6 +394,7 @@ class UnityBackend(SimBackend):
             meta = self._meta.get(dev.device_id)
             if meta is None:
                 raise UnityProtocolError(f"no frame metadata for {dev.device_id} in the scene's 'frames' message")
+            _check_agent_values(dev.device_id, obs, meta)
             arr = observations_to_arrays(obs, audio_channels=meta.get("audio_channels"), audio_hz=meta.get("audio_hz"),
                                          channels_first=cf)
             if meta.get("lighting") is not None:
@@ -316,14 +402,73 @@ class UnityBackend(SimBackend):
             frames[dev.device_id] = arrays_to_frame(
                 arr, device_id=dev.device_id, user_id=dev.user_id, profile=dev.profile, step=int(meta["step"]),
                 sim_time_s=float(meta["sim_time_s"]), wall_time_ns=int(meta.get("wall_time_ns") or 0),
-                camera_fov_y_deg=meta.get("camera_fov_y_deg"), active_tasks=tuple(meta.get("active_tasks", ())),
-                room=meta.get("room"), events=tuple(meta.get("events", ())))
-            self._last_step[dev.device_id] = int(meta["step"])
-            self._received_ns[(dev.device_id, int(meta["step"]))] = now
+                camera_fov_y_deg=meta.get("camera_fov_y_deg"), active_tasks=tuple(meta.get("active_tasks") or ()),
+                room=meta.get("room"), events=tuple(meta.get("events") or ()))
+        # every frame is valid: only now does this exchange change what the backend remembers
+        for device_id, interrupted in terminated:
+            _keep(self.stats.terminated, (device_id, interrupted))
+        for device_id, f in frames.items():
+            self._last_step[device_id] = f.step
+            self._received_ns[(device_id, f.step)] = now
         if len(self._received_ns) > 4096:  # frames nobody predicted on: keep the map bounded
             for key in list(self._received_ns)[:-1024]:
                 del self._received_ns[key]
         return frames
+
+
+def _keep(items: list[Any], item: Any, limit: int = MAX_KEPT) -> None:
+    items.append(item)
+    if len(items) > limit:
+        del items[: len(items) - limit]
+
+
+def _one_line(text: Any, limit: int = 300) -> str:
+    """Printable, one line, at most ``limit`` characters: what a hostile scene's text may become in logs/errors."""
+    out = _CONTROL.sub("?", " ".join(str(text).split()))
+    return out if len(out) <= limit else out[:limit - 3] + "..."
+
+
+_AUDIO = MODALITIES.index("audio")
+_TASK_CLASSES = tuple(len(t.classes) for t in TASKS.values())
+
+
+def _check_layout(behavior: str, spec: Any) -> bool:
+    """The behavior's xrfed observations have the sizes :mod:`bridge.unity.observations` defines; returns whether
+    its visual observations are channels-first (all of them must agree)."""
+    cf = _channels_first(spec)
+    for o in spec.observation_specs:
+        shape = tuple(o.shape)
+        want: tuple[int, ...] | None = None
+        if o.name in VECTOR_SIZES:
+            want = (VECTOR_SIZES[o.name],)
+        elif o.name in ("rgb", "depth_m"):
+            c = 3 if o.name == "rgb" else 1
+            if len(shape) == 3:
+                want = (c, *shape[1:]) if cf else (*shape[:2], c)
+            else:
+                want = (c, -1, -1) if cf else (-1, -1, c)
+        elif o.name == "audio" and len(shape) != 1:
+            want = (-1,)
+        if want is not None and shape != want:
+            raise UnityProtocolError(f"behavior {_one_line(behavior, 80)}: observation {o.name!r} has shape "
+                                     f"{list(shape)}; xrfed expects {list(want)} (-1: any size)"
+                                     + (" in the layout of the first visual observation" if len(shape) == 3 else ""))
+    return cf
+
+
+def _check_agent_values(device_id: str, obs: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+    """Values that index something: label class indices, audio channels (shapes were checked per behavior)."""
+    labels = np.asarray(obs.get("labels", np.zeros(0))).reshape(-1)
+    for (task, n), x in zip(zip(TASKS, _TASK_CLASSES, strict=True), labels.tolist(), strict=False):
+        if x >= 0 and not round(x) < n:
+            raise UnityProtocolError(f"device {device_id}: label {x:g} of task {task!r}; allowed -1 (none) or a class "
+                                     f"index 0 to {n - 1}")
+    present = np.asarray(obs["present"]).reshape(-1) if "present" in obs else np.zeros(0)
+    if "audio" in obs and len(present) > _AUDIO and present[_AUDIO] >= 0.5:
+        channels, size = meta.get("audio_channels"), int(np.asarray(obs["audio"]).size)
+        if channels is not None and (size < channels or size % channels):
+            raise UnityProtocolError(f"device {device_id}: {size} audio values do not split into the {channels} "
+                                     "channels of the frame metadata")
 
 
 def _channels_first(spec: Any) -> bool:
@@ -334,11 +479,25 @@ def _channels_first(spec: Any) -> bool:
     return True
 
 
-def _environment_class(base: Any, host: str) -> Any:
-    """``UnityEnvironment`` whose gRPC server binds ``host`` only and reports a scene's rejection (status 500).
+def _scene_answer(output: Any, where: str) -> Any:
+    """The ``unity_output`` of a scene's ``UnityMessageProto``; None if it closed (status other than 200 / 500),
+    :class:`RejectedMessageError` with its one-line reason if it refused the last message (status 500)."""
+    if output.header.status == STATUS_REJECTED:
+        text = _one_line(output.header.message) or "no reason given"
+        raise RejectedMessageError("scene", f"the scene {where}: {text}")
+    if output.header.status != STATUS_OK:
+        return None
+    return output.unity_output
+
+
+def _environment_class(base: Any, host: str, screen: _SceneScreen, deliver: Callable[[list[dict[str, Any]]], None],
+                       communicator: Callable[[int, int, int], Any] | None = None) -> Any:
+    """``UnityEnvironment`` whose gRPC server binds ``host`` only, reports a scene's rejection (status 500) and checks
+    every output with ``screen`` before mlagents-envs reads it; the scene's xrfed messages go to ``deliver``.
 
     mlagents-envs' ``RpcCommunicator`` binds ``[::]`` and turns every status other than 200 into "Communicator has
-    exited"; the two methods below are its own, with the address and that one status changed.
+    exited"; the two methods below are its own, with the address and that one status changed. ``communicator``
+    (worker_id, base_port, timeout_wait) replaces the gRPC one.
     """
     import grpc
     from mlagents_envs.communicator_objects.unity_message_pb2 import UnityMessageProto
@@ -373,19 +532,316 @@ def _environment_class(base: Any, host: str) -> Any:
             message.unity_input.CopyFrom(inputs)
             self.unity_to_external.parent_conn.send(message)
             self.poll_for_timeout(poll_callback)
-            output = self.unity_to_external.parent_conn.recv()
-            if output.header.status == STATUS_REJECTED:
-                text = " ".join(str(output.header.message).split())[:300] or "no reason given"
-                raise RejectedMessageError("scene", f"the scene on port {self.port}: {text}")
-            if output.header.status != STATUS_OK:
-                return None
-            return output.unity_output
+            return _scene_answer(self.unity_to_external.parent_conn.recv(), f"on port {self.port}")
 
     class Environment(base):
+        _xrfed_pending: list[dict[str, Any]] = []
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            try:
+                super().__init__(*args, **kwargs)
+            except XrfedError:  # the scene's handshake was refused: close the server and the process it started
+                if getattr(self, "_loaded", False):
+                    self._close(0)
+                raise
+
         def _get_communicator(self, worker_id: int, base_port: int, timeout_wait: int) -> Any:
+            if communicator is not None:
+                return communicator(worker_id, base_port, timeout_wait)
             return Communicator(worker_id, base_port, timeout_wait)
 
+        def _send_academy_parameters(self, init_parameters: Any) -> Any:
+            output = super()._send_academy_parameters(init_parameters)
+            screen.handshake(output.rl_initialization_output)
+            return output
+
+        def _update_behavior_specs(self, output: Any) -> None:
+            # the first thing mlagents-envs does with every output (handshake, reset, step): check it all here
+            self._xrfed_pending = screen.output(output, getattr(self, "_env_specs", {}))
+            super()._update_behavior_specs(output)
+
+        def _update_state(self, output: Any) -> None:
+            try:
+                super()._update_state(output)
+            except XrfedError:
+                raise
+            except (OSError, SyntaxError, ValueError, EOFError, struct.error, RuntimeError) as exc:
+                # Pillow decoding a PNG the screen could only check the header of
+                raise UnityProtocolError(f"the scene's observations could not be decoded ({type(exc).__name__}: "
+                                         f"{_one_line(exc, 120)})") from None
+            pending, self._xrfed_pending = self._xrfed_pending, []
+            deliver(pending)
+
     return Environment
+
+
+class _SceneScreen:
+    """Checks what a scene sends before mlagents-envs reads it (see the module docstring for what is rejected and
+    what is counted and skipped); counts go to ``stats.rejected``."""
+
+    def __init__(self, stats: UnityStats, passthrough: frozenset[uuid.UUID]):
+        self.stats = stats
+        self.passthrough = passthrough  # channels the caller registered: their records reach them untouched
+        self._sent: OrderedDict[int, None] = OrderedDict()  # sent_ns of predictions not acknowledged yet
+
+    def count(self, reason: str, detail: str) -> None:
+        n = self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + 1
+        if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th ... of a reason: a flood of them does not flood the log
+            log.warning("skipped from the Unity scene (%s, %d so far): %s", reason, n, _one_line(detail))
+
+    def sent(self, sent_ns: int) -> int:
+        """Remember a ShowPrediction's ``sent_ns``: only an acknowledgement of a sent one is timed."""
+        self._sent[sent_ns] = None
+        while len(self._sent) > 4096:
+            self._sent.popitem(last=False)
+        return sent_ns
+
+    # -- the handshake --------------------------------------------------------------------------------------
+    @staticmethod
+    def handshake(init: Any) -> None:
+        version = str(init.communication_version)
+        if not _VERSION.fullmatch(version):
+            raise UnityProtocolError(f"the scene's communication version {_one_line(version, 40)!r} is not "
+                                     "'MAJOR.MINOR[.PATCH]'")
+        package = str(init.package_version)
+        if len(package) > 64 or not package.isprintable():
+            raise UnityProtocolError(f"the scene's package version {_one_line(package, 40)!r} is not a printable "
+                                     "string of at most 64 characters")
+
+    # -- every output ---------------------------------------------------------------------------------------
+    def output(self, output: Any, specs: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Raise :class:`UnityProtocolError` if ``output`` must be rejected; else drop what is skipped from its
+        side channel (in place) and return the scene's xrfed messages, to be delivered once mlagents-envs has read
+        the rest."""
+        declared = self._specs(output, specs)
+        self._agents(output.rl_output.agentInfos, declared)
+        return self._side_channel(output.rl_output)
+
+    def _specs(self, output: Any, specs: Mapping[str, Any]) -> dict[str, tuple[tuple[str, tuple[int, ...]], ...]]:
+        init, infos = output.rl_initialization_output, output.rl_output.agentInfos
+        if len(init.brain_parameters) > MAX_BEHAVIORS or len(infos) > MAX_BEHAVIORS:
+            raise UnityProtocolError(f"the scene declared {max(len(init.brain_parameters), len(infos))} behaviors; "
+                                     f"at most {MAX_BEHAVIORS} allowed")
+        declared = {name: tuple((o.name, tuple(o.shape)) for o in spec.observation_specs)
+                    for name, spec in specs.items()}
+        for bp in init.brain_parameters:
+            name = _proto_name("behavior name", bp.brain_name, 256)
+            _check_actions(name, bp)
+            if name in infos and len(infos[name].value):
+                declared[name] = _declared_observations(name, infos[name].value[0])
+        if len(declared) > MAX_BEHAVIORS:
+            raise UnityProtocolError(f"the scene declared {len(declared)} behaviors; at most {MAX_BEHAVIORS} allowed")
+        return declared
+
+    @staticmethod
+    def _agents(infos: Any, declared: Mapping[str, tuple[tuple[str, tuple[int, ...]], ...]]) -> None:
+        budget = MAX_DECODED_BYTES // 4
+        for behavior in infos:
+            spec = declared.get(behavior)
+            if spec is None:
+                continue  # mlagents-envs ignores agents of undeclared behaviors
+            agents = infos[behavior].value
+            if len(agents) > MAX_AGENTS:
+                raise UnityProtocolError(f"behavior {_one_line(behavior, 80)}: {len(agents)} agents in one step; at "
+                                         f"most {MAX_AGENTS} allowed")
+            for agent in agents:
+                where = f"agent {agent.id} of {_one_line(behavior, 80)}"
+                for what, value in (("reward", agent.reward), ("group reward", agent.group_reward)):
+                    if not abs(value) <= MAX_ABS_OBSERVATION:
+                        raise UnityProtocolError(f"{where}: {what} {value!r}; allowed a finite number within "
+                                                 f"+-{MAX_ABS_OBSERVATION:g}")
+                if len(agent.observations) != len(spec):
+                    raise UnityProtocolError(f"{where}: {len(agent.observations)} observations; the behavior declared "
+                                             f"{len(spec)}")
+                for o, (name, shape) in zip(agent.observations, spec, strict=True):
+                    if tuple(o.shape) != shape:
+                        raise UnityProtocolError(f"{where}: observation {_one_line(name, 40)!r} has shape "
+                                                 f"{list(o.shape)[:8]}; the behavior declared {list(shape)}")
+                    budget -= _observation_values(f"{where}: observation {_one_line(name, 40)!r}", o, shape)
+                    if budget < 0:
+                        raise UnityProtocolError(f"the scene's observations would decode to more than "
+                                                 f"{MAX_DECODED_BYTES >> 20} MiB in one step")
+
+    def _side_channel(self, rl: Any) -> list[dict[str, Any]]:
+        data = bytes(rl.side_channel)
+        if not data:
+            return []
+        records = codec.unpack_records(data, max_records=MAX_SIDE_CHANNEL_RECORDS)
+        kept: list[tuple[uuid.UUID, bytes]] = []
+        messages: list[dict[str, Any]] = []
+        for cid, payload in records:
+            if cid == codec.XRFED_CHANNEL_ID:
+                msg = self._xrfed(payload)
+                if msg is not None:
+                    messages.append(msg)
+            elif cid == codec.STATS_CHANNEL_ID:
+                if self._stat(payload):
+                    kept.append((cid, payload))
+            elif cid in self.passthrough:
+                kept.append((cid, payload))
+            elif cid in (codec.ENV_PARAMS_CHANNEL_ID, codec.ENGINE_CHANNEL_ID, codec.ANALYTICS_CHANNEL_ID):
+                self.count("python_only_channel", f"a record of {len(payload)} bytes on channel {cid}, which only "
+                                                  "Python writes")
+            else:
+                self.count("unknown_channel", f"a record of {len(payload)} bytes on unregistered channel {cid}")
+        rl.side_channel = codec.pack_records(kept)  # the xrfed records are delivered by the backend itself
+        return messages
+
+    def _xrfed(self, payload: bytes) -> dict[str, Any] | None:
+        obj = codec.load_message(payload)  # not JSON, wrong version: this scene speaks another protocol -> reject
+        mtype = obj.get("type")
+        if mtype not in codec.SCENE_MESSAGE_TYPES:
+            self.count("unknown_message", f"xrfed message type {_one_line(repr(mtype), 60)}; a scene sends "
+                                          f"{', '.join(codec.SCENE_MESSAGE_TYPES)}")
+            return None
+        try:
+            msg = codec.check_scene_message(obj)
+        except UnityProtocolError as exc:
+            if mtype in ("hello", "frames"):
+                raise
+            self.count(str(mtype), str(exc))
+            return None
+        if mtype == "overlay_shown" and msg["sent_ns"] is not None:
+            if msg["sent_ns"] not in self._sent:
+                self.count("overlay_shown", f"overlay_shown acknowledges sent_ns {msg['sent_ns']}, which this backend "
+                                            "never sent (or already saw acknowledged)")
+                return None
+            del self._sent[msg["sent_ns"]]
+        return msg
+
+    def _stat(self, payload: bytes) -> bool:
+        try:
+            key, value, agg = codec.decode_stat(payload)
+        except UnityProtocolError as exc:
+            self.count("stat", str(exc))
+            return False
+        if not math.isfinite(value) or not 0 <= agg <= 3:
+            self.count("stat", f"stat {key[:60]!r}: value {value!r}, aggregation {agg}; allowed a finite value and "
+                               "aggregation 0 to 3")
+            return False
+        return True
+
+
+def _proto_name(what: str, value: str, limit: int = 128) -> str:
+    if not 0 < len(value) <= limit or not value.isprintable():
+        raise UnityProtocolError(f"{what} {_one_line(repr(value), 60)}; allowed a printable string of 1 to {limit} "
+                                 "characters")
+    return value
+
+
+def _check_actions(behavior: str, bp: Any) -> None:
+    """The action spec mlagents-envs builds from brain parameters (the deprecated fields when both counts are 0)."""
+    a = bp.action_spec
+    if a.num_continuous_actions == 0 and a.num_discrete_actions == 0:
+        sizes = list(bp.vector_action_size_deprecated)
+        if bp.vector_action_space_type_deprecated == 1:
+            if not sizes:
+                raise UnityProtocolError(f"behavior {behavior!r}: a continuous action space without a size")
+            continuous, branches = sizes[0], []
+        else:
+            continuous, branches = 0, sizes
+    else:
+        continuous, branches = a.num_continuous_actions, list(a.discrete_branch_sizes)
+    if not 0 <= continuous <= MAX_ACTIONS or any(b < 1 for b in branches) or sum(branches) > MAX_ACTIONS:
+        raise UnityProtocolError(f"behavior {behavior!r}: {continuous} continuous actions, discrete branches "
+                                 f"{branches[:8]}; allowed 0 to {MAX_ACTIONS} continuous and branches of >= 1 summing "
+                                 f"to at most {MAX_ACTIONS}")
+
+
+_OBSERVATION_TYPES = frozenset((0, 1))  # ObservationType DEFAULT, GOAL_SIGNAL
+_DIMENSION_FLAGS = frozenset((0, 1, 2, 4))  # DimensionProperty UNSPECIFIED, NONE, TRANSLATIONAL_EQUIVARIANCE, VARIABLE_SIZE
+
+
+def _declared_observations(behavior: str, agent: Any) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """(name, shape) of the observations mlagents-envs reads a new behavior's spec from (its first agent's)."""
+    obs = agent.observations
+    if not 1 <= len(obs) <= MAX_OBSERVATIONS:
+        raise UnityProtocolError(f"behavior {behavior!r}: {len(obs)} observations; allowed 1 to {MAX_OBSERVATIONS}")
+    out: list[tuple[str, tuple[int, ...]]] = []
+    for j, o in enumerate(obs):
+        name = str(o.name)
+        where = f"behavior {behavior!r}: observation {j} ({_one_line(repr(name), 40)})"
+        if len(name) > 128 or not name.isprintable() or name in (n for n, _ in out):
+            raise UnityProtocolError(f"{where}: names must be printable, distinct and at most 128 characters")
+        shape = tuple(int(d) for d in o.shape[:4])
+        if not 1 <= len(o.shape) <= 3 or min(shape) < 1 or math.prod(shape) > MAX_OBSERVATION_VALUES:
+            raise UnityProtocolError(f"{where}: shape {list(shape)}; allowed 1 to 3 dimensions of >= 1 with at most "
+                                     f"{MAX_OBSERVATION_VALUES} values")
+        if o.observation_type not in _OBSERVATION_TYPES:
+            raise UnityProtocolError(f"{where}: observation type {o.observation_type}; known: 0 default, 1 goal signal")
+        dims = list(o.dimension_properties)
+        if dims and (len(dims) != len(shape) or any(d not in _DIMENSION_FLAGS for d in dims)):
+            raise UnityProtocolError(f"{where}: dimension properties {dims[:8]}; allowed one of 0, 1, 2, 4 per "
+                                     "dimension (or none)")
+        out.append((name, shape))
+    return tuple(out)
+
+
+def _observation_values(where: str, o: Any, shape: tuple[int, ...]) -> int:
+    """Check one agent's observation against its declared shape; returns the float32 values it decodes to."""
+    n = math.prod(shape)
+    if len(shape) == 3 and o.compression_type != 0:  # mlagents-envs decodes every compressed visual one as PNG
+        return _png_values(where, bytes(o.compressed_data), shape, list(o.compressed_channel_mapping))
+    data = o.float_data.data  # what mlagents-envs reads for vector observations whatever the compression says
+    if len(data) != n:
+        raise UnityProtocolError(f"{where}: {len(data)} values for shape {list(shape)} ({n} values)")
+    values = np.asarray(data, dtype=np.float32)
+    if len(shape) == 3:
+        if np.isnan(values).any():  # visual: +inf is a depth "no hit"; NaN is never data
+            raise UnityProtocolError(f"{where}: NaN values")
+    elif not (np.abs(values) <= MAX_ABS_OBSERVATION).all():
+        raise UnityProtocolError(f"{where}: NaN, inf or values beyond +-{MAX_ABS_OBSERVATION:g}")
+    return n
+
+
+def _decode_png(where: str, data: bytes) -> None:
+    """Decode one PNG (its header already checked) as mlagents-envs will, but with Pillow's PNG reader only.
+
+    mlagents-envs opens images with every Pillow plugin: when the PNG reader fails on corrupt bytes, Pillow tries the
+    others, which fail with whatever they meet (AttributeError on mlagents' file object, among others). An image
+    that decodes here decodes there (the PNG reader is tried first), so the scene's bytes are decoded twice."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
+            im.load()
+    except Exception as exc:  # noqa: BLE001 -- Pillow raises many types on hostile bytes; translated here
+        raise UnityProtocolError(f"{where} does not decode ({type(exc).__name__}: {_one_line(exc, 100)})") from None
+
+
+def _png_values(where: str, data: bytes, shape: tuple[int, ...], mapping: list[int]) -> int:
+    """PNG images of a compressed visual observation: concatenated 8-bit RGB(A) images of the declared size that
+    decode, as many as its channels need (3 per image), channel mapping consistent. Returns the values they decode
+    to."""
+    c, h, w = shape
+    if not data.startswith(_PNG_SIGNATURE):
+        raise UnityProtocolError(f"{where}: compressed data of {len(data)} bytes is not a PNG")
+    channels: list[int] = []
+    pos = 0
+    while pos != -1:
+        if len(channels) >= -(-c // 3):
+            raise UnityProtocolError(f"{where}: more PNG images than its {c} channels need")
+        head = data[pos + 8:pos + 8 + 21]
+        if len(head) < 21 or head[:8] != b"\x00\x00\x00\rIHDR":
+            raise UnityProtocolError(f"{where}: PNG image at byte {pos} has no IHDR header")
+        width, height, depth, color = struct.unpack(">IIBB", head[8:18])
+        if (height, width) != (h, w) or depth != 8 or color not in (2, 6):
+            raise UnityProtocolError(f"{where}: PNG image at byte {pos} is {width} x {height}, {depth}-bit colour type "
+                                     f"{color}; the observation declares {w} x {h}, 8-bit RGB or RGBA")
+        _decode_png(f"{where}: PNG image at byte {pos}", data[pos:])
+        channels.append(3 if color == 2 else 4)
+        pos = data.find(_PNG_SIGNATURE, pos + 8)
+    total = sum(channels)
+    if mapping:
+        used = {m for m in mapping if m >= 0}
+        if len(mapping) != total or min(mapping) < -1 or used != set(range(c)):
+            raise UnityProtocolError(f"{where}: channel mapping {mapping[:12]} does not map the {total} decoded "
+                                     f"channels onto 0 to {c - 1}")
+    elif total < c:
+        raise UnityProtocolError(f"{where}: PNG images carry {total} channels; the observation declares {c}")
+    return len(channels) * h * w * 4
 
 
 def _construct_without_stray_atexit(cls: Any, **kwargs: Any) -> Any:

@@ -12,7 +12,12 @@ Wire format
   keys sorted by code point, no whitespace, non-ASCII escaped as ``\\u`` and four hex digits, floats as Python's
   shortest round-trip ``repr``, integers without a fraction, every field of the message type present (absent =
   ``null``).
-  Every message has ``"v": 1`` and a ``"type"`` from :data:`MESSAGE_FIELDS`.
+  Every message has ``"v": 1`` and a ``"type"`` from :data:`MESSAGE_FIELDS`. Integers are int64, numbers finite
+  (``NaN``, ``Infinity`` and ``1e400`` are refused when read, as they can never be written).
+* **Scene -> Python messages** (:data:`SCENE_MESSAGE_TYPES`) are checked down to their nested contents by
+  :func:`check_scene_message`: ``hello`` device entries are objects with printable ids, ``frames`` entries carry a
+  device id, a step, a finite sim time and optional metadata of the right types and ranges (:data:`FRAME_FIELDS`).
+  Unknown keys inside them are ignored (a newer scene may send more).
 * **Lighting scalars** go over the standard EnvironmentParametersChannel as FLOAT parameters named
   ``xrfed.lighting.<field>`` (every room) or ``xrfed.lighting.<field>@<room>``; ``lights_on`` is 1.0 / 0.0.
 """
@@ -39,6 +44,8 @@ __all__ = [
     "encode_float_parameter", "decode_env_parameter", "lighting_to_parameters", "parameters_to_lighting",
     "encode_stat", "decode_stat", "scenario_to_dict", "scene_export", "golden_messages", "write_golden", "lighting_samples",
     "decode_engine_setting", "LIGHTING_RANGES", "MAX_MESSAGE_BYTES", "MAX_JSON_DEPTH", "MAX_KEY_BYTES",
+    "SCENE_MESSAGE_TYPES", "FRAME_FIELDS", "MAX_DEVICES", "MAX_NAME_CHARS", "MAX_LIST_ITEMS", "MAX_STEP_DT_S",
+    "load_message", "check_scene_message",
 ]
 
 PROTOCOL_VERSION = 1
@@ -58,6 +65,15 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 MAX_JSON_DEPTH = 32
 #: longest side-channel string (a parameter or stat key) read; ML-Agents writes keys of a few dozen bytes
 MAX_KEY_BYTES = 1024
+#: most devices a scene may announce in ``hello`` (and frame entries in one ``frames`` message)
+MAX_DEVICES = 256
+#: longest device / user / profile id, room, event or task name a scene may send (printable, no '/')
+MAX_NAME_CHARS = 128
+#: most entries in a frame's ``events`` / ``active_tasks`` list
+MAX_LIST_ITEMS = 64
+#: longest scene step a ``hello`` may announce
+MAX_STEP_DT_S = 60.0
+_INT64 = 2**63
 
 #: message type -> field -> kind. Kinds: int, float, str, bool, list, dict; a trailing "?" allows null.
 #: Python -> scene: reset, load_scenario, set_script, set_modality, show_prediction.
@@ -74,6 +90,21 @@ MESSAGE_FIELDS: dict[str, dict[str, str]] = {
     "overlay_shown": {"device_id": "str", "task": "str", "label": "str", "frame_step": "int?", "sent_ns": "int?",
                       "scene_step": "int"},
     "event": {"name": "str", "detail": "str"},
+}
+#: the message types a scene sends (the others go from Python to the scene)
+SCENE_MESSAGE_TYPES = ("hello", "frames", "overlay_shown", "event")
+#: ``frames`` entry field -> (kind, required); kinds as :data:`MESSAGE_FIELDS` plus the ranges in
+#: :func:`check_scene_message` (names: printable, no '/'; lighting: 4 finite numbers, :data:`bridge.arrays.LIGHTING_FIELDS`)
+FRAME_FIELDS: dict[str, tuple[str, bool]] = {
+    "device_id": ("name", True), "step": ("int", True), "sim_time_s": ("float", True),
+    "wall_time_ns": ("int", False), "room": ("name", False), "events": ("names", False),
+    "active_tasks": ("names", False), "lighting": ("lighting", False), "camera_fov_y_deg": ("float", False),
+    "audio_hz": ("int", False), "audio_channels": ("int", False),
+}
+#: allowed range of the numeric ``frames`` entry fields (the frame contract's, :mod:`bridge.frame`)
+_FRAME_RANGES: dict[str, tuple[float, float]] = {
+    "step": (0, _INT64 - 1), "sim_time_s": (0.0, math.inf), "wall_time_ns": (0, _INT64 - 1),
+    "camera_fov_y_deg": (1e-9, 179.999), "audio_hz": (1000, 192_000), "audio_channels": (1, 64),
 }
 _KIND_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (float, int), "str": (str,), "bool": (bool,),
                                             "list": (list, tuple), "dict": (dict,)}
@@ -99,7 +130,11 @@ def _coerce(mtype: str, field: str, kind: str, value: Any) -> Any:
     if not isinstance(value, _KIND_TYPES[kind]):
         raise UnityProtocolError(f"xrfed message {mtype!r}: field {field!r} must be {kind}, "
                                  f"got {type(value).__name__}")
+    if kind == "int" and isinstance(value, int) and not -_INT64 <= value < _INT64:
+        raise UnityProtocolError(f"xrfed message {mtype!r}: field {field!r} must be an int64, got {_short(value)}")
     if kind == "float" and isinstance(value, (int, float)):
+        if isinstance(value, int) and abs(value) > 1e308:
+            raise UnityProtocolError(f"xrfed message {mtype!r}: field {field!r} must be finite, got {_short(value)}")
         value = float(value)
         if not math.isfinite(value):
             raise UnityProtocolError(f"xrfed message {mtype!r}: field {field!r} must be finite, got {value}")
@@ -132,20 +167,37 @@ def encode_message(msg: Mapping[str, Any]) -> bytes:
     return canonical_json(make_message(str(msg.get("type")), **body)).encode("ascii")
 
 
-def decode_message(payload: bytes) -> dict[str, Any]:
-    """Parse and validate one xrfed-channel payload; raises :class:`UnityProtocolError` naming what is wrong.
+def _refuse_constant(name: str) -> Any:
+    raise UnityProtocolError(f"xrfed message contains {name}; numbers must be finite")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise UnityProtocolError(f"xrfed message contains the number {text[:40]}, beyond float range")
+    return value
+
+
+def load_message(payload: bytes) -> dict[str, Any]:
+    """Parse one xrfed-channel payload into its JSON object, checking only the envelope (size, ASCII JSON, nesting,
+    finite numbers, an object, ``"v": 1``); :func:`decode_message` and :func:`check_scene_message` check the rest.
 
     Hostile payloads are refused before they cost anything: above :data:`MAX_MESSAGE_BYTES`, nested deeper than
-    :data:`MAX_JSON_DEPTH` (``[[[[...`` would otherwise end in a RecursionError) or not ASCII JSON.
+    :data:`MAX_JSON_DEPTH` (``[[[[...`` would otherwise end in a RecursionError), not ASCII JSON, an integer of more
+    than 4300 digits (Python refuses to convert it), ``NaN`` / ``Infinity`` / ``1e400``.
     """
     if len(payload) > MAX_MESSAGE_BYTES:
         raise UnityProtocolError(f"xrfed message of {len(payload)} bytes; at most {MAX_MESSAGE_BYTES} allowed")
     try:
-        obj = json.loads(payload.decode("ascii"))
+        obj = json.loads(payload.decode("ascii"), parse_constant=_refuse_constant, parse_float=_finite_float)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UnityProtocolError(f"xrfed message is not ASCII JSON: {exc}") from None
     except RecursionError:
         raise UnityProtocolError(f"xrfed message nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except UnityProtocolError:
+        raise
+    except ValueError as exc:  # an integer literal beyond Python's int_max_str_digits
+        raise UnityProtocolError(f"xrfed message is not usable JSON: {str(exc)[:80]}") from None
     if _depth_exceeds(obj, MAX_JSON_DEPTH):
         raise UnityProtocolError(f"xrfed message nested deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(obj, dict):
@@ -154,13 +206,110 @@ def decode_message(payload: bytes) -> dict[str, Any]:
     if v != PROTOCOL_VERSION or isinstance(v, bool):
         raise UnityProtocolError(f"xrfed message version {_short(v)}; this side speaks {PROTOCOL_VERSION} "
                                  "(update the Unity package or xrfed so both match)")
+    return obj
+
+
+def _from_object(obj: Mapping[str, Any]) -> dict[str, Any]:
     mtype = obj.get("type")
-    if mtype not in MESSAGE_FIELDS:
+    if not isinstance(mtype, str) or mtype not in MESSAGE_FIELDS:
         raise UnityProtocolError(f"unknown xrfed message type {_short(mtype)}; known: {', '.join(MESSAGE_FIELDS)}")
     missing = sorted(set(MESSAGE_FIELDS[mtype]) - set(obj))
     if missing:
         raise UnityProtocolError(f"xrfed message {mtype!r}: field {missing[0]!r} is missing")
     return make_message(mtype, **{k: val for k, val in obj.items() if k not in ("v", "type")})
+
+
+def decode_message(payload: bytes) -> dict[str, Any]:
+    """Parse and validate one xrfed-channel payload; raises :class:`UnityProtocolError` naming what is wrong.
+
+    The envelope is checked by :func:`load_message`, the fields' kinds by :data:`MESSAGE_FIELDS`; nested contents
+    of the scene's messages only by :func:`check_scene_message`.
+    """
+    return _from_object(load_message(payload))
+
+
+def _name(where: str, value: Any) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_NAME_CHARS or not value.isprintable() or "/" in value:
+        raise UnityProtocolError(f"{where}: got {_short(value)}; allowed a printable string of 1 to "
+                                 f"{MAX_NAME_CHARS} characters without '/'")
+    return value
+
+
+def _number(where: str, kind: str, value: Any, lo: float, hi: float) -> Any:
+    ok = (isinstance(value, int) if kind == "int" else isinstance(value, (int, float))) and not isinstance(value, bool)
+    if not ok or not lo <= value <= hi:
+        raise UnityProtocolError(f"{where}: got {_short(value)}; allowed {'an integer' if kind == 'int' else 'a number'}"
+                                 f" in [{lo:g}, {hi:g}]")
+    return value if kind == "int" else float(value)
+
+
+def _frame_entry(i: int, entry: Any) -> dict[str, Any]:
+    where = f"xrfed message 'frames': frames[{i}]"
+    if not isinstance(entry, dict):
+        raise UnityProtocolError(f"{where} must be an object with {', '.join(k for k, (_, r) in FRAME_FIELDS.items() if r)}"
+                                 f", got {type(entry).__name__}")
+    out = dict(entry)
+    for key, (kind, required) in FRAME_FIELDS.items():
+        value = entry.get(key)
+        if value is None:
+            if required:
+                raise UnityProtocolError(f"{where}: field {key!r} is required")
+            continue
+        at = f"{where}.{key}"
+        if kind == "name":
+            out[key] = _name(at, value)
+        elif kind == "names":
+            if not isinstance(value, list) or len(value) > MAX_LIST_ITEMS:
+                raise UnityProtocolError(f"{at}: got {_short(value)}; allowed a list of at most {MAX_LIST_ITEMS} names")
+            out[key] = [_name(f"{at}[{j}]", v) for j, v in enumerate(value)]
+        elif kind == "lighting":
+            if not isinstance(value, list) or len(value) != 4:
+                raise UnityProtocolError(f"{at}: got {_short(value)}; allowed 4 numbers (intensity, illuminance_lux, "
+                                         "color_temperature_k, lights_on)")
+            out[key] = [_number(f"{at}[{j}]", "float", v, -1e30, 1e30) for j, v in enumerate(value)]
+        else:
+            lo, hi = _FRAME_RANGES[key]
+            out[key] = _number(at, kind, value, lo, hi)
+    return out
+
+
+def check_scene_message(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A message a scene sent (parsed by :func:`load_message`), checked down to its nested contents.
+
+    Fields are completed and typed as :func:`decode_message` does; then ``hello`` devices must be 1 to
+    :data:`MAX_DEVICES` objects with distinct printable ``device_id`` and printable ``user_id`` / ``profile`` and a
+    step of (0, :data:`MAX_STEP_DT_S`] s; ``frames`` entries follow :data:`FRAME_FIELDS`; ``overlay_shown`` and
+    ``event`` only need their typed fields. A type Python sends (``reset``, ...) is refused here.
+    """
+    msg = _from_object(obj)
+    mtype = msg["type"]
+    if mtype not in SCENE_MESSAGE_TYPES:
+        raise UnityProtocolError(f"xrfed message {mtype!r} goes from Python to the scene, not back; a scene sends "
+                                 f"{', '.join(SCENE_MESSAGE_TYPES)}")
+    if mtype == "hello":
+        dt = msg["step_dt_s"]
+        if not 0.0 < dt <= MAX_STEP_DT_S:
+            raise UnityProtocolError(f"xrfed message 'hello': step_dt_s {dt!r}; allowed (0, {MAX_STEP_DT_S:g}] s")
+        devices = msg["devices"]
+        if not 1 <= len(devices) <= MAX_DEVICES:
+            raise UnityProtocolError(f"xrfed message 'hello': {len(devices)} devices; allowed 1 to {MAX_DEVICES}")
+        seen: set[str] = set()
+        for i, d in enumerate(devices):
+            where = f"xrfed message 'hello': devices[{i}]"
+            if not isinstance(d, dict):
+                raise UnityProtocolError(f"{where} must be an object with device_id, user_id, profile, got "
+                                         f"{type(d).__name__} {_short(d, 40)}")
+            for key in ("device_id", "user_id", "profile"):
+                _name(f"{where}.{key}", d.get(key))
+            if d["device_id"] in seen:
+                raise UnityProtocolError(f"{where}.device_id {d['device_id']!r} appears twice")
+            seen.add(d["device_id"])
+    elif mtype == "frames":
+        frames = msg["frames"]
+        if len(frames) > MAX_DEVICES:
+            raise UnityProtocolError(f"xrfed message 'frames': {len(frames)} entries; at most {MAX_DEVICES}")
+        msg["frames"] = [_frame_entry(i, f) for i, f in enumerate(frames)]
+    return msg
 
 
 def _short(value: Any, limit: int = 60) -> str:

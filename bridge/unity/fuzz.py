@@ -14,6 +14,15 @@ gRPC into a running player.
   fit the action spec, everything above -- sent through a raw gRPC server (the Python side of ML-Agents reduced to
   bytes) to a live player, which must answer each one (status 200 or 500) and keep serving.
 
+* ``unity.scene_messages``: the other direction -- what a hostile scene answers :class:`UnityBackend
+  <bridge.unity.backend.UnityBackend>`: the stand-in player's real answers, rewritten (xrfed ``hello`` / ``frames``
+  with values replaced or keys deleted anywhere, ``overlay_shown`` / ``event`` / unknown types, hand-made JSON that
+  ``json.dumps`` cannot write, stats and other channels' records; observations with wrong shapes, NaN, lying PNG
+  headers and zlib bombs, dropped or extra observations, absurd rewards, 1025 agents, brain parameters with bad action
+  specs; status 500 / 400 headers; answers that are not protobuf), fed through the real mlagents-envs
+  ``UnityEnvironment`` and the backend's checks by an :class:`InProcessCommunicator`. After each one the next,
+  unmodified answer must give every device's frame.
+
 A feed returns when the player accepted the message and raises :class:`~bridge.unity.errors.RejectedMessageError`
 when it answered status 500; anything else (an exception out of the player, a malformed answer, a rejection that
 was not counted, a player that stopped answering) is a crash.
@@ -36,7 +45,7 @@ from ..tasks import MODALITIES, TASKS
 from . import codec
 from .errors import RejectedMessageError
 
-__all__ = ["SURFACES", "make_player", "client_message"]
+__all__ = ["SURFACES", "make_player", "client_message", "InProcessCommunicator"]
 
 _PROFILES = ("meta_quest_pro", "ray_ban_meta")
 _DEVICES = tuple(f"user{i}-{p}" for i, p in enumerate(_PROFILES))
@@ -344,14 +353,16 @@ def _server_messages() -> Any:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """The player logs each rejection; thousands of fuzzed ones would only bury the results."""
-    logger = logging.getLogger("xrfed.unity.player")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """The player and the backend log each rejection; thousands of fuzzed ones would only bury the results."""
+    loggers = [logging.getLogger(name) for name in ("xrfed.unity.player", "xrfed.unity")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -393,6 +404,402 @@ def _server_session() -> Iterator[Callable[[Any], None]]:
         player.stop(2.0)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# a hostile scene: what UnityBackend reads
+_CAPABILITIES = ("baseRLCapabilities", "concatenatedPngObservations", "compressedChannelMapping", "hybridActions",
+                 "trainingAnalytics", "variableLengthObservation", "multiAgentGroups")
+
+
+class InProcessCommunicator:
+    """An mlagents-envs ``Communicator`` that hands UnityEnvironment's messages to a :class:`StandInPlayer`'s
+    ``respond()`` in this process, without gRPC (``UnityBackend(communicator=lambda *_: comm)``).
+
+    ``tamper`` (answer bytes -> bytes), when set, rewrites each of the player's answers before the backend reads
+    it: a hostile scene. An answer that is not a ``UnityMessageProto`` never reaches the Python side through real
+    gRPC either (its deserializer fails the call), so the client times out: UnityTimeOutException here.
+    """
+
+    def __init__(self, player: Any, worker_id: int = 0, base_port: int = 0):
+        self.player = player
+        self.port = base_port + worker_id
+        self.tamper: Callable[[bytes], bytes] | None = None
+
+    @staticmethod
+    def _message(inputs: Any, status: int = 200) -> bytes:
+        msg = _pb()()
+        msg.header.status = status
+        if inputs is not None:
+            msg.unity_input.CopyFrom(inputs)
+        return bytes(msg.SerializeToString())
+
+    def _read(self, raw: bytes) -> Any:
+        from mlagents_envs.exception import UnityTimeOutException
+
+        if self.tamper is not None:
+            raw = self.tamper(raw)
+        try:
+            return _pb().FromString(raw)
+        except Exception:  # noqa: BLE001 -- protobuf's DecodeError and friends: what gRPC's deserializer would meet
+            raise UnityTimeOutException(f"the scene's answer of {len(raw)} bytes is not a UnityMessageProto") from None
+
+    def initialize(self, inputs: Any, poll_callback: Any = None) -> Any:
+        from mlagents_envs.communicator_objects.unity_rl_initialization_output_pb2 import (
+            UnityRLInitializationOutputProto,
+        )
+
+        from .errors import UnityConnectionError
+        from .wire import encode_output_message
+
+        cfg = self.player.config
+        init = UnityRLInitializationOutputProto(name="AcademySingleton", communication_version=cfg.communication_version,
+                                                package_version=cfg.package_version)
+        for flag in _CAPABILITIES:
+            setattr(init.capabilities, flag, True)
+        out = self._read(encode_output_message(init_output=init.SerializeToString()))
+        if not self.player.handshake(self._message(inputs)):
+            raise UnityConnectionError("the in-process player refused the handshake")
+        return out.unity_output
+
+    def exchange(self, inputs: Any, poll_callback: Any = None) -> Any:
+        from .backend import _scene_answer
+
+        raw = self.player.respond(self._message(inputs))
+        if raw is None or not isinstance(raw, bytes):
+            return None
+        return _scene_answer(self._read(raw), "in process")
+
+    def close(self) -> None:
+        self.player.respond(self._message(None, status=400))
+
+
+_DELETE = "<delete>"
+_OVERLAY = {"v": 1, "type": "overlay_shown", "device_id": _DEVICES[0], "task": "speech_command", "label": "stop",
+            "frame_step": 1, "sent_ns": 123, "scene_step": 1}
+_EVENT = {"v": 1, "type": "event", "name": "unsupported", "detail": "set_script needs task scripts"}
+#: hand-made payloads that json.dumps cannot produce
+_NASTY_JSON = (
+    b'{"v":1,"type":"hello","scene":"s","player":"p","step_dt_s":0.1,"devices":[' + b"1" * 5000 + b"]}",
+    b'{"v":1,"type":"frames","frames":[{"device_id":"user0-meta_quest_pro","step":1,"sim_time_s":1e400}]}',
+    b'{"v":1,"type":"frames","frames":[{"device_id":"user0-meta_quest_pro","step":1,"sim_time_s":NaN}]}',
+    b'{"v":1,"type":"overlay_shown","device_id":"a","task":"t","label":"l","frame_step":null,"sent_ns":'
+    + b"9" * 400 + b',"scene_step":1}',
+    b'{"v":1,"type":"hello","scene":"s","player":"p","step_dt_s":0.1,"devices":[' + b"[" * 40 + b"]" * 40 + b"]}",
+    b'{"v":1,"type":"event","name":"\\u001b[2J","detail":"line\\nbreak\\u0000"}',
+    b'{"v":2,"type":"hello"}', b'{"v":true,"type":"hello"}', b"null", b"[]", b'"hello"',
+)
+
+
+@functools.cache
+def _json_values() -> Any:
+    """Values a hostile scene may put anywhere in a message."""
+    st = _st()
+    names = st.one_of(st.sampled_from((*_DEVICES, "", "a/b", "x" * 200, "tab\there", "\u00e9", "nope")),
+                      st.text(max_size=8))
+    return st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
+                     st.sampled_from((0, -1, 1, 2, 5, 7, 64, 65, 2**31, 2**63 - 1, 2**63, 10**20)),
+                     st.floats(), st.sampled_from((0.0, -0.0, 0.1, 1e-9, 61.0, 1e308, 179.9999)), names,
+                     st.lists(st.one_of(st.integers(-3, 3), st.floats(), names), max_size=5),
+                     st.dictionaries(st.sampled_from(("device_id", "user_id", "profile", "step", "x")),
+                                     st.one_of(st.integers(-2, 2), names), max_size=3),
+                     st.just(_DELETE))
+
+
+@functools.cache
+def _scene_json() -> Any:
+    """(base, edits) or raw bytes: the scene's own hello / frames (taken from the session), an overlay_shown or an
+    event, with values replaced or keys deleted anywhere; hand-made payloads json.dumps cannot write; garbage."""
+    st = _st()
+    edits = st.lists(st.tuples(st.lists(st.integers(0, 64), max_size=4), _json_values()), max_size=3)
+    mutated = st.tuples(st.sampled_from(("hello", "frames", "frames", "overlay_shown", "event")), edits)
+    unknown = st.builds(lambda t: {"v": 1, "type": t}, st.sampled_from(("teleport", "reset", "show_prediction", "")))
+    return st.one_of(mutated, mutated, mutated, mutated, st.tuples(st.just("object"), unknown),
+                     st.tuples(st.just("raw"), st.sampled_from(_NASTY_JSON)),
+                     st.tuples(st.just("raw"), st.binary(max_size=40)))
+
+
+def _edit_json(obj: Any, path: list[int], value: Any) -> Any:
+    """Replace (or delete) the node that ``path`` (child choices, modulo each node's size) leads to."""
+    if not path or not isinstance(obj, (dict, list)) or not obj:
+        return obj if value == _DELETE else value
+    node: Any = obj
+    for depth, choice in enumerate(path):
+        keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+        key = keys[choice % len(keys)]
+        child = node[key]
+        if depth == len(path) - 1 or not isinstance(child, (dict, list)) or not child:
+            if value == _DELETE:
+                del node[key]
+            else:
+                node[key] = value
+            return obj
+        node = child
+    return obj
+
+
+def _xrfed_messages(side_channel: bytes) -> dict[str, bytes]:
+    out = {}
+    for cid, payload in codec.unpack_records(side_channel):
+        if cid == codec.XRFED_CHANNEL_ID:
+            out[json.loads(payload)["type"]] = payload
+    return out
+
+
+def _scene_payload(spec: Any, bases: dict[str, bytes]) -> bytes:
+    kind = spec[0]
+    if kind == "raw":
+        return bytes(spec[1])
+    if kind == "object":
+        return json.dumps(spec[1]).encode()
+    base = {"overlay_shown": _OVERLAY, "event": _EVENT}.get(kind) or json.loads(bases[kind])
+    obj = json.loads(json.dumps(base))
+    for path, value in spec[1]:
+        obj = _edit_json(obj, path, value)
+    try:
+        return json.dumps(obj, allow_nan=True).encode("utf-8")
+    except ValueError:  # an integer json.dumps refuses to write (over 4300 digits)
+        return b"{}"
+
+
+@functools.cache
+def _observation_edits() -> Any:
+    st = _st()
+    dims = st.sampled_from((0, -1, 1, 2, 3, 4, 7, 156, 1 << 12, 1 << 20, 2**31 - 1))
+    f = st.one_of(st.floats(width=32), st.sampled_from((float("nan"), float("inf"), 3e38, -3e38, 7.0, 99.0, -2.0)))
+    png = st.sampled_from(("garbage", "size", "grey", "two", "truncate", "bomb", "sixteen"))
+    return st.one_of(
+        st.tuples(st.just("shape"), st.lists(dims, max_size=4)),
+        st.tuples(st.just("set"), st.integers(0, 1 << 10), f),
+        st.tuples(st.just("floats"), st.lists(f, max_size=12)),
+        st.tuples(st.just("drop")), st.tuples(st.just("duplicate")),
+        st.tuples(st.just("compression"), st.integers(-1, 3)),
+        st.tuples(st.just("png"), png),
+        st.tuples(st.just("png_bytes"), _mutations()),  # the scene's own PNG corrupted after its header
+        st.tuples(st.just("mapping"), st.lists(st.integers(-2, 4), max_size=8)),
+        st.tuples(st.just("name"), st.sampled_from(("", "rgb", "device", "present", "x" * 200, "\x00", "pose"))),
+        st.tuples(st.just("dims"), st.lists(st.integers(-1, 9), max_size=4)),
+        st.tuples(st.just("type"), st.integers(-1, 3)),
+    )
+
+
+def _png(width: int, height: int, *, color: int = 2, depth: int = 8, data: bytes | None = None) -> bytes:
+    """A PNG whose header says width x height (the pixel data need not match)."""
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    raw = data if data is not None else zlib.compress(b"\x00" * (height * (width * 3 + 1)))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, 0))
+            + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+
+
+def _edit_observation(o: Any, edit: tuple[Any, ...]) -> None:
+    kind = edit[0]
+    if kind == "shape":
+        del o.shape[:]
+        o.shape.extend(edit[1])
+    elif kind == "set":
+        data = o.float_data.data
+        if len(data):
+            data[edit[1] % len(data)] = edit[2]
+    elif kind == "floats":
+        o.float_data.data[:] = edit[1]
+    elif kind == "compression":
+        o.compression_type = edit[1]
+    elif kind == "png":
+        h, w = (list(o.shape)[1:3] + [4, 4])[:2] if len(o.shape) == 3 else (4, 4)
+        o.compression_type = 1
+        o.compressed_data = {
+            "garbage": b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, "size": _png(65535, 65535, data=b"x"),
+            "grey": _png(w, h, color=0), "two": _png(w, h) * 3, "truncate": _png(w, h)[:30],
+            "bomb": _png(w, h, data=_zlib_bomb()), "sixteen": _png(w, h, depth=16),
+        }[edit[1]]
+    elif kind == "png_bytes":
+        data = bytes(o.compressed_data)
+        o.compressed_data = data[:33] + _mutate_bytes(data[33:], edit[1])
+    elif kind == "mapping":
+        o.compressed_channel_mapping[:] = edit[1]
+    elif kind == "name":
+        o.name = edit[1]
+    elif kind == "dims":
+        o.dimension_properties[:] = edit[1]
+    elif kind == "type":
+        o.observation_type = edit[1]
+
+
+@functools.cache
+def _zlib_bomb() -> bytes:
+    """16 MiB of zeros in about 16 KiB (an IDAT that decompresses far beyond its image)."""
+    import zlib
+
+    return zlib.compress(b"\x00" * (16 << 20), 9)
+
+
+@functools.cache
+def _scene_examples() -> Any:
+    """How a hostile scene's answer is rewritten (see :func:`_tamper_answer`)."""
+    st = _st()
+    floats = st.one_of(st.floats(), st.sampled_from((1e31, 3e38, -0.0, 1.0)))
+    agent_edit = st.one_of(st.tuples(st.sampled_from(("reward", "group_reward")), floats),
+                           st.tuples(st.just("id"), st.integers(-(2**31), 2**31 - 1)),
+                           st.tuples(st.sampled_from(("clear", "done", "duplicate"))),
+                           st.tuples(st.just("many"), st.sampled_from((2, 1025))))
+    brain = st.tuples(st.one_of(st.sampled_from(("XRAvatar_meta_quest_pro?team=0", "XRAvatar_ray_ban_meta?team=0")),
+                                st.text(max_size=6)),
+                      st.integers(-2, 2000), st.lists(st.integers(-1, 2000), max_size=3), st.integers(0, 2),
+                      st.lists(st.integers(-2, 5), max_size=2), st.booleans())
+    records = st.lists(st.tuples(st.sampled_from((codec.STATS_CHANNEL_ID, codec.ENV_PARAMS_CHANNEL_ID,
+                                                  codec.ENGINE_CHANNEL_ID, codec.ANALYTICS_CHANNEL_ID,
+                                                  uuid.UUID(int=7))),
+                                 st.one_of(st.binary(max_size=24),
+                                           st.builds(codec.encode_stat, st.text("ab.", max_size=6), st.floats(width=32),
+                                                     st.integers(-2, 5)))), max_size=4)
+    return st.one_of(
+        st.tuples(st.just("xrfed"), st.sampled_from(("append", "append", "replace")), _scene_json()),
+        st.tuples(st.just("xrfed"), st.sampled_from(("append", "replace")), _scene_json()),
+        st.tuples(st.just("observation"), st.integers(0, 64), st.integers(0, 64), _observation_edits()),
+        st.tuples(st.just("observation"), st.integers(0, 64), st.integers(0, 64), _observation_edits()),
+        st.tuples(st.just("agent"), st.integers(0, 64), agent_edit),
+        st.tuples(st.just("brain"), brain),
+        st.tuples(st.just("records"), records, _mutations()),
+        st.tuples(st.just("header"), st.integers(-1, 600), st.text(max_size=400)),
+        st.tuples(st.just("bytes"), _mutations()),
+        st.tuples(st.just("garbage"), st.binary(max_size=200)),
+    )
+
+
+def _tamper_answer(example: tuple[Any, ...], bases: dict[str, bytes], raw: bytes) -> bytes:
+    """The player's answer ``raw`` as a hostile scene would send it instead."""
+    kind = example[0]
+    if kind == "bytes":
+        return _mutate_bytes(raw, example[1])
+    if kind == "garbage":
+        return bytes(example[1])
+    msg = _pb().FromString(raw)
+    rl = msg.unity_output.rl_output
+    if kind == "header":
+        msg.header.status, msg.header.message = example[1], example[2]
+    elif kind == "xrfed":
+        payload = _scene_payload(example[2], {**bases, **_xrfed_messages(rl.side_channel)})
+        records = [] if example[1] == "replace" else codec.unpack_records(rl.side_channel)
+        rl.side_channel = codec.pack_records([*records, (codec.XRFED_CHANNEL_ID, payload)])
+    elif kind == "records":
+        rl.side_channel = _mutate_bytes(bytes(rl.side_channel) + codec.pack_records(example[1]), example[2])
+    else:
+        agents = [a for name in sorted(rl.agentInfos) for a in rl.agentInfos[name].value]
+        if kind == "observation" and agents:
+            agent = agents[example[1] % len(agents)]
+            obs = agent.observations
+            if example[3][0] == "drop":
+                del obs[example[2] % len(obs)]
+            elif example[3][0] == "duplicate":
+                obs.add().CopyFrom(obs[example[2] % len(obs)])
+            else:
+                _edit_observation(obs[example[2] % len(obs)], example[3])
+        elif kind == "agent" and agents:
+            agent, edit = agents[example[1] % len(agents)], example[2]
+            if edit[0] in ("reward", "group_reward", "id"):
+                setattr(agent, edit[0], edit[1])
+            elif edit[0] == "clear":
+                del agent.observations[:]
+            elif edit[0] == "done":
+                agent.done = True
+            else:
+                for lst in rl.agentInfos.values():
+                    if agent in lst.value:
+                        if edit[0] == "duplicate":
+                            lst.value.add().CopyFrom(agent)
+                        else:  # many agents without observations (copies would make the example slow, not harder)
+                            for i in range(edit[1]):
+                                lst.value.add(id=1000 + i)
+                        break
+        elif kind == "brain":
+            name, continuous, branches, old_type, old_sizes, with_agents = example[1]
+            bp = msg.unity_output.rl_initialization_output.brain_parameters.add(brain_name=name)
+            bp.action_spec.num_continuous_actions = continuous
+            bp.action_spec.num_discrete_actions = len(branches)
+            bp.action_spec.discrete_branch_sizes.extend(branches)
+            bp.vector_action_space_type_deprecated = old_type
+            bp.vector_action_size_deprecated.extend(old_sizes)
+            if with_agents and agents and name not in rl.agentInfos:
+                rl.agentInfos[name].value.add().CopyFrom(agents[0])
+    return bytes(msg.SerializeToString())
+
+
+def _restore_answer(bases: dict[str, bytes], brains: bytes, raw: bytes) -> bytes:
+    """The player's answer with its hello and every behavior's brain parameters again: whatever the hostile answer
+    before changed (devices, specs), the scene is back to what it announced first."""
+    from mlagents_envs.communicator_objects.unity_rl_initialization_output_pb2 import (
+        UnityRLInitializationOutputProto,
+    )
+
+    msg = _pb().FromString(raw)
+    rl = msg.unity_output.rl_output
+    rl.side_channel = codec.pack_records([(codec.XRFED_CHANNEL_ID, bases["hello"]), *codec.unpack_records(rl.side_channel)])
+    msg.unity_output.rl_initialization_output.brain_parameters.extend(
+        UnityRLInitializationOutputProto.FromString(brains).brain_parameters)
+    return bytes(msg.SerializeToString())
+
+
+@contextlib.contextmanager
+def _scene_session() -> Iterator[Callable[[Any], None]]:
+    from .backend import UnityBackend
+    from .player import PlayerConfig, StandInPlayer
+    from .synthetic import SyntheticBackend, SyntheticConfig
+
+    # 1 kHz audio: 100 samples a step keep pure-Python protobuf parsing (the cost of each example) small
+    player = StandInPlayer(SyntheticBackend(SyntheticConfig(profiles=_PROFILES, render_size=(4, 3), audio_hz=1000)),
+                           PlayerConfig(continuous_actions=2, discrete_branches=_BRANCHES), seed=0)
+    comm = InProcessCommunicator(player)
+    backend = UnityBackend(communicator=lambda *_: comm, seed=0)
+    first: list[bytes] = []
+
+    def capture(raw: bytes) -> bytes:
+        first.append(raw)
+        return raw
+
+    with _quiet():
+        comm.tamper = capture
+        backend.reset()
+        comm.tamper = None
+        answer = _pb().FromString(first[-1])
+        bases = _xrfed_messages(answer.unity_output.rl_output.side_channel)
+        brains = answer.unity_output.rl_initialization_output.SerializeToString()
+        restore = functools.partial(_restore_answer, bases, brains)
+
+        def feed(example: tuple[Any, ...]) -> None:
+            from ..errors import XrfedError
+
+            comm.tamper = functools.partial(_tamper_answer, example, bases)
+            error: XrfedError | None = None
+            try:
+                backend.step()
+            except XrfedError as exc:
+                error = exc
+            comm.tamper = restore
+            try:
+                try:
+                    frames = backend.step()
+                except RejectedMessageError:
+                    # the hostile answer announced other actions, which the player refuses: a RESET carries none
+                    frames = backend.reset()
+            except XrfedError as exc:
+                raise AssertionError(f"the backend did not recover from {example!r:.200}: {exc}") from exc
+            finally:
+                comm.tamper = None
+            assert sorted(frames) == sorted(_DEVICES), sorted(frames)
+            assert len(backend.stats.events) <= 10_000 and len(backend._meta) <= len(_DEVICES)
+            if error is not None:
+                text = str(error)
+                assert text and "\n" not in text and len(text) <= 600, f"error not one short line: {text!r:.300}"
+                raise error
+
+        try:
+            yield feed
+        finally:
+            backend.close()
+
+
 SURFACES: list[Surface] = [
     Surface("unity.sidechannel", "side-channel messages (engine config, env params, xrfed JSON, analytics, unknown "
                                  "channels; mutated, truncated, lying lengths, nesting bombs) -> player.respond",
@@ -403,4 +810,10 @@ SURFACES: list[Surface] = [
     Surface("unity.server", "whole client messages (protobuf garbage, bad commands/actions, hostile side channels) "
                             "over gRPC to a live player, which must answer each and keep serving",
             _server_messages, _server_session),
+    Surface("unity.scene_messages", "what a hostile scene answers UnityBackend (xrfed hello/frames/overlay/event "
+                                    "messages mutated or garbage, stats and other channels' records, observations with "
+                                    "wrong shapes, NaN, lying PNG headers, bad specs, agents, headers) -> the real "
+                                    "UnityEnvironment + UnityBackend over an in-process player; each step must be "
+                                    "accepted or rejected in one line, and the next one served",
+            _scene_examples, _scene_session),
 ]
