@@ -51,7 +51,7 @@ from .synthetic import synthetic_frame
 
 __all__ = ["SURFACES", "MEMORY_PROBES", "FLOOD_LIMITS", "FLOOD_MEMORY_LIMITS", "rss_bytes", "flood_memory"]
 
-Message = list[bytes]
+Message = list[Any]  # bytes, or memoryviews of shared payloads
 
 _WIRE_DTYPES = ("bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "int64", "float16", "float32",
                 "float64")
@@ -569,9 +569,14 @@ def _flood_message(kind: str, size_frac: float, i: int) -> Message:
     return [topic, _dumps(header)]
 
 
-@functools.cache
-def _zeros(n: int) -> bytes:
-    return bytes(n)
+_ZERO_BYTES = bytes(2 * FLOOD_LIMITS.max_message_bytes + 1)  # every flood payload is a view of this one buffer
+
+
+def _zeros(n: int) -> memoryview:
+    """``n`` zero bytes, a view of one shared buffer (a cache per size would hold every size a fuzzer draws)."""
+    if n > len(_ZERO_BYTES):
+        raise ValueError(f"flood payload of {n} bytes > {len(_ZERO_BYTES)}")
+    return memoryview(_ZERO_BYTES)[:n]
 
 
 def _floods() -> Any:
