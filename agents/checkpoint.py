@@ -3,12 +3,16 @@
 Weights are safetensors (no pickle). The config travels with the weights, so :func:`load_checkpoint` builds the
 model the checkpoint describes; asking for a different config (``expect=``), or weights whose names or shapes do
 not fit the config, raises :class:`~agents.errors.CheckpointMismatchError` naming the first differences.
+
+Every file is read as hostile input: a file that is not a regular file or is above its size limit, unreadable
+JSON, a damaged safetensors file and weights holding NaN or inf are refused with one line naming the file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,12 +24,37 @@ from .errors import CheckpointMismatchError, ConfigError
 from .model import M3TModel
 
 __all__ = ["save_checkpoint", "load_checkpoint", "load_weights", "read_card_facts", "WEIGHTS_NAME", "CONFIG_NAME",
-           "CARD_NAME", "FACTS_NAME"]
+           "CARD_NAME", "FACTS_NAME", "MAX_JSON_BYTES", "MAX_WEIGHTS_BYTES"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 CARD_NAME = "MODEL_CARD.md"
 FACTS_NAME = "card.json"
+#: largest config.json / card.json read (bytes)
+MAX_JSON_BYTES = 4 << 20
+#: largest model.safetensors read (bytes): the "large" preset is a few hundred MB
+MAX_WEIGHTS_BYTES = 8 << 30
+
+
+def _checked_size(path: Path, limit: int) -> int:
+    """The size of ``path``: a regular file (not a FIFO or device) of at most ``limit`` bytes."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise CheckpointMismatchError(f"{path}: unreadable ({exc.strerror or type(exc).__name__})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise CheckpointMismatchError(f"{path}: not a regular file")
+    if st.st_size > limit:
+        raise CheckpointMismatchError(f"{path}: {st.st_size} bytes, more than the {limit} allowed")
+    return st.st_size
+
+
+def _read_text(path: Path, limit: int = MAX_JSON_BYTES) -> str:
+    _checked_size(path, limit)
+    try:
+        return path.read_bytes()[:limit].decode()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointMismatchError(f"{path}: unreadable ({type(exc).__name__})") from None
 
 
 def save_checkpoint(model: M3TModel, out_dir: str | os.PathLike[str], *, facts: Mapping[str, Any] | None = None,
@@ -46,8 +75,17 @@ def save_checkpoint(model: M3TModel, out_dir: str | os.PathLike[str], *, facts: 
 
 
 def read_card_facts(ckpt_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The checkpoint's card.json facts ({} when it has none); a damaged file is a CheckpointMismatchError."""
     p = Path(ckpt_dir) / FACTS_NAME
-    return json.loads(p.read_text()) if p.is_file() else {}
+    if not p.exists():
+        return {}
+    try:
+        facts = json.loads(_read_text(p))
+    except (ValueError, RecursionError) as exc:
+        raise CheckpointMismatchError(f"{p}: not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(facts, dict):
+        raise CheckpointMismatchError(f"{p}: expected a JSON object, got {type(facts).__name__}")
+    return facts
 
 
 def _diff(a: ModelConfig, b: ModelConfig) -> list[str]:
@@ -85,7 +123,7 @@ def load_checkpoint(ckpt_dir: str | os.PathLike[str], *, expect: ModelConfig | N
         raise CheckpointMismatchError(f"{d}: expected {CONFIG_NAME} and {WEIGHTS_NAME} (a directory written by "
                                       f"`xrfed pretrain`), found {sorted(p.name for p in d.glob('*')) if d.is_dir() else 'no directory'}")
     try:
-        cfg = ModelConfig.from_json(cfg_path.read_text())
+        cfg = ModelConfig.from_json(_read_text(cfg_path))
     except ConfigError as exc:
         raise CheckpointMismatchError(f"{cfg_path}: {exc}") from None
     if expect is not None:
@@ -93,10 +131,15 @@ def load_checkpoint(ckpt_dir: str | os.PathLike[str], *, expect: ModelConfig | N
         if diff:
             raise CheckpointMismatchError(f"{d}: the checkpoint's config differs from the expected one: "
                                           + "; ".join(diff[:5]))
+    _checked_size(w_path, MAX_WEIGHTS_BYTES)
     try:
         state = load_file(str(w_path))
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointMismatchError(f"{w_path}: not a readable safetensors file ({exc})") from exc
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as exc:
+        msg = " ".join(str(exc).split())[:160]
+        raise CheckpointMismatchError(f"{w_path}: not a readable safetensors file ({msg})") from None
+    for name, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointMismatchError(f"{w_path}: tensor {name[:80]!r} holds NaN or infinite values")
     model = M3TModel(cfg)
     load_weights(model, state, where=str(w_path))
     return model

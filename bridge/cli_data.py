@@ -6,21 +6,29 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register", "format_info"]
+__all__ = ["register", "format_info", "MAX_PREVIEW_STEPS"]
+
+#: most steps a contact sheet samples (``xrfed preview --n``): 64 columns are a 12 000-pixel-wide sheet
+MAX_PREVIEW_STEPS = 64
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from .cli import existing_dir, output_dir
+    from .cliargs import int_range
+
     p = sub.add_parser(
         "preview", help="write contact sheets (and optional GIFs) of a recorded dataset",
         description="Writes one contact sheet per device file (RGB with the gaze point, depth in false colour, "
                     "audio waveform with RMS, step/room/labels/lux/events), one overview per episode with all "
                     "devices side by side, and with --gif an animated GIF per device.",
     )
-    p.add_argument("dataset_dir", metavar="DATASET_DIR", help="directory holding manifest.json")
-    p.add_argument("--out", default=None, help="output directory (default: DATASET_DIR/preview)")
-    p.add_argument("--n", type=int, default=8, help="steps sampled per contact sheet (default 8)")
+    p.add_argument("dataset_dir", metavar="DATASET_DIR", type=existing_dir("dataset directory"),
+                   help="directory holding manifest.json")
+    p.add_argument("--out", default=None, type=output_dir(), help="output directory (default: DATASET_DIR/preview)")
+    p.add_argument("--n", type=int_range(1, MAX_PREVIEW_STEPS), default=8,
+                   help=f"steps sampled per contact sheet, 1-{MAX_PREVIEW_STEPS} (default 8)")
     p.add_argument("--gif", action="store_true", help="also write an animated GIF of RGB + gaze per device")
-    p.set_defaults(func=_run_preview)
+    p.set_defaults(func=_run_preview, validate=_check_dataset)
 
     d = sub.add_parser("dataset", help="inspect recorded datasets",
                        description="Summaries of datasets written by `xrfed record` (see docs/dataset.md).")
@@ -28,15 +36,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     info = dsub.add_parser("info", help="print the manifest summary: clients, steps, splits, label histograms",
                            description="Prints each client (device, user, profile, modalities), its files with "
                                        "step counts and train/test rows, and per-task label histograms.")
-    info.add_argument("dataset_dir", metavar="DIR", help="directory holding manifest.json")
-    info.set_defaults(func=_run_info)
+    info.add_argument("dataset_dir", metavar="DIR", type=existing_dir("dataset directory"),
+                      help="directory holding manifest.json")
+    info.set_defaults(func=_run_info, validate=_check_dataset)
+
+
+def _check_dataset(args: argparse.Namespace) -> None:
+    """Before any work: the directory holds a readable manifest (a DatasetError names what is wrong)."""
+    from .record import load_manifest
+
+    load_manifest(args.dataset_dir)
 
 
 def _run_preview(args: argparse.Namespace) -> int:
     from .preview import write_preview
 
-    if args.n < 1:
-        raise SystemExit("xrfed preview: --n must be >= 1")
     out = Path(args.out) if args.out else Path(args.dataset_dir) / "preview"
     for path in write_preview(args.dataset_dir, out, n=args.n, gif=args.gif):
         print(path)

@@ -23,12 +23,18 @@ Item layout (keys are the modality names of :data:`bridge.tasks.MODALITIES`; uni
 Items are built by :func:`bridge.items.build_item`, the same function that turns live frames into items, so a
 recorded step and the same step seen live give the same tensors. HDF5 handles are opened lazily in the process
 that reads (h5py handles are not fork-safe), so the dataset works with ``DataLoader(num_workers>0)``.
+
+Every file is hostile input: the manifest's structure and paths (:func:`bridge.record.load_manifest`,
+:func:`bridge.record.dataset_file`) and each file's layout (:func:`bridge.record.check_device_file`: dtypes, shapes,
+sizes, links, label ranges, its step count against the manifest) are checked before anything is read, and every
+row read is checked against the frame contract (:func:`bridge.record.check_row`: no NaN depth, finite series and
+audio). Anything wrong is a one-line :class:`~bridge.errors.DatasetError` naming the file.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +44,15 @@ from torch.utils.data import Dataset
 
 from .errors import DatasetError
 from .items import ARRAY_KEYS, DEPTH_FAR_M, FLAG_KEYS, SERIES_MODALITIES, ItemSpec, build_item
-from .record import PRESENCE_KEYS, _open_h5, load_manifest
+from .record import (
+    PRESENCE_KEYS,
+    _open_h5,
+    check_device_file,
+    check_row,
+    dataset_file,
+    load_manifest,
+    read_rows,
+)
 from .tasks import MODALITIES
 
 __all__ = ["XRDataset", "collate_frames", "client_ids", "SERIES_MODALITIES", "SPLITS"]
@@ -52,24 +66,32 @@ def client_ids(root: str | os.PathLike[str]) -> list[str]:
 
 
 class _FileIndex:
-    """What the index needs from one file, read once at construction (small per-step arrays only)."""
+    """What the index needs from one file, read once at construction (small per-step arrays only), after its
+    layout was checked (:func:`bridge.record.check_device_file`) and found to agree with the manifest."""
 
-    def __init__(self, path: Path, client_id: str, episode: int, rows: range):
+    def __init__(self, path: Path, client_id: str, episode: int, rows: range, n_steps: int,
+                 tasks: Mapping[str, Sequence[str]]):
         self.path, self.client_id, self.episode, self.rows = path, client_id, episode, rows
         with _open_h5(path) as h5:
-            try:
-                self.steps = h5["step"][:]
-                self.present = {k: h5[f"present/{k}"][:] for k in PRESENCE_KEYS}
-                self.labels = {t: h5[f"labels/{t}"][:].astype(np.int64) for t in h5["labels"]}
-            except KeyError as exc:
-                raise DatasetError(f"{path}: missing dataset {exc.args[0] if exc.args else exc}") from None
+            lay = check_device_file(h5, path)
+            if lay.n_steps != n_steps:
+                raise DatasetError(f"{path}: {lay.n_steps} steps, the manifest says {n_steps}")
+            self.steps = read_rows(h5["step"], slice(None), path)
+            self.present = {k: read_rows(h5[f"present/{k}"], slice(None), path).astype(bool)
+                            for k in PRESENCE_KEYS if f"present/{k}" in h5}
+            self.labels = {t: read_rows(h5[f"labels/{t}"], slice(None), path).astype(np.int64) for t in lay.classes}
+            for t, lab in self.labels.items():
+                if t in tasks and lab.size and int(lab.max()) >= len(tasks[t]):
+                    raise DatasetError(f"{path}: labels/{t} holds class index {int(lab.max())}; the manifest's task "
+                                       f"has {len(tasks[t])} classes")
             for m in MODALITIES:
-                if self.present[m].any() and ARRAY_KEYS[m] not in h5:
+                if self.present[m].any() and ARRAY_KEYS[m] not in lay.columns:
                     raise DatasetError(f"{path}: present/{m} is set but dataset {ARRAY_KEYS[m]!r} is missing")
-            self.shapes = {m: tuple(h5[ARRAY_KEYS[m]].shape[1:]) for m in MODALITIES if ARRAY_KEYS[m] in h5}
-        n = len(self.steps)
-        if rows.stop > n:
-            raise DatasetError(f"{path}: manifest split rows {rows.start}..{rows.stop} exceed the file's {n} steps")
+            self.shapes = {m: tuple(h5[ARRAY_KEYS[m]].shape[1:]) for m in MODALITIES if ARRAY_KEYS[m] in lay.columns}
+            self.flags = {f for f in FLAG_KEYS.values() if f in lay.columns}
+        if rows.stop > lay.n_steps:
+            raise DatasetError(f"{path}: manifest split rows {rows.start}..{rows.stop} exceed the file's "
+                               f"{lay.n_steps} steps")
 
 
 class XRDataset(Dataset):
@@ -114,7 +136,8 @@ class XRDataset(Dataset):
             for entry in known[cid]["files"]:
                 n = int(entry["n_steps"])
                 lo, hi = (0, n) if split == "all" else entry["split"][split]
-                fi = _FileIndex(self.root / entry["path"], cid, int(entry["episode"]), range(lo, hi))
+                fi = _FileIndex(dataset_file(self.root, entry["path"]), cid, int(entry["episode"]), range(lo, hi),
+                                n, self.manifest["tasks"])
                 index.extend((len(self._files), r) for r in fi.rows)
                 self._files.append(fi)
         self._index = np.asarray(index, dtype=np.int64).reshape(-1, 2)
@@ -157,23 +180,22 @@ class XRDataset(Dataset):
             if not steps[-1]["present"][m]:
                 continue
             key = ARRAY_KEYS[m]
-            try:
-                if m in SERIES_MODALITIES:  # absent rows hold the fill value; build_item reads present rows only
-                    for s, row in zip(steps, h5[key][r0:r + 1], strict=True):
-                        s[key] = row
-                    flag = FLAG_KEYS.get(m)
-                    if flag is not None and flag in h5:
-                        for s, row in zip(steps, h5[flag][r0:r + 1], strict=True):
-                            s[flag] = row
-                elif m == "audio" and self.spec.audio_steps > 1:
-                    a0 = max(r0, r - self.spec.audio_steps + 1)
-                    for s, row in zip(steps[a0 - r0:], h5[key][a0:r + 1], strict=True):
-                        if s["present"][m]:
-                            s[key] = row
-                else:
-                    steps[-1][key] = h5[key][r]
-            except KeyError:
-                raise DatasetError(f"{f.path}: dataset {key!r} is missing") from None
+            if m in SERIES_MODALITIES:  # absent rows hold the fill value; build_item reads present rows only
+                for t, (s, row) in enumerate(zip(steps, read_rows(h5[key], slice(r0, r + 1), f.path),
+                                                 strict=True), start=r0):
+                    s[key] = check_row(key, row, f.path, t) if s["present"][m] else row
+                flag = FLAG_KEYS.get(m)
+                if flag is not None and flag in f.flags:
+                    for s, row in zip(steps, read_rows(h5[flag], slice(r0, r + 1), f.path), strict=True):
+                        s[flag] = row
+            elif m == "audio" and self.spec.audio_steps > 1:
+                a0 = max(r0, r - self.spec.audio_steps + 1)
+                for t, (s, row) in enumerate(zip(steps[a0 - r0:], read_rows(h5[key], slice(a0, r + 1), f.path),
+                                                 strict=True), start=a0):
+                    if s["present"][m]:
+                        s[key] = check_row(key, row, f.path, t)
+            else:
+                steps[-1][key] = check_row(key, read_rows(h5[key], r, f.path), f.path, r)
         return steps
 
     # -- handles ---------------------------------------------------------------------------------------

@@ -14,8 +14,10 @@ Drawn with Pillow; matplotlib is used only for its colour maps.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DatasetError
-from .record import _decode, _open_h5, load_manifest
+from .record import _decode, _open_h5, check_device_file, dataset_file, load_manifest
 from .tasks import TASKS
 
 __all__ = [
@@ -67,8 +69,9 @@ class SheetLayout:
         return self.line_h_px * self.text_lines
 
     def tile_h_px(self, image_hw: tuple[int, int]) -> int:
+        """The tile height for an image of ``image_hw``, at most 4 tile widths (a 4096 x 1 image stays drawable)."""
         h, w = image_hw
-        return max(1, round(self.tile_w_px * h / w))
+        return max(1, min(4 * self.tile_w_px, round(self.tile_w_px * h / w)))
 
 
 LAYOUT = SheetLayout()
@@ -185,6 +188,21 @@ def _audio_tile(samples: np.ndarray, size: tuple[int, int], full_scale: float) -
     return img
 
 
+@contextlib.contextmanager
+def _checked_file(path: str | os.PathLike[str]) -> Iterator[Any]:
+    """A device file open for drawing, its layout checked first (:func:`bridge.record.check_device_file`); a damaged
+    chunk or a value the drawing cannot use becomes a :class:`DatasetError` naming the file."""
+    with _open_h5(path) as h5:
+        check_device_file(h5, path)
+        try:
+            yield h5
+        except DatasetError:
+            raise
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError, IndexError, OverflowError) as exc:
+            msg = " ".join(str(exc).split())[:120]
+            raise DatasetError(f"{path}: cannot draw this file ({type(exc).__name__}: {msg})") from None
+
+
 class _FileView:
     """Sampled rows of one device file, read directly (no full-episode pass)."""
 
@@ -248,7 +266,7 @@ def write_contact_sheet(device_file: str | os.PathLike[str], out_png: str | os.P
     if n < 1:
         raise DatasetError(f"contact sheet: n must be >= 1, got {n}")
     out_png = Path(out_png)
-    with _open_h5(device_file) as h5:
+    with _checked_file(device_file) as h5:
         v = _FileView(h5)
         rows = sample_rows(v.n, n)
         if not rows:
@@ -307,7 +325,7 @@ def write_overview(device_files: list[Path], out_png: str | os.PathLike[str], *,
     tiles, captions = [], []
     tw, pad = layout.tile_w_px, layout.pad_px
     for path in device_files:
-        with _open_h5(path) as h5:
+        with _checked_file(path) as h5:
             v = _FileView(h5)
             r = min(v.n - 1, v.n // 2 if row is None else row)
             size = (tw, layout.tile_h_px(v.image_hw)) if v.image_hw else (tw, tw * 3 // 4)
@@ -339,7 +357,7 @@ def write_overview(device_files: list[Path], out_png: str | os.PathLike[str], *,
 def write_gif(device_file: str | os.PathLike[str], out_gif: str | os.PathLike[str], *, max_frames: int = 200,
               layout: SheetLayout = LAYOUT) -> Path | None:
     """An animated GIF of RGB with the gaze point (``max_frames`` evenly sampled); None when the file has no RGB."""
-    with _open_h5(device_file) as h5:
+    with _checked_file(device_file) as h5:
         v = _FileView(h5)
         if not v.has["rgb"] or v.image_hw is None:
             return None
@@ -361,7 +379,7 @@ def write_preview(dataset_dir: str | os.PathLike[str], out_dir: str | os.PathLik
     by_episode: dict[int, list[tuple[str, Path]]] = {}
     for c in manifest["clients"]:
         for f in c["files"]:
-            by_episode.setdefault(int(f["episode"]), []).append((c["client_id"], root / f["path"]))
+            by_episode.setdefault(int(f["episode"]), []).append((c["client_id"], dataset_file(root, f["path"])))
     written: list[Path] = []
     for ep, files in sorted(by_episode.items()):
         for client_id, path in files:

@@ -18,6 +18,12 @@ every episode is held out. Neighbouring frames are near-duplicates (same view, s
 put almost the same frame on both sides and measure memorisation; a temporal split tests on later, unseen data, as a
 deployed device would face. Labels also persist for seconds across the boundary, so the ``guard_steps`` rows before
 the test part belong to neither set (:func:`bridge.splits.label_persistence_steps` measures how long labels last).
+
+Reading treats every file as hostile: :func:`load_manifest` checks the manifest's structure, types, ranges and paths
+(no file outside the dataset: :func:`dataset_file`), :func:`check_device_file` a device file's layout before any array
+is read (dtypes, shapes within :data:`MAX_IMAGE_SIDE_PX` and friends, chunk sizes, hard links only, label ranges),
+:func:`check_row` each present row's values; anything wrong is a one-line :class:`~bridge.errors.DatasetError`
+naming the file.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -37,6 +43,7 @@ from .arrays import arrays_to_frame, frame_to_arrays
 from .backend import DeviceInfo
 from .errors import DatasetError, UnknownNameError
 from .frame import DeviceFrame
+from .recording import MAX_EPISODES, MAX_STEPS
 from .splits import temporal_split
 from .tasks import MODALITIES, TASKS
 
@@ -50,6 +57,15 @@ __all__ = [
     "WriterState",
     "read_device_file",
     "load_manifest",
+    "dataset_file",
+    "check_device_file",
+    "check_row",
+    "read_rows",
+    "FileLayout",
+    "MAX_MANIFEST_BYTES",
+    "MAX_IMAGE_SIDE_PX",
+    "MAX_CHUNK_BYTES",
+    "MAX_DATASET_STEPS",
     "manifest_clients",
     "episode_file_name",
     "temporal_split",
@@ -549,34 +565,216 @@ def _split_policy(test_fraction: float, guard_steps: int, step_dt_s: float) -> s
 
 
 # -- reading ---------------------------------------------------------------------------------------------
+# Every byte of a dataset is hostile: readers check the manifest and each file's layout -- dtypes, shapes, sizes,
+# link kinds -- against these bounds before they read or allocate anything a file declares.
+
+#: largest manifest.json read (bytes)
+MAX_MANIFEST_BYTES = 64 << 20
+#: largest image side (pixels) a file may declare
+MAX_IMAGE_SIDE_PX = 4096
+#: largest audio channels and samples per step a file may declare
+MAX_AUDIO_CHANNELS, MAX_AUDIO_SAMPLES = 64, 1 << 20
+#: largest chunk (bytes) of a dataset: reading one row decompresses its whole chunk
+MAX_CHUNK_BYTES = 64 << 20
+#: largest number of steps over all files of a manifest (a reader's index holds ~50 bytes a step)
+MAX_DATASET_STEPS = 10_000_000
+#: largest number of tasks, classes per task and characters of a name or text attribute
+MAX_TASKS, MAX_CLASSES, MAX_NAME_CHARS = 64, 1024, 256
+
+#: per-step dataset -> (dtype kinds, row shape); -1 = an image side, -2 audio channels, -3 audio samples
+_LAYOUT: dict[str, tuple[str, tuple[int, ...]]] = {
+    "rgb": ("u", (-1, -1, 3)), "depth_m": ("f", (-1, -1)), "segmentation": ("iu", (-1, -1)),
+    "gaze": ("f", (8,)), "gaze_valid": ("b", ()), "audio": ("f", (-2, -3)), "pose": ("f", (7,)),
+    "imu": ("f", (6,)), "hands": ("f", (2, 26, 3)), "hands_valid": ("b", (2,)), "lighting": ("f", (4,)),
+    "step": ("iu", ()), "sim_time_s": ("f", ()), "wall_time_ns": ("iu", ()), "camera_fov_y_deg": ("f", ()),
+}
+_BOUND = {-1: MAX_IMAGE_SIDE_PX, -2: MAX_AUDIO_CHANNELS, -3: MAX_AUDIO_SAMPLES}
+_READ_ERRORS = (OSError, ValueError, RuntimeError, KeyError, TypeError, IndexError)
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in repr(value))
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _is_int(v: object) -> TypeGuard[int]:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _safe_rel_path(path: object) -> bool:
+    """A relative POSIX path inside the dataset directory: no '..', no absolute path, no empty or odd parts."""
+    if not isinstance(path, str) or not 1 <= len(path) <= 512 or "\\" in path or not path.endswith(".h5"):
+        return False
+    parts = path.split("/")
+    return all(p and p not in (".", "..") and p.isprintable() for p in parts)
+
+
+def _check_manifest(m: dict[str, Any], p: Path) -> None:
+    """The manifest's structure: every field a reader uses, with its type and range (one-line errors)."""
+    def bad(field: str, value: object, allowed: str) -> DatasetError:
+        return DatasetError(f"{p}: {field} must be {allowed}, got {_short(value)}")
+
+    def name(field: str, value: object) -> None:
+        if not isinstance(value, str) or not 1 <= len(value) <= MAX_NAME_CHARS or not value.isprintable():
+            raise bad(field, value, f"a name of 1-{MAX_NAME_CHARS} printable characters")
+
+    name("scenario", m.get("scenario"))
+    dt = m.get("step_dt_s")
+    if isinstance(dt, bool) or not isinstance(dt, (int, float)) or not (math.isfinite(dt) and 0 < dt <= 3600):
+        raise bad("step_dt_s", dt, "a number of seconds in (0, 3600]")
+    guard = m.get("guard_steps", 0)
+    if not _is_int(guard) or not 0 <= guard <= MAX_STEPS:
+        raise bad("guard_steps", guard, f"a whole number in [0, {MAX_STEPS}]")
+    tasks = m.get("tasks")
+    if not isinstance(tasks, dict) or len(tasks) > MAX_TASKS:
+        raise bad("tasks", tasks, f"an object of at most {MAX_TASKS} tasks")
+    for t, classes in tasks.items():
+        name("tasks key", t)
+        if not isinstance(classes, list) or not 1 <= len(classes) <= MAX_CLASSES:
+            raise bad(f"tasks[{t!r}]", classes, f"a list of 1-{MAX_CLASSES} class names")
+        for c in classes:
+            name(f"tasks[{t!r}] class", c)
+    episodes = m.get("episodes", [])
+    if not isinstance(episodes, list) or len(episodes) > MAX_EPISODES or not all(
+            isinstance(e, dict) and _is_int(e.get("episode")) and 0 <= e["episode"] for e in episodes):
+        raise bad("episodes", episodes, f"a list of at most {MAX_EPISODES} {{'episode': int >= 0, ...}}")
+    clients = m.get("clients")
+    if not isinstance(clients, list) or not 1 <= len(clients) <= 10_000:
+        raise bad("clients", clients, "a list of 1-10000 clients")
+    seen: set[str] = set()
+    total = 0
+    for i, c in enumerate(clients):
+        where = f"clients[{i}]"
+        if not isinstance(c, dict):
+            raise bad(where, c, "an object")
+        for key in ("client_id", "device_id", "user_id", "profile"):
+            name(f"{where}.{key}", c.get(key))
+        if "/" in c["client_id"] or c["client_id"] in seen:
+            raise bad(f"{where}.client_id", c["client_id"], "a unique id without '/'")
+        seen.add(c["client_id"])
+        mods = c.get("modalities")
+        if not isinstance(mods, list) or not all(x in MODALITIES for x in mods):
+            raise bad(f"{where}.modalities", mods, f"a list of {list(MODALITIES)}")
+        files = c.get("files")
+        if not isinstance(files, list) or len(files) > MAX_EPISODES:
+            raise bad(f"{where}.files", files, f"a list of at most {MAX_EPISODES} files")
+        for j, f in enumerate(files):
+            fw = f"{where}.files[{j}]"
+            if not isinstance(f, dict):
+                raise bad(fw, f, "an object")
+            if not _safe_rel_path(f.get("path")):
+                raise bad(f"{fw}.path", f.get("path"), "a relative path inside the dataset ending in .h5 (no '..')")
+            n = f.get("n_steps")
+            if not _is_int(n) or not 1 <= n <= MAX_STEPS:
+                raise bad(f"{fw}.n_steps", n, f"a whole number in [1, {MAX_STEPS}]")
+            total += n
+            if total > MAX_DATASET_STEPS:
+                raise DatasetError(f"{p}: the files hold more than {MAX_DATASET_STEPS} steps in all")
+            if not _is_int(f.get("episode")) or f["episode"] < 0:
+                raise bad(f"{fw}.episode", f.get("episode"), "a whole number >= 0")
+            split = f.get("split")
+            if not isinstance(split, dict) or "train" not in split or "test" not in split:
+                raise bad(f"{fw}.split", split, "an object with 'train' and 'test' row ranges")
+            for part, rows in split.items():
+                if part not in ("train", "guard", "test") or not (
+                        isinstance(rows, list) and len(rows) == 2 and all(_is_int(r) for r in rows)
+                        and 0 <= rows[0] <= rows[1] <= n):
+                    raise bad(f"{fw}.split.{_short(part)[1:-1]}", rows, f"[start, stop] rows with "
+                                                                          f"0 <= start <= stop <= n_steps ({n})")
+            counts = f.get("label_counts", {})
+            if not isinstance(counts, dict) or not all(
+                    isinstance(v, dict) and all(isinstance(k, str) and _is_int(x) and 0 <= x <= n
+                                                for k, x in v.items()) for v in counts.values()):
+                raise bad(f"{fw}.label_counts", counts, "{task: {class: count in [0, n_steps]}}")
+
+
 def load_manifest(dir_or_path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The manifest of a dataset directory (or the manifest file itself)."""
+    """The manifest of a dataset directory (or the manifest file itself), its structure checked
+    (:class:`DatasetError` naming the file, the field, the value and what is allowed)."""
     p = Path(dir_or_path)
     if p.is_dir():
         p = p / MANIFEST_NAME
     if not p.exists():
         raise DatasetError(f"no dataset manifest at {p} (expected {MANIFEST_NAME} written by `xrfed record`)")
+    if not p.is_file():
+        raise DatasetError(f"{p}: not a regular file")
     try:
-        m = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DatasetError(f"cannot read manifest {p}: {exc}") from exc
+        size = p.stat().st_size
+        data = p.read_bytes() if size <= MAX_MANIFEST_BYTES else b""
+        m = json.loads(data) if size <= MAX_MANIFEST_BYTES else None
+    except (OSError, ValueError, RecursionError) as exc:  # unreadable, bad JSON/UTF-8, huge ints, deep nesting
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else (
+            getattr(exc, "strerror", None) or type(exc).__name__)
+        raise DatasetError(f"cannot read manifest {p}: {reason}") from None
+    if size > MAX_MANIFEST_BYTES:
+        raise DatasetError(f"{p}: {size} bytes, more than the {MAX_MANIFEST_BYTES} a manifest may have")
     if not isinstance(m, dict) or m.get("format") != "xrfed-dataset":
         raise DatasetError(f"{p} is not an xrfed dataset manifest (missing format 'xrfed-dataset')")
     major = str(m.get("format_version", "")).split(".")[0]
     if major != FORMAT_VERSION.split(".")[0]:
-        raise DatasetError(f"{p}: format version {m.get('format_version')!r} is not readable by this xrfed "
+        raise DatasetError(f"{p}: format version {_short(m.get('format_version'))} is not readable by this xrfed "
                            f"(reads {FORMAT_VERSION.split('.')[0]}.x)")
+    _check_manifest(m, p)
     return m
+
+
+def dataset_file(root: str | os.PathLike[str], rel: str) -> Path:
+    """The path of a manifest's file entry under ``root``; refuses one that leaves the dataset directory (a
+    '..' or a symbolic link pointing elsewhere)."""
+    base = Path(root)
+    if not _safe_rel_path(rel):
+        raise DatasetError(f"{base}: file path {_short(rel)} is not a relative path inside the dataset")
+    p = base / rel
+    try:
+        inside = p.resolve().is_relative_to(base.resolve())
+    except (OSError, RuntimeError):  # a symbolic link loop
+        inside = False
+    if not inside:
+        raise DatasetError(f"{p}: resolves outside the dataset directory {base}")
+    return p
 
 
 def manifest_clients(manifest: Mapping[str, Any]) -> list[ClientInfo]:
     """The manifest's clients as :class:`ClientInfo` records."""
-    return [ClientInfo(c["client_id"], c["device_id"], c["user_id"], c["profile"], c.get("role", "device"))
+    return [ClientInfo(c["client_id"], c["device_id"], c["user_id"], c["profile"], str(c.get("role", "device")))
             for c in manifest["clients"]]
 
 
 def _decode(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
+    return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+
+
+_MASK64 = (1 << 64) - 1
+_GCOL = b"GCOL\x01\x00\x00\x00"  # a global heap collection: signature, version 1, three reserved zero bytes
+
+
+def _check_global_heaps(p: Path) -> None:
+    """Refuse a file whose global heap (where variable-length strings live) would send libhdf5 into an endless
+    loop: its parser advances by each object's aligned size in 64-bit arithmetic, so an object of index 0 and size
+    0, or of a size that wraps to 0 (a run of 0x00 or 0xFF bytes over a heap does either), makes it stop advancing
+    (HDF5 2.0). Objects running past their collection's end are refused too. A linear scan for the collections'
+    signature, before h5py opens the file."""
+    import mmap
+
+    with open(p, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size < len(_GCOL):
+            return
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            start = mm.find(_GCOL)
+            while start != -1 and start + 16 <= size:
+                end = min(size, start + int.from_bytes(mm[start + 8:start + 16], "little"))
+                at = start + 16
+                while at + 16 <= end:
+                    idx = int.from_bytes(mm[at:at + 2], "little")
+                    n = int.from_bytes(mm[at + 8:at + 16], "little")
+                    # the library's size_t arithmetic: 2**64 - 1 bytes "align" to 0, and a step of 0 never ends
+                    need = (16 + (((n + 7) & _MASK64) & ~7)) & _MASK64 if idx else n
+                    if need == 0 or need > end - at:
+                        raise DatasetError(f"{p}: damaged HDF5 global heap at byte {at} (an object of "
+                                           f"{n} bytes in a collection ending at byte {end})")
+                    at += need
+                start = mm.find(_GCOL, start + 1)
 
 
 def _open_h5(path: str | os.PathLike[str]) -> Any:
@@ -585,10 +783,177 @@ def _open_h5(path: str | os.PathLike[str]) -> Any:
     p = Path(path)
     if not p.exists():
         raise DatasetError(f"dataset file not found: {p}")
+    if not p.is_file():
+        raise DatasetError(f"{p}: not a regular file")
+    try:
+        _check_global_heaps(p)
+    except OSError as exc:
+        if isinstance(exc, DatasetError):
+            raise
+        raise DatasetError(f"cannot read {p}: {exc.strerror or type(exc).__name__}") from None
     try:
         return h5py.File(p, "r")
-    except OSError as exc:
-        raise DatasetError(f"cannot open {p} as HDF5: {exc}") from exc
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise DatasetError(f"cannot open {p} as HDF5: {' '.join(str(exc).split())[:160]}") from None
+
+
+def _node(h5: Any, name: str, path: Any, *, group: bool = False, required: bool = True) -> Any:
+    """``h5[name]`` if it is a hard-linked dataset (group) stored in this file, else None or a DatasetError: an
+    external link, a virtual dataset or external storage would make a reader open other files."""
+    import h5py
+
+    try:
+        link = h5.get(name, getlink=True)
+    except _READ_ERRORS as exc:
+        raise DatasetError(f"{path}: cannot read {name!r} ({' '.join(str(exc).split())[:120]})") from None
+    if link is None:
+        if required:
+            raise DatasetError(f"{path}: {'group' if group else 'dataset'} {name!r} is missing")
+        return None
+    if not isinstance(link, h5py.HardLink):
+        raise DatasetError(f"{path}: {name!r} is a {type(link).__name__}; datasets must be stored in the file")
+    try:
+        obj = h5[name]
+    except _READ_ERRORS as exc:
+        raise DatasetError(f"{path}: cannot read {name!r} ({' '.join(str(exc).split())[:120]})") from None
+    if group:
+        if not isinstance(obj, h5py.Group):
+            raise DatasetError(f"{path}: {name!r} must be a group")
+        return obj
+    if not isinstance(obj, h5py.Dataset):
+        raise DatasetError(f"{path}: {name!r} must be a dataset")
+    if obj.is_virtual or obj.external:
+        raise DatasetError(f"{path}: dataset {name!r} keeps its data outside the file")
+    return obj
+
+
+def _attr(h5obj: Any, key: str, path: Any, default: Any = None) -> Any:
+    try:
+        return h5obj.attrs.get(key, default)
+    except _READ_ERRORS as exc:
+        raise DatasetError(f"{path}: attribute {key!r} is unreadable ({type(exc).__name__})") from None
+
+
+def _text_attr(h5obj: Any, key: str, path: Any, default: str | None = None) -> str:
+    v = _attr(h5obj, key, path, default)
+    if isinstance(v, np.ndarray) and v.shape == ():
+        v = v.item()
+    if not isinstance(v, (str, bytes)) or not 0 < len(v) <= MAX_NAME_CHARS * 64:
+        raise DatasetError(f"{path}: attribute {key!r} must be a text, got {_short(v)}")
+    return _decode(v)
+
+
+def _text_list_attr(h5obj: Any, key: str, path: Any, limit: int) -> list[str]:
+    v = _attr(h5obj, key, path)
+    if not isinstance(v, (np.ndarray, list, tuple)) or np.ndim(v) != 1 or not 1 <= len(v) <= limit or not all(
+            isinstance(x, (str, bytes)) and len(x) <= MAX_NAME_CHARS for x in v):
+        raise DatasetError(f"{path}: attribute {key!r} of {h5obj.name!r} must be 1-{limit} names, got {_short(v)}")
+    return [_decode(x) for x in v]
+
+
+def read_rows(ds: Any, sel: Any, path: Any) -> Any:
+    """``ds[sel]`` with HDF5 read errors (a damaged chunk, a bad filter) as a DatasetError naming file and dataset."""
+    try:
+        return ds[sel]
+    except _READ_ERRORS as exc:
+        raise DatasetError(f"{path}: cannot read {ds.name!r} rows {_short(sel)} "
+                           f"({' '.join(str(exc).split())[:120]})") from None
+
+
+@dataclass(frozen=True)
+class FileLayout:
+    """What :func:`check_device_file` found: steps, the per-step datasets present, label classes per task."""
+
+    n_steps: int
+    columns: tuple[str, ...]
+    classes: dict[str, list[str]]
+    tasks: list[str]
+
+
+def check_device_file(h5: Any, path: Any) -> FileLayout:
+    """Check an open device file's layout before any array is read: every dataset stored in the file with the
+    dtype and row shape of :mod:`bridge.arrays`, T rows each, images and audio within the size bounds, chunks
+    within :data:`MAX_CHUNK_BYTES`, labels in range. Raises :class:`DatasetError` naming the file and the dataset."""
+    import h5py
+
+    step = _node(h5, "step", path)
+    if step.ndim != 1 or not 1 <= step.shape[0] <= MAX_STEPS:
+        raise DatasetError(f"{path}: dataset 'step' must have shape [T] with 1 <= T <= {MAX_STEPS}, "
+                           f"got {step.shape}")
+    n = int(step.shape[0])
+    columns = []
+    for name, (kinds, row) in _LAYOUT.items():
+        ds = _node(h5, name, path, required=name in ("step", "sim_time_s"))
+        if ds is None:
+            continue
+        _check_column(ds, name, kinds, row, n, path)
+        columns.append(name)
+    images = {tuple(h5[k].shape[1:3]) for k in ("rgb", "depth_m", "segmentation") if k in columns}
+    if len(images) > 1:
+        raise DatasetError(f"{path}: rgb, depth_m and segmentation have different image sizes {sorted(images)}")
+    for name in ("room", "events"):
+        ds = _node(h5, name, path, required=False)
+        if ds is not None and (h5py.check_string_dtype(ds.dtype) is None or ds.shape != (n,)):
+            raise DatasetError(f"{path}: dataset {name!r} must be [T={n}] strings, got {ds.dtype} {ds.shape}")
+    at = _node(h5, "active_tasks", path, required=False)
+    tasks: list[str] = []
+    if at is not None:
+        tasks = _text_list_attr(at, "tasks", path, MAX_TASKS)
+        _check_column(at, "active_tasks", "b", (len(tasks),), n, path)
+    pres = _node(h5, "present", path, group=True)
+    for k in PRESENCE_KEYS:
+        ds = _node(pres, k, path, required=False)
+        if ds is None:
+            if k in MODALITIES:
+                raise DatasetError(f"{path}: dataset 'present/{k}' is missing")
+            continue
+        _check_column(ds, f"present/{k}", "b", (), n, path)
+    labs = _node(h5, "labels", path, group=True)
+    try:
+        names = list(labs)
+    except _READ_ERRORS:
+        raise DatasetError(f"{path}: group 'labels' is unreadable") from None
+    if len(names) > MAX_TASKS:
+        raise DatasetError(f"{path}: group 'labels' has {len(names)} tasks, more than {MAX_TASKS}")
+    classes = {}
+    for t in names:
+        ds = _node(labs, t, path)
+        _check_column(ds, f"labels/{t}", "iu", (), n, path)
+        classes[t] = _text_list_attr(ds, "classes", path, MAX_CLASSES)
+        values = read_rows(ds, slice(None), path)
+        if values.size and (int(values.min()) < -1 or int(values.max()) >= len(classes[t])):
+            raise DatasetError(f"{path}: labels/{t} holds class index {int(values.min())}..{int(values.max())}; "
+                               f"allowed -1 (no label) to {len(classes[t]) - 1}")
+    return FileLayout(n, tuple(columns), classes, tasks)
+
+
+def _check_column(ds: Any, name: str, kinds: str, row: tuple[int, ...], n: int, path: Any) -> None:
+    dt = ds.dtype
+    if dt.kind not in kinds or dt.fields is not None or dt.subdtype is not None or (
+            name == "rgb" and dt != np.uint8):
+        want = {"u": "uint8", "f": "floating point", "iu": "integer", "b": "bool"}[kinds]
+        raise DatasetError(f"{path}: dataset {name!r} has dtype {dt}, expected {want}")
+    shape = tuple(ds.shape)
+    ok = len(shape) == 1 + len(row) and shape[0] == n and all(
+        (1 <= got <= _BOUND[want]) if want < 0 else got == want for got, want in zip(shape[1:], row, strict=True))
+    if not ok:
+        dims = ", ".join(["T"] + [{-1: "H", -2: "C", -3: "N"}.get(w, str(w)) for w in row])
+        raise DatasetError(f"{path}: dataset {name!r} has shape {shape}, expected [{dims}] with T = {n}")
+    chunks = ds.chunks
+    if chunks is not None and int(np.prod(chunks, dtype=np.int64)) * dt.itemsize > MAX_CHUNK_BYTES:
+        raise DatasetError(f"{path}: dataset {name!r} has chunks {chunks} of more than {MAX_CHUNK_BYTES} bytes")
+
+
+def check_row(name: str, row: np.ndarray, path: Any, index: int) -> np.ndarray:
+    """A present row of a per-step dataset: finite where the frame contract wants finite values (depth may be
+    inf -- no hit -- but not NaN or negative)."""
+    if name == "depth_m":
+        if np.isnan(row).any() or (row < 0).any():
+            raise DatasetError(f"{path}: depth_m row {index} holds NaN or negative metres (present rows must hold "
+                               f"depth >= 0, inf = no hit)")
+    elif row.dtype.kind == "f" and not np.isfinite(row).all():
+        raise DatasetError(f"{path}: {name} row {index} holds NaN or infinite values (its present flag is set)")
+    return row
 
 
 def read_device_file(path: str | os.PathLike[str]) -> Iterator[DeviceFrame]:
@@ -596,24 +961,36 @@ def read_device_file(path: str | os.PathLike[str]) -> Iterator[DeviceFrame]:
 
     This is the exact inverse of the writer in the :mod:`bridge.arrays` layout (float32 where the layout is
     float32). ``active_tasks`` is stored as a per-task mask, so it comes back in :data:`bridge.tasks.TASKS` order.
+    The file's layout is checked first (:func:`check_device_file`); a row that breaks the frame contract is a
+    :class:`DatasetError` naming the file and the row.
     """
+    from .errors import FrameValidationError
+
     with _open_h5(path) as h5:
-        try:
-            a = h5.attrs
-            device_id, user_id, profile = _decode(a["device_id"]), _decode(a["user_id"]), _decode(a["profile"])
-            audio_hz = int(a.get("audio_hz", 0))
-            n = int(h5["step"].shape[0])
-            steps, times, walls = h5["step"][:], h5["sim_time_s"][:], h5["wall_time_ns"][:]
-            fovs = h5["camera_fov_y_deg"][:]
-            tasks = [_decode(t) for t in h5["active_tasks"].attrs["tasks"]]
-            active = h5["active_tasks"][:]
-            rooms = [_decode(r) for r in h5["room"][:]]
-            events = [_decode(e) for e in h5["events"][:]]
-            present = {k: h5[f"present/{k}"][:] for k in PRESENCE_KEYS if f"present/{k}" in h5}
-            labels = {t: h5[f"labels/{t}"][:] for t in h5["labels"]}
-        except KeyError as exc:
-            raise DatasetError(f"{path}: missing dataset or attribute {exc}") from exc
-        columns = {name: h5[name] for name in _COLUMNS if name in h5}
+        lay = check_device_file(h5, path)
+        device_id, user_id = _text_attr(h5, "device_id", path), _text_attr(h5, "user_id", path)
+        profile = _text_attr(h5, "profile", path)
+        audio_hz = _attr(h5, "audio_hz", path, 0)
+        if not isinstance(audio_hz, (int, np.integer)) or isinstance(audio_hz, (bool, np.bool_)) or not (
+                0 <= int(audio_hz) <= 192_000):
+            raise DatasetError(f"{path}: attribute 'audio_hz' must be a whole number in [0, 192000], "
+                               f"got {_short(audio_hz)}")
+        n = lay.n_steps
+
+        def col(name: str) -> Any:
+            ds = _node(h5, name, path, required=False)
+            return None if ds is None else read_rows(ds, slice(None), path)
+
+        steps, times, walls, fovs = col("step"), col("sim_time_s"), col("wall_time_ns"), col("camera_fov_y_deg")
+        if walls is None or fovs is None:
+            raise DatasetError(f"{path}: dataset {'wall_time_ns' if walls is None else 'camera_fov_y_deg'!r} "
+                               f"is missing")
+        active = col("active_tasks")
+        rooms, events = col("room"), col("events")
+        present = {k: read_rows(h5[f"present/{k}"], slice(None), path) for k in PRESENCE_KEYS
+                   if f"present/{k}" in h5}
+        labels = {t: read_rows(h5[f"labels/{t}"], slice(None), path) for t in lay.classes}
+        columns = {name: h5[name] for name in _COLUMNS if name in lay.columns}
         for t in range(n):
             arr: dict[str, Any] = {}
             for name, (_, _, pkey, _) in _COLUMNS.items():
@@ -621,15 +998,21 @@ def read_device_file(path: str | os.PathLike[str]) -> Iterator[DeviceFrame]:
                     if name not in columns:
                         raise DatasetError(f"{path}: present/{pkey} is True at row {t} but dataset {name!r} "
                                            f"is missing")
-                    arr[name] = columns[name][t]
+                    arr[name] = check_row(name, read_rows(columns[name], t, path), path, t)
             if "audio" in arr:
-                arr["audio_hz"] = audio_hz
-            arr["labels"] = {task: int(v[t]) for task, v in labels.items() if v[t] >= 0}
+                arr["audio_hz"] = int(audio_hz)
+            arr["labels"] = {task: int(v[t]) for task, v in labels.items() if v[t] >= 0 and task in TASKS}
             fov = float(fovs[t])
-            yield arrays_to_frame(
-                arr, device_id=device_id, user_id=user_id, profile=profile, step=int(steps[t]),
-                sim_time_s=float(times[t]), wall_time_ns=int(walls[t]),
-                camera_fov_y_deg=None if math.isnan(fov) else fov,
-                active_tasks=tuple(task for task, on in zip(tasks, active[t], strict=True) if on),
-                room=rooms[t] or None, events=tuple(e for e in events[t].split(",") if e),
-            )
+            try:
+                yield arrays_to_frame(
+                    arr, device_id=device_id, user_id=user_id, profile=profile, step=int(steps[t]),
+                    sim_time_s=float(times[t]), wall_time_ns=int(walls[t]),
+                    camera_fov_y_deg=None if math.isnan(fov) else fov,
+                    active_tasks=tuple(task for task, on in zip(lay.tasks, active[t], strict=True)
+                                       if on and task in TASKS) if active is not None else (),
+                    room=(_decode(rooms[t]) if rooms is not None else "") or None,
+                    events=tuple(e for e in (_decode(events[t]) if events is not None else "").split(",") if e),
+                )
+            except (FrameValidationError, KeyError, ValueError, TypeError, OverflowError) as exc:
+                msg = " ".join(str(exc).split())[:160]
+                raise DatasetError(f"{path}: row {t} does not make a valid frame ({msg})") from None

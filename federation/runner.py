@@ -10,7 +10,8 @@ Run directory layout (reading it: :mod:`federation.rundir`)::
                              (members) and held-out (non-members) steps: the membership-inference reference,
                              written before the first round
       metrics.jsonl          one RoundRecord per line (Table 6 figures per device, links, latency, epsilon)
-      checkpoint/            the last completed round: engine.json, engine.safetensors, clients/<id>.safetensors
+      checkpoint/            the last completed round: engine.json, engine.safetensors, clients/<id>.safetensors,
+                             manifest.json (sizes and sha256 of the others, written last)
       summary.json           end-of-run figures: the final model next to its baselines on the same held-out data,
                              per device and per task (balanced accuracy is the headline), bytes, energy, latency,
                              storage, forgetting, membership-inference audit (of the global model, calibrated
@@ -21,9 +22,13 @@ A config with ``seeds: [..]`` runs once per seed into ``RUN/seed-<s>/`` (:func:`
 summary and report give every figure as a mean with its 95 % confidence interval over the seeds.
 
 Crash safety: after round r the metrics line is appended and flushed, *then* the checkpoint is written to a
-temporary directory and renamed into place. ``resume`` reloads the checkpoint and truncates ``metrics.jsonl`` to
-the checkpointed rounds, so a round interrupted anywhere is re-run from the same state with the same random draws
-(everything is seeded from ``(seed, round)``): nothing is lost or counted twice.
+temporary directory with a checksum manifest (:mod:`federation.checkpoint`) and renamed into place. ``resume``
+verifies everything before it trusts or changes anything -- every metrics line, every checkpoint file against the
+manifest, finite weights, the checkpointed round against the config and the metrics, the tensors against the
+devices -- and refuses a damaged run directory with one line naming the bad file, leaving every file as it was.
+Then it reloads the checkpoint and drops the metrics line of a round interrupted before its checkpoint, so that
+round is re-run from the same state with the same random draws (everything is seeded from ``(seed, round)``):
+nothing is lost or counted twice.
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -39,10 +43,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from bridge.seeding import seed_everything
 
+from .checkpoint import (
+    CLIENTS_DIR,
+    ENGINE_TENSORS,
+    Checkpoint,
+    CheckpointCorruptError,
+    check_engine_tensors,
+    check_global,
+    read_checkpoint,
+    write_checkpoint,
+)
 from .client import Client, Executor, make_executor
 from .config import ExperimentConfig
 from .continual import forgetting
@@ -70,10 +83,6 @@ MIA_FPR = 0.1
 def phase_of_round(round_idx: int, rounds: int, phases: int) -> int:
     """Rounds are split evenly across phases (lighting phases / task-script segments), in order."""
     return min(phases - 1, round_idx * phases // rounds)
-
-
-def _save_tensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
 
 
 def _eval_figures(ev: EvalReport) -> dict[str, Any]:
@@ -196,41 +205,86 @@ class ExperimentRunner:
 
     def _write_checkpoint(self, completed_round: int) -> None:
         assert self.engine is not None and self.executor is not None
-        tmp = self.run_dir / "checkpoint.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        (tmp / "clients").mkdir(parents=True)
         header, tensors = self.engine.state()
-        header = {**header, "completed_round": completed_round, "phase_acc": self.phase_acc}
-        (tmp / "engine.json").write_text(json.dumps(header))
-        _save_tensors(tmp / "engine.safetensors", tensors)
         ids = self.executor.device_ids
-        for d, st in zip(ids, self.executor.map("state_dict", [(d, (), {}) for d in ids]), strict=True):
-            _save_tensors(tmp / "clients" / f"{d}.safetensors", st)
-        old = self.run_dir / "checkpoint.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if self.checkpoint_dir.exists():
-            os.replace(self.checkpoint_dir, old)
-        os.replace(tmp, self.checkpoint_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        states = dict(zip(ids, self.executor.map("state_dict", [(d, (), {}) for d in ids]), strict=True))
+        write_checkpoint(self.checkpoint_dir, {**header, "phase_acc": self.phase_acc}, tensors, states,
+                         completed_round=completed_round)
 
-    def _load_checkpoint(self) -> int:
-        """Restore engine and clients; returns the last completed round (-1 if none was checkpointed)."""
+    def _resume(self) -> int:
+        """Verify the run directory and restore engine and clients; returns the first round to run.
+
+        Everything is checked before anything on disk changes (:mod:`federation.checkpoint`): the metrics file line
+        by line, the checkpoint against its manifest, its round against the config and the metrics, its tensors
+        against the devices. A refused resume leaves every file as it was and raises a
+        :class:`~federation.checkpoint.CheckpointCorruptError` naming the bad file."""
         assert self.engine is not None and self.executor is not None
-        ck = self.checkpoint_dir
-        if not ck.exists() and (self.run_dir / "checkpoint.old").exists():
-            os.replace(self.run_dir / "checkpoint.old", ck)  # killed between the two renames
-        if not (ck / "engine.json").is_file():
-            return -1
+        metrics_path = self.run_dir / "metrics.jsonl"
+        ck, old = self.checkpoint_dir, self.run_dir / "checkpoint.old"
+        src = old if not ck.exists() and old.exists() else ck  # killed between write_checkpoint's two renames
+        rows = read_metrics(self.run_dir) if metrics_path.exists() else []
+        ids = self.executor.device_ids
+        if rows and set(rows[0]["devices"]) != set(ids):
+            raise CheckpointCorruptError(f"{metrics_path}: devices {sorted(rows[0]['devices'])[:8]} differ from "
+                                         f"the config's {sorted(ids)[:8]}")
+        cp = read_checkpoint(src, device_ids=ids, rounds=self.cfg.rounds.rounds, phases=self.cfg.phases,
+                             metrics=(metrics_path, [r["round"] for r in rows]))
+        if cp is None:
+            if len(rows) > 1:  # the first round's line may precede its checkpoint; more may not
+                raise CheckpointCorruptError(f"{ck}: no checkpoint, but {metrics_path.name} records rounds "
+                                             f"0..{len(rows) - 1}; restore the checkpoint or start a new run")
+            completed = -1
+        else:
+            self._install(cp, src)
+            completed = cp.completed_round
+        if completed >= 0:  # written before the first round; the summary needs them at the end
+            read_baselines(self.run_dir, device_ids=ids, phases=self.cfg.phases, names=BASELINE_NAMES)
+            self._mia_reference()
+        # verified: only now may files change
+        if src is old:
+            os.replace(old, ck)
+        if len(rows) > completed + 1:  # the interrupted round's line: it is re-run from the same state
+            lines = [ln for ln in metrics_path.read_bytes().split(b"\n") if ln.strip()][:completed + 1]
+            tmp = metrics_path.with_name(metrics_path.name + ".tmp")
+            tmp.write_bytes(b"".join(ln + b"\n" for ln in lines))
+            os.replace(tmp, metrics_path)
+        return completed + 1
+
+    def _install(self, cp: Checkpoint, ck: Path) -> None:
+        """Check the checkpoint's tensors against the devices and load them into the engine and the clients."""
+        assert self.engine is not None and self.executor is not None
+        ids = self.executor.device_ids
+        fresh = dict(zip(ids, self.executor.map("state_dict", [(d, (), {}) for d in ids]), strict=True))
+        for d in ids:
+            path = ck / CLIENTS_DIR / f"{d}.safetensors"
+            for k, t in cp.client_tensors[d].items():
+                own = fresh[d].get(k)
+                if own is not None and (tuple(own.shape) != tuple(t.shape) or own.dtype != t.dtype):
+                    raise CheckpointCorruptError(f"{path}: tensor {k[:80]!r} is {tuple(t.shape)} {t.dtype}, device "
+                                                 f"{d!r} has {tuple(own.shape)} {own.dtype}")
+        epath = ck / ENGINE_TENSORS
+        # what each freshly built device shares: the names and shapes its templates were cut from (calling it
+        # before the load is side-effect free for the run: nothing it counts is checkpointed or reported)
+        shared = dict(zip(ids, self.executor.map("shared_state", [(d, (), {}) for d in ids]), strict=True))
+        templates = check_engine_tensors(epath, cp.engine_tensors, ids, shared)
         try:
-            header = json.loads((ck / "engine.json").read_text())
-            self.engine.load_state(header, load_file(str(ck / "engine.safetensors")))
-            calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
-                (d, (load_file(str(ck / "clients" / f"{d}.safetensors")),), {}) for d in self.executor.device_ids]
-        except (OSError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{ck}: unreadable checkpoint: {exc}") from exc
-        self.executor.map("load_state_dict", calls)
-        self.phase_acc = header.get("phase_acc", {})
-        return int(header["completed_round"])
+            expected: dict[str, torch.Tensor] = {}
+            for state in self.engine.strategy.align([self.engine.encode(d, templates[d]) for d in ids]):
+                for k, v in state.items():
+                    expected.setdefault(k, v)
+        except (KeyError, ValueError, RuntimeError, IndexError) as exc:
+            raise CheckpointCorruptError(f"{epath}: the templates do not form this strategy's common space "
+                                         f"({type(exc).__name__})") from None
+        check_global(epath, cp.engine_tensors, expected)
+        self.engine.load_state(cp.header, cp.engine_tensors)
+        for d in ids:
+            try:
+                self.executor.map("load_state_dict", [(d, (cp.client_tensors[d],), {})])
+            except (RuntimeError, KeyError, ValueError, TypeError, IndexError, ExecutorError) as exc:
+                msg = " ".join(str(exc).split())[:160]
+                raise CheckpointCorruptError(f"{ck / CLIENTS_DIR / f'{d}.safetensors'}: does not fit device "
+                                             f"{d!r} ({type(exc).__name__}: {msg})") from None
+        self.phase_acc = cp.header.get("phase_acc", {})
 
     # -- baselines ---------------------------------------------------------------------------------------------
     def _write_baselines(self) -> None:
@@ -289,10 +343,7 @@ class ExperimentRunner:
         try:
             start = 0
             if resume:
-                start = self._load_checkpoint() + 1
-                lines = metrics_path.read_text().splitlines() if metrics_path.exists() else []
-                kept = [ln for ln in lines if ln.strip() and json.loads(ln)["round"] < start]
-                metrics_path.write_text("".join(ln + "\n" for ln in kept))
+                start = self._resume()
             if start == 0:  # a fresh run, or one killed before its first checkpoint
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 cfg_path.write_text(self.cfg.to_yaml())
@@ -363,11 +414,13 @@ class ExperimentRunner:
         if not path.is_file():
             return None
         try:
-            devices = json.loads(path.read_text())["devices"]
+            devices = json.loads(path.read_bytes())["devices"]
             return {d: {"members": [float(x) for x in v["members"]], "nonmembers": [float(x) for x in v["nonmembers"]]}
                     for d, v in devices.items()}
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: unreadable membership-inference reference: {exc}") from exc
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+            msg = " ".join(str(exc).split())[:120]
+            raise CheckpointError(f"{path}: unreadable membership-inference reference "
+                                  f"({type(exc).__name__}: {msg})") from None
 
     def _summarise(self) -> dict[str, Any]:
         assert self.executor is not None and self.engine is not None
@@ -492,7 +545,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
         return summary
     ldir = Path(local_dir) if local_dir is not None else rd / LOCAL_BASELINE_DIR
     if (ldir / "summary.json").is_file():
-        local = read_summary(ldir)
+        local: dict[str, Any] | None = read_summary(ldir)
     else:
         lcfg = with_paradigm(cfg, "local")
         local = run_experiment(lcfg, ldir, resume=(ldir / "config.yaml").is_file(), progress=progress,

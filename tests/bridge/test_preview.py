@@ -119,4 +119,6 @@ def test_cli_preview_and_info(tmp_path, capsys):
     assert "episode_000_overview.png" in out
     assert "avp: user alice, profile apple_vision_pro" in out and "6 steps (5 train, 1 test)" in out
     assert "scene_classification: kitchen=12" in out  # 6 steps x 2 devices
-    assert main(["dataset", "info", str(tmp_path / "nothing")]) == 2
+    with pytest.raises(SystemExit) as exc:  # a directory that does not exist is a parser error (exit 2)
+        main(["dataset", "info", str(tmp_path / "nothing")])
+    assert exc.value.code == 2
