@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import json
 import multiprocessing as mp
 import os
@@ -42,6 +43,8 @@ __all__ = ["Surface", "FuzzResult", "stateless", "run_surface", "assert_no_crash
 
 #: Examples per surface in ``xrfed bench fuzz`` (the issue's floor).
 BENCH_EXAMPLES = 10_000
+#: ``xrfed bench fuzz``: an input that takes longer than this is a hang, and a hang is a crash.
+EXAMPLE_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -107,8 +110,13 @@ def _short(value: Any, limit: int = 300) -> str:
 
 
 def run_surface(surface: Surface, *, examples: int, seed: int = 0, progress: bool = False,
-                keep_crashes: int = 5) -> FuzzResult:
-    """Feed ``examples`` generated inputs to ``surface``; crashes are counted (not raised) with their inputs."""
+                keep_crashes: int = 5, example_timeout_s: float | None = None) -> FuzzResult:
+    """Feed ``examples`` generated inputs to ``surface``; crashes are counted (not raised) with their inputs.
+
+    ``example_timeout_s``: a watchdog for processes of their own (``xrfed bench fuzz``): an input that hangs longer
+    (a C library looping on damaged data cannot be interrupted from Python) ends the process with every thread's
+    traceback on stderr, which the bench counts as a crash.
+    """
     from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import seed as hseed
     from tqdm import tqdm
@@ -126,6 +134,8 @@ def run_surface(surface: Surface, *, examples: int, seed: int = 0, progress: boo
         def prop(example: Any) -> None:
             result.examples += 1
             bar.update(1)
+            if example_timeout_s is not None:
+                faulthandler.dump_traceback_later(example_timeout_s, exit=True)
             try:
                 feed(example)
             except ok:
@@ -141,7 +151,11 @@ def run_surface(surface: Surface, *, examples: int, seed: int = 0, progress: boo
                 return
             result.accepted += 1
 
-        prop()
+        try:
+            prop()
+        finally:
+            if example_timeout_s is not None:
+                faulthandler.cancel_dump_traceback_later()
     bar.close()
     result.seconds = round(time.perf_counter() - t0, 3)
     result.peak_rss_mb = round(peak_rss_bytes() / 2**20, 1)
@@ -209,7 +223,9 @@ def _in_child(ctx: Any, target: Callable[..., None], args: tuple[Any, ...], name
     try:
         res: dict[str, Any] = parent.recv()
     except EOFError:
-        res = {"surface": name, "error": "fuzz process died", "crashes": 1, "within_cap": False}
+        res = {"surface": name, "error": f"fuzz process died (an input crashed the interpreter or hung longer than "
+                                         f"{EXAMPLE_TIMEOUT_S:g} s; its traceback is on stderr)", "crashes": 1,
+               "within_cap": False}
     proc.join()
     if proc.exitcode:
         res.setdefault("error", f"fuzz process exited with {proc.exitcode}")
@@ -218,7 +234,8 @@ def _in_child(ctx: Any, target: Callable[..., None], args: tuple[Any, ...], name
 
 def _child(name: str, examples: int, seed: int, conn: Any) -> None:
     try:
-        res = run_surface(surfaces()[name], examples=examples, seed=seed).to_dict()
+        res = run_surface(surfaces()[name], examples=examples, seed=seed,
+                          example_timeout_s=EXAMPLE_TIMEOUT_S).to_dict()
     except BaseException as exc:  # noqa: BLE001 -- the parent reports it as a failed surface
         res = {"surface": name, "error": f"{type(exc).__name__}: {exc}", "crashes": 1}
     conn.send(res)
