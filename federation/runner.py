@@ -76,6 +76,9 @@ BASELINE_NAMES = ("majority", "persistence", "pretrained")
 
 #: the membership-inference reference losses in a run directory (written before the first round)
 MIA_REFERENCE_FILE = "mia_reference.json"
+#: the files a run writes into its directory (plots/ and checkpoint/ besides)
+RUN_OUTPUTS = ("config.yaml", "metrics.jsonl", "baselines.json", MIA_REFERENCE_FILE, "summary.json", "report.md",
+               "report.html")
 #: the false-positive rate at which the audit reports the attack's true-positive rate
 MIA_FPR = 0.1
 
@@ -286,6 +289,21 @@ class ExperimentRunner:
                                              f"{d!r} ({type(exc).__name__}: {msg})") from None
         self.phase_acc = cp.header.get("phase_acc", {})
 
+    def _check_outputs(self) -> None:
+        """Every name the run writes is absent or a regular file (``checkpoint`` a directory), before any work:
+        a directory or a device where ``mia_reference.json`` goes would otherwise fail after the baselines."""
+        rd = self.run_dir
+        if rd.exists() and not rd.is_dir():
+            raise CheckpointError(f"{rd} exists and is not a directory; choose another --out")
+        for name in RUN_OUTPUTS:
+            path = rd / name
+            if (path.exists() or path.is_symlink()) and not path.is_file():
+                raise CheckpointError(f"{path} exists and is not a regular file, and the run writes it: move it "
+                                      f"away or choose another --out")
+        cp = self.checkpoint_dir
+        if (cp.exists() or cp.is_symlink()) and not cp.is_dir():
+            raise CheckpointError(f"{cp} exists and is not a directory, and the run writes its checkpoints there")
+
     # -- baselines ---------------------------------------------------------------------------------------------
     def _write_baselines(self) -> None:
         """Before any training: every device's majority-class, label-persistence and pretrained-model figures on
@@ -338,6 +356,7 @@ class ExperimentRunner:
         # Every stream the run uses is derived from the seed on its own (bridge.seeding); the process-wide
         # generators are seeded too, so code drawing from them implicitly cannot make two runs differ.
         seed_everything(self.cfg.seed)
+        self._check_outputs()
         self._build()  # before writing anything: a config whose clients cannot be built leaves no run behind
         assert self.engine is not None and self.executor is not None
         try:

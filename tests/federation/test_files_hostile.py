@@ -316,3 +316,14 @@ def test_a_hostile_ledger_record_is_refused(run, field, value):
     path.write_text(json.dumps(header))
     resign(run)
     refused(run, r"engine\.json: ledger\[0\] must be a link record")
+
+
+@pytest.mark.parametrize("name", ["mia_reference.json", "baselines.json", "summary.json"])
+def test_a_directory_where_the_run_writes_a_file_is_refused_before_any_work(tmp_path, name):
+    """Found by the files.checkpoint fuzzer (10 000 inputs, 2 crashes): with no checkpoint and no metrics but a
+    directory named mia_reference.json, a fresh run trained its baselines and then died with IsADirectoryError."""
+    run = tmp_path / "run"
+    (run / name).mkdir(parents=True)
+    with pytest.raises(CheckpointError, match=rf"{name} exists and is not a regular file"):
+        base_runner(run).run()
+    assert sorted(p.name for p in run.iterdir()) == [name]
