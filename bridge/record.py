@@ -572,8 +572,10 @@ def _split_policy(test_fraction: float, guard_steps: int, step_dt_s: float) -> s
 MAX_MANIFEST_BYTES = 64 << 20
 #: largest image side (pixels) a file may declare
 MAX_IMAGE_SIDE_PX = 4096
-#: largest audio channels and samples per step a file may declare
-MAX_AUDIO_CHANNELS, MAX_AUDIO_SAMPLES = 64, 1 << 20
+#: largest audio channels and samples per step a file may declare (2**18 samples: 5.4 s at 48 kHz in one step)
+MAX_AUDIO_CHANNELS, MAX_AUDIO_SAMPLES = 64, 1 << 18
+#: largest one step's arrays together (bytes): what a reader holds for one row of every per-step dataset
+MAX_STEP_BYTES = 128 << 20
 #: largest chunk (bytes) of a dataset: reading one row decompresses its whole chunk
 MAX_CHUNK_BYTES = 64 << 20
 #: largest number of steps over all files of a manifest (a reader's index holds ~50 bytes a step)
@@ -888,6 +890,11 @@ def check_device_file(h5: Any, path: Any) -> FileLayout:
             continue
         _check_column(ds, name, kinds, row, n, path)
         columns.append(name)
+    step_bytes = sum(int(np.prod(h5[k].shape[1:], dtype=np.int64)) * h5[k].dtype.itemsize for k in columns)
+    if step_bytes > MAX_STEP_BYTES:
+        shapes = ", ".join(f"{k} {list(h5[k].shape[1:])}" for k in columns if h5[k].ndim > 1)
+        raise DatasetError(f"{path}: one step of its datasets holds {step_bytes} bytes, more than "
+                           f"{MAX_STEP_BYTES} (row shapes: {shapes[:200]})")
     images = {tuple(h5[k].shape[1:3]) for k in ("rgb", "depth_m", "segmentation") if k in columns}
     if len(images) > 1:
         raise DatasetError(f"{path}: rgb, depth_m and segmentation have different image sizes {sorted(images)}")
