@@ -32,6 +32,7 @@ import enum
 import json
 import math
 import os
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -902,6 +903,8 @@ def check_device_file(h5: Any, path: Any) -> FileLayout:
         ds = _node(h5, name, path, required=False)
         if ds is not None and (h5py.check_string_dtype(ds.dtype) is None or ds.shape != (n,)):
             raise DatasetError(f"{path}: dataset {name!r} must be [T={n}] strings, got {ds.dtype} {ds.shape}")
+        if ds is not None and h5py.check_string_dtype(ds.dtype).length is None:
+            _check_vlen_lengths(ds, name, path)
     at = _node(h5, "active_tasks", path, required=False)
     tasks: list[str] = []
     if at is not None:
@@ -932,6 +935,53 @@ def check_device_file(h5: Any, path: Any) -> FileLayout:
             raise DatasetError(f"{path}: labels/{t} holds class index {int(values.min())}..{int(values.max())}; "
                                f"allowed -1 (no label) to {len(classes[t]) - 1}")
     return FileLayout(n, tuple(columns), classes, tasks)
+
+
+#: longest variable-length string a reader accepts (bytes)
+MAX_TEXT_BYTES = 64 << 10
+_VLEN_DESC = 16  # a stored variable-length element: uint32 length, then a global heap ID (8-byte address, uint32)
+
+
+def _check_vlen_lengths(ds: Any, name: str, path: Any) -> None:
+    """Read the stored descriptors of a variable-length string dataset and refuse lengths over
+    :data:`MAX_TEXT_BYTES` before libhdf5 reads the strings: the library allocates each element's stored length
+    first (a run of 0xFF over the descriptors asked for 4 GiB). Chunks are read raw (``read_direct_chunk``); a
+    deflate chunk is inflated only up to its descriptors' size; other filters are refused."""
+    import h5py
+
+    want = int(np.prod(ds.chunks, dtype=np.int64)) * _VLEN_DESC if ds.chunks else ds.shape[0] * _VLEN_DESC
+    raws: list[bytes] = []
+    try:
+        if ds.chunks is None:
+            offset = ds.id.get_offset()
+            if offset is None:
+                return  # nothing stored: fill values only
+            with open(ds.file.filename, "rb") as fh:
+                fh.seek(offset)
+                raws.append(fh.read(want))
+        else:
+            for i in range(min(ds.id.get_num_chunks(), ds.shape[0] + 1)):
+                info = ds.id.get_chunk_info(i)
+                mask, data = ds.id.read_direct_chunk(info.chunk_offset)
+                filters = [] if mask else [ds.id.get_create_plist().get_filter(k)[0]
+                                           for k in range(ds.id.get_create_plist().get_nfilters())]
+                if filters == [h5py.h5z.FILTER_DEFLATE]:
+                    d = zlib.decompressobj()
+                    data = d.decompress(data, want)
+                elif filters:
+                    raise DatasetError(f"{path}: dataset {name!r} is stored with filters {filters}; variable-length "
+                                       f"strings are read only raw or deflated")
+                raws.append(bytes(data[:want]))
+    except DatasetError:
+        raise
+    except (*_READ_ERRORS, zlib.error) as exc:
+        raise DatasetError(f"{path}: cannot read the stored strings of {name!r} "
+                           f"({' '.join(str(exc).split())[:120]})") from None
+    for raw in raws:
+        lengths = np.frombuffer(raw[:len(raw) - len(raw) % _VLEN_DESC], dtype="<u4")[::_VLEN_DESC // 4]
+        if lengths.size and int(lengths.max()) > MAX_TEXT_BYTES:
+            raise DatasetError(f"{path}: dataset {name!r} stores a string of {int(lengths.max())} bytes, more than "
+                               f"{MAX_TEXT_BYTES}")
 
 
 def _check_column(ds: Any, name: str, kinds: str, row: tuple[int, ...], n: int, path: Any) -> None:

@@ -102,6 +102,27 @@ def test_a_step_too_large_in_all_is_refused_before_any_row_is_read(ds):
     refused_by_all(ds, r"avp\.h5: one step of its datasets holds \d+ bytes, more than 134217728")
 
 
+def test_a_damaged_string_length_is_refused_before_libhdf5_allocates_it(ds):
+    """Found by the dataset.hdf5 bench (peak RSS 4.4 GB): 0xFF over the stored descriptors of 'room'/'events' made
+    libhdf5 allocate the 4 GiB length it read before failing. The descriptors are now checked raw first."""
+    import subprocess
+    import sys
+
+    with h5py.File(ds / AVP, "r") as h5:
+        ds_room = h5["room"]
+        offset = ds_room.id.get_chunk_info(0).byte_offset if ds_room.chunks else ds_room.id.get_offset()
+    raw = bytearray((ds / AVP).read_bytes())
+    raw[offset:offset + 4] = b"\xff\xff\xff\xff"  # the first element's length
+    (ds / AVP).write_bytes(bytes(raw))
+    code = ("import sys; from bridge.fuzzing import peak_rss_bytes; from bridge.record import read_device_file\n"
+            "try:\n    list(read_device_file(sys.argv[1]))\nexcept Exception as e:\n    print(type(e).__name__, e)\n"
+            "print(peak_rss_bytes())")
+    out = subprocess.run([sys.executable, "-c", code, str(ds / AVP)], capture_output=True, text=True, timeout=120)
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith("DatasetError") and "stores a string of 4294967295 bytes" in lines[0], out
+    assert int(lines[-1]) < 1 << 30  # far from the 4 GiB the library asked for
+
+
 # -- defect: NaN where it is forbidden, labels out of range ------------------------------------------------------
 def test_nan_depth_in_a_present_row_is_refused(ds):
     """Old code: NaN depth reached the model (XRDataset never looked at the values)."""
