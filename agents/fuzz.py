@@ -23,6 +23,8 @@ from typing import Any
 from urllib.parse import quote
 
 from bridge.fuzzing import Surface
+from bridge.fuzzing import pick as _pick
+from bridge.fuzzing import strategies as _st
 
 from .errors import AgentError
 
@@ -94,15 +96,6 @@ def _status(answer: bytes) -> tuple[int, bytes, bytes]:
 
 # ---------------------------------------------------------------------------------------------------------------
 # strategies (built lazily: hypothesis is a dev dependency)
-def _st() -> Any:
-    from hypothesis import strategies as st
-
-    return st
-
-
-@functools.cache
-def _pick(options: tuple[Any, ...]) -> Any:
-    return _st().sampled_from(options)
 
 
 _METHODS = ("GET", "GET", "GET", "POST", "POST", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE", "CONNECT",

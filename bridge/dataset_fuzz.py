@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .fuzzing import Surface
+from .fuzzing import strategies as _st
 
 __all__ = ["SURFACES", "base_dataset", "build_base_dataset"]
 
@@ -84,10 +85,6 @@ def base_dataset() -> Path:
 
 # ---------------------------------------------------------------------------------------------------------------
 # strategies
-def _st() -> Any:
-    from hypothesis import strategies as st
-
-    return st
 
 
 @functools.cache

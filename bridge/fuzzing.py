@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import faulthandler
+import functools
 import json
 import multiprocessing as mp
 import os
@@ -39,7 +40,7 @@ from typing import Any
 from .errors import XrfedError
 
 __all__ = ["Surface", "FuzzResult", "stateless", "run_surface", "assert_no_crash", "surfaces", "memory_probes",
-           "peak_rss_bytes", "add_bench_arguments", "run_fuzz_bench"]
+           "peak_rss_bytes", "add_bench_arguments", "run_fuzz_bench", "strategies", "pick", "ints", "index"]
 
 #: Examples per surface in ``xrfed bench fuzz`` (the issue's floor).
 BENCH_EXAMPLES = 10_000
@@ -57,6 +58,31 @@ class Surface:
     session: Callable[[], contextlib.AbstractContextManager[Callable[[Any], None]]]
     #: exception types besides XrfedError that count as a clean rejection (e.g. SystemExit(2) for argparse)
     rejections: tuple[type[BaseException], ...] = ()
+
+
+def strategies() -> Any:
+    """``hypothesis.strategies``, imported when a surface first builds its strategy (hypothesis is a dev extra)."""
+    from hypothesis import strategies as st
+
+    return st
+
+
+@functools.cache
+def pick(options: tuple[Any, ...]) -> Any:
+    """``sampled_from(options)``, built once per option tuple (building strategies inside a draw is what costs
+    time)."""
+    return strategies().sampled_from(options)
+
+
+@functools.cache
+def ints(lo: int, hi: int) -> Any:
+    """``integers(lo, hi)``, built once per range."""
+    return strategies().integers(lo, hi)
+
+
+def index(draw: Any, n: int) -> int:
+    """An index in ``range(n)`` (n >= 1) drawn from one cached strategy."""
+    return int(draw(ints(0, 1 << 20))) % n
 
 
 def stateless(feed: Callable[[Any], None]) -> Callable[[], contextlib.AbstractContextManager[Callable[[Any], None]]]:

@@ -30,6 +30,10 @@ from typing import Any
 
 from .errors import ScenarioError, XrfedError
 from .fuzzing import Surface, stateless
+from .fuzzing import index as _index
+from .fuzzing import ints as _ints
+from .fuzzing import pick as _pick
+from .fuzzing import strategies as _st
 
 __all__ = ["SURFACES", "MAX_ERROR_CHARS"]
 
@@ -45,27 +49,6 @@ _HOSTILE: tuple[Any, ...] = (
     [[1, 2]] * 3, "../../etc/passwd", "<x\">", "a/b", "\x01",
 )
 _NEAR_MISS_KEYS = ("size", "colour", "origin", "pos", "yaw", "rt60", "lux", "<<", "1", "", "name ", "Size_m")
-
-
-def _st() -> Any:
-    from hypothesis import strategies as st
-
-    return st
-
-
-@functools.cache
-def _pick(options: tuple[Any, ...]) -> Any:
-    """``sampled_from``, built once per option tuple."""
-    return _st().sampled_from(options)
-
-
-@functools.cache
-def _ints(lo: int, hi: int) -> Any:
-    return _st().integers(lo, hi)
-
-
-def _index(draw: Any, n: int) -> int:
-    return int(draw(_ints(0, 1 << 20))) % n
 
 
 def _one(draw: Any, options: tuple[Any, ...]) -> Any:

@@ -33,6 +33,10 @@ from typing import Any
 
 from bridge.errors import XrfedError
 from bridge.fuzzing import Surface
+from bridge.fuzzing import index as _index
+from bridge.fuzzing import ints as _ints
+from bridge.fuzzing import pick as _pick
+from bridge.fuzzing import strategies as _st
 
 __all__ = ["SURFACES", "MAX_ERROR_CHARS"]
 
@@ -76,26 +80,6 @@ _FULL: dict[str, Any] = {
     "attack": {"kind": "sign_flip", "fraction": 0.0, "scale": 10.0, "devices": ["chloe"]},
     "seed": 3, "seeds": [0, 1],
 }
-
-
-def _st() -> Any:
-    from hypothesis import strategies as st
-
-    return st
-
-
-@functools.cache
-def _pick(options: tuple[Any, ...]) -> Any:
-    return _st().sampled_from(options)
-
-
-@functools.cache
-def _ints(lo: int, hi: int) -> Any:
-    return _st().integers(lo, hi)
-
-
-def _index(draw: Any, n: int) -> int:
-    return int(draw(_ints(0, 1 << 20))) % n
 
 
 def _one(draw: Any, options: tuple[Any, ...]) -> Any:

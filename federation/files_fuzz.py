@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.fuzzing import Surface
+from bridge.fuzzing import strategies as _st
 
 from .errors import CheckpointError
 
@@ -91,10 +92,6 @@ def _snapshot(root: Path) -> dict[str, bytes | None]:
 
 # ---------------------------------------------------------------------------------------------------------------
 # strategies
-def _st() -> Any:
-    from hypothesis import strategies as st
-
-    return st
 
 
 @functools.cache

@@ -39,6 +39,10 @@ import numpy as np
 from ..errors import BridgeError
 from ..frame import DeviceFrame
 from ..fuzzing import Surface, peak_rss_bytes, stateless
+from ..fuzzing import index as _index
+from ..fuzzing import ints as _ints
+from ..fuzzing import pick as _pick
+from ..fuzzing import strategies as _st
 from .protocol import (
     ENCODINGS,
     PART_SPECS,
@@ -68,10 +72,6 @@ FLOOD_LIMITS = Limits(max_message_bytes=1024 * 1024, max_header_bytes=16 * 1024,
 
 # ---------------------------------------------------------------------------------------------------------------
 # building blocks
-def _st() -> Any:
-    from hypothesis import strategies as st
-
-    return st
 
 
 @functools.cache
@@ -101,22 +101,6 @@ def _zlib_bomb(inflated_bytes: int) -> bytes:
 def _dumps(obj: Any) -> bytes:
     """JSON as a hostile publisher writes it: big integers, NaN and Infinity included."""
     return json.dumps(obj, allow_nan=True).encode()
-
-
-@functools.cache
-def _pick(options: tuple[Any, ...]) -> Any:
-    """``sampled_from``, built once per option tuple (building strategies inside a draw is what costs time)."""
-    return _st().sampled_from(options)
-
-
-@functools.cache
-def _ints(lo: int, hi: int) -> Any:
-    return _st().integers(lo, hi)
-
-
-def _index(draw: Any, n: int) -> int:
-    """An index in ``range(n)`` (n >= 1) from one cached strategy."""
-    return int(draw(_ints(0, 1 << 20))) % n
 
 
 @functools.cache

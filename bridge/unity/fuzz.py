@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..fuzzing import Surface
+from ..fuzzing import strategies as _st
 from ..tasks import MODALITIES, TASKS
 from . import codec
 from .errors import RejectedMessageError
@@ -53,12 +54,6 @@ _BRANCHES = (3,)
 _ABSURD = (0, 1, -1, 7, 2**31 - 1, -(2**31), 2**31 - 21, 1 << 20, 65535)
 _KEYS = ("xrfed.lighting.intensity", "xrfed.lighting.color_temperature_k", "xrfed.lighting.lights_on",
          "xrfed.lighting.intensity@lab", "xrfed.lighting.intensity@nowhere", "xrfed.lighting.glow", "gaze_noise", "")
-
-
-def _st() -> Any:
-    from hypothesis import strategies as st
-
-    return st
 
 
 def _pb() -> Any:
