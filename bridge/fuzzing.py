@@ -40,7 +40,8 @@ from typing import Any
 from .errors import XrfedError
 
 __all__ = ["Surface", "FuzzResult", "stateless", "run_surface", "assert_no_crash", "surfaces", "memory_probes",
-           "peak_rss_bytes", "add_bench_arguments", "run_fuzz_bench", "strategies", "pick", "ints", "index"]
+           "peak_rss_bytes", "add_bench_arguments", "run_fuzz_bench", "strategies", "pick", "ints", "index",
+           "tree_paths", "tree_get", "tree_set"]
 
 #: Examples per surface in ``xrfed bench fuzz`` (the issue's floor).
 BENCH_EXAMPLES = 10_000
@@ -83,6 +84,32 @@ def ints(lo: int, hi: int) -> Any:
 def index(draw: Any, n: int) -> int:
     """An index in ``range(n)`` (n >= 1) drawn from one cached strategy."""
     return int(draw(ints(0, 1 << 20))) % n
+
+
+def tree_paths(node: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Every node's path (keys and indices) in a tree of dicts and lists, the root first."""
+    yield prefix
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from tree_paths(v, (*prefix, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from tree_paths(v, (*prefix, i))
+
+
+def tree_get(node: Any, path: tuple[Any, ...]) -> Any:
+    """The node at ``path``."""
+    for k in path:
+        node = node[k]
+    return node
+
+
+def tree_set(root: Any, path: tuple[Any, ...], value: Any) -> Any:
+    """``root`` with the node at ``path`` replaced (the root itself when ``path`` is empty)."""
+    if not path:
+        return value
+    tree_get(root, path[:-1])[path[-1]] = value
+    return root
 
 
 def stateless(feed: Callable[[Any], None]) -> Callable[[], contextlib.AbstractContextManager[Callable[[Any], None]]]:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ScenarioError, XrfedError
-from .fuzzing import Surface, stateless
+from .fuzzing import Surface, stateless, tree_get, tree_paths, tree_set
 from .fuzzing import index as _index
 from .fuzzing import ints as _ints
 from .fuzzing import pick as _pick
@@ -134,31 +134,7 @@ def _small_bases() -> tuple[dict[str, Any], ...]:
 
 
 Path_ = tuple[Any, ...]
-
-
-def _paths(node: Any, prefix: Path_ = ()) -> Iterator[Path_]:
-    """Every node's path (keys and indices), the root first."""
-    yield prefix
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _paths(v, (*prefix, k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _paths(v, (*prefix, i))
-
-
-def _get(node: Any, path: Path_) -> Any:
-    for k in path:
-        node = node[k]
-    return node
-
-
-def _set(root: Any, path: Path_, value: Any) -> Any:
-    """``root`` with the node at ``path`` replaced (the root itself when ``path`` is empty)."""
-    if not path:
-        return value
-    _get(root, path[:-1])[path[-1]] = value
-    return root
+_paths, _get, _set = tree_paths, tree_get, tree_set
 
 
 def _dotted(path: Path_) -> str:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.errors import XrfedError
-from bridge.fuzzing import Surface
+from bridge.fuzzing import Surface, tree_get, tree_paths, tree_set
 from bridge.fuzzing import index as _index
 from bridge.fuzzing import ints as _ints
 from bridge.fuzzing import pick as _pick
@@ -100,29 +100,7 @@ def _bases() -> tuple[dict[str, Any], ...]:
 
 # -- field-level mutations ----------------------------------------------------------------------------------------
 Path_ = tuple[Any, ...]
-
-
-def _paths(node: Any, prefix: Path_ = ()) -> Iterator[Path_]:
-    yield prefix
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _paths(v, (*prefix, k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _paths(v, (*prefix, i))
-
-
-def _get(node: Any, path: Path_) -> Any:
-    for k in path:
-        node = node[k]
-    return node
-
-
-def _set(root: Any, path: Path_, value: Any) -> Any:
-    if not path:
-        return value
-    _get(root, path[:-1])[path[-1]] = value
-    return root
+_paths, _get, _set = tree_paths, tree_get, tree_set
 
 
 @functools.cache
