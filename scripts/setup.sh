@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Idempotent set-up: Debian system libraries for headless rendering (and Mono for the C# codec tests),
+# Idempotent set-up: Debian system libraries for headless rendering (Mono for the C# tests, chromium and its
+# driver for the live page's browser test),
 # a virtualenv in .venv, torch's CPU build first, then xrfed with its extras. Re-running skips what is done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${XRFED_VENV:-.venv}
 PY=${PYTHON:-python3}
 TORCH_VERSION=2.13.0
-APT_PACKAGES="libegl1 libgl1 libglx-mesa0 libegl-mesa0 libgl1-mesa-dri libosmesa6 mono-mcs mono-runtime"
+APT_PACKAGES="libegl1 libgl1 libglx-mesa0 libegl-mesa0 libgl1-mesa-dri libosmesa6 mono-mcs mono-runtime chromium chromium-driver"
 
 say() { printf '[setup] %s\n' "$*"; }
 
@@ -63,14 +64,17 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.s
   step "pip install torch==$TORCH_VERSION" $PIP install "torch==$TORCH_VERSION"
 fi
 say "installing xrfed and its extras"
-# One resolve for all extras: the unity extra's protobuf==3.20.3 also bounds Ray's protobuf>=3.20.3.
-step "pip install -e .[dev,speech,usd,unity,ray]" $PIP install -e ".[dev,speech,usd,unity,ray]"
+# One resolve for all extras: the unity extra's protobuf==5.29.5 satisfies Ray and Flower (>=5.28,<7).
+step "pip install -e .[dev,speech,usd,unity,ray,flower,rl]" $PIP install -e ".[dev,speech,usd,unity,ray,flower,rl]"
 # mlagents-envs 1.1.0 declares Python <= 3.10.12 but runs on 3.11; it is the only release that decodes the current
 # Unity package's channels-first observations (see docs/unity.md), so it is installed without its pins.
 if ! "$VENV/bin/python" -c "import mlagents_envs" 2>/dev/null; then
   say "installing mlagents-envs 1.1.0 (--no-deps --ignore-requires-python)"
   step "pip install mlagents-envs==1.1.0" $PIP install --no-deps --ignore-requires-python "mlagents-envs==1.1.0"
 fi
+# Its message modules are protoc-3 code that protobuf 5 cannot run: rewrite them into the builder form (same
+# descriptors, same bytes; idempotent, see bridge/unity/protos.py).
+step "rewrite mlagents-envs' message modules for protobuf 5" "$VENV/bin/python" -m bridge.unity.protos
 rm -f "$VENV"/.xrfed-setup-*
 touch "$stamp"
 say "done: activate with   source $VENV/bin/activate"

@@ -263,6 +263,9 @@ class UnityBackend(SimBackend):
 
     # -- connection ---------------------------------------------------------------------------------------
     def _connect(self) -> None:
+        from .protos import check
+
+        check()  # mlagents-envs' messages in the form this protobuf runs, or one line naming the fix
         try:
             from mlagents_envs.environment import UnityEnvironment
             from mlagents_envs.exception import (

@@ -40,6 +40,7 @@ class UnityExtraMissingError(BackendError, ImportError):
     def __init__(self, missing: str):
         super().__init__(
             f"the Unity path needs the optional 'unity' extra ({missing} is missing): run\n"
-            "  pip install 'protobuf==3.20.3' 'grpcio>=1.49,<2' cloudpickle filelock\n"
+            "  pip install 'protobuf==5.29.5' 'grpcio>=1.49,<2' cloudpickle filelock\n"
             "  pip install --no-deps --ignore-requires-python mlagents-envs==1.1.0\n"
+            "  python -m bridge.unity.protos\n"
             "(scripts/setup.sh does this; see docs/unity.md)")
