@@ -15,7 +15,8 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -25,7 +26,7 @@ from bridge.devices import DeviceProfile
 from .errors import ExecutorError, UnknownNameError
 from .messages import EvalReport, TrainReport
 
-__all__ = ["Client", "Executor", "LocalExecutor", "RayExecutor", "make_executor", "executor_names"]
+__all__ = ["Client", "DeviceLost", "Executor", "LocalExecutor", "RayExecutor", "make_executor", "executor_names"]
 
 
 @runtime_checkable
@@ -68,8 +69,27 @@ class Client(Protocol):
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None: ...
 
 
+@dataclass(frozen=True)
+class DeviceLost:
+    """The result of a call whose device was lost mid-call (its worker process or node died).
+
+    Returned in place of the result by :meth:`Executor.map` / :meth:`Executor.imap` when ``tolerate_loss`` is set;
+    the round engine counts the device as a dropout. The executor rebuilds lost devices in :meth:`Executor.revive`.
+    """
+
+    device_id: str
+    reason: str
+
+
 class Executor:
-    """Runs a method on many devices' clients and returns the results in the order asked."""
+    """Runs a method on many devices' clients and returns the results in the order asked.
+
+    ``map(method, calls)`` runs ``getattr(client, method)(*args, **kwargs)`` for each ``(device_id, args, kwargs)``
+    and returns the results in call order; ``imap`` yields ``(call index, result)`` as calls finish (so a caller
+    can fold results in, e.g. streaming aggregation, without holding them all). With ``tolerate_loss=True`` a call
+    whose device was lost yields a :class:`DeviceLost` instead of raising; other failures always raise.
+    ``revive()`` rebuilds lost devices from their factories and returns their ids (the caller re-installs state).
+    """
 
     name = "abstract"
 
@@ -80,8 +100,20 @@ class Executor:
     def call(self, device_id: str, method: str, *args: Any, **kwargs: Any) -> Any:
         return self.map(method, [(device_id, args, kwargs)])[0]
 
-    def map(self, method: str, calls: Sequence[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> list[Any]:
-        raise TypeError(f"{type(self).__name__} must implement map")
+    def map(self, method: str, calls: Sequence[tuple[str, tuple[Any, ...], dict[str, Any]]], *,
+            tolerate_loss: bool = False) -> list[Any]:
+        out: list[Any] = [None] * len(calls)
+        for i, result in self.imap(method, calls, tolerate_loss=tolerate_loss):
+            out[i] = result
+        return out
+
+    def imap(self, method: str, calls: Sequence[tuple[str, tuple[Any, ...], dict[str, Any]]], *,
+             tolerate_loss: bool = False) -> Iterator[tuple[int, Any]]:
+        raise TypeError(f"{type(self).__name__} must implement imap")
+
+    def revive(self) -> list[str]:
+        """Rebuild devices lost since the last call (none in-process); returns their ids."""
+        return []
 
     @property
     def device_ids(self) -> tuple[str, ...]:
@@ -114,8 +146,10 @@ class LocalExecutor(Executor):
     def info(self, device_id: str) -> dict[str, Any]:
         return _info(self.clients[device_id])
 
-    def map(self, method, calls):
-        return [getattr(self.clients[dev], method)(*args, **kwargs) for dev, args, kwargs in calls]
+    def imap(self, method, calls, *, tolerate_loss=False):
+        # in-process a failing client is a bug, never a lost device: its exception propagates
+        for i, (dev, args, kwargs) in enumerate(calls):
+            yield i, getattr(self.clients[dev], method)(*args, **kwargs)
 
 
 #: seconds to wait for a TCP connection to a given Ray address before calling it unreachable (Ray's own client
@@ -231,12 +265,14 @@ class RayExecutor(Executor):
     def info(self, device_id: str) -> dict[str, Any]:
         return self._infos[device_id]
 
-    def map(self, method, calls):
+    def imap(self, method, calls, *, tolerate_loss=False):
+        # TODO(ray-exec): yield as calls finish (ray.wait), DeviceLost for dead actors when tolerate_loss
         futures = [self._actors[dev].call.remote(method, args, kwargs) for dev, args, kwargs in calls]
         try:
-            return self._ray.get(futures)
+            results = self._ray.get(futures)
         except Exception as exc:
             raise ExecutorError(f"Ray call {method!r} failed: {_summary(exc)}") from exc
+        yield from enumerate(results)
 
     def close(self) -> None:
         """Kill the device actors and wait (a few seconds at most) until Ray has their CPUs back for the next."""
