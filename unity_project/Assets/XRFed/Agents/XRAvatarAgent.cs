@@ -6,6 +6,7 @@ using Unity.MLAgents.Actuators;
 using Unity.MLAgents.Policies;
 using Unity.MLAgents.Sensors;
 using UnityEngine;
+using XRFed.Codec;
 using XRFed.Scene;
 using XRFed.Sensors;
 
@@ -59,6 +60,9 @@ namespace XRFed.Agents
         protected override void OnEnable()
         {
             m_Scene = FindFirstObjectByType<XRFedScene>();
+            if (m_Scene == null)
+                throw new InvalidOperationException("XRAvatarAgent '" + name + "' expected an XRFedScene in the scene, got none "
+                                                    + "(build scenes with XRFed > Build Scene From Scenario...)");
             DeviceIndex = m_Scene.Register(this);
             base.OnEnable();
         }
@@ -76,13 +80,15 @@ namespace XRFed.Agents
         public override void CollectObservations(VectorSensor sensor)
         {
             // Sensors write the tensors; the agent reports the non-tensor frame fields of this decision.
-            var lighting = GetComponentInParent<LightingController>() ?? FindFirstObjectByType<LightingController>();
+            // Unity objects overload ==: a destroyed or missing component is "fake null", which ?? does not see.
+            var lighting = GetComponentInParent<LightingController>();
+            if (lighting == null) lighting = FindFirstObjectByType<LightingController>();
             string room = CurrentRoom();
             var audio = GetComponentInChildren<AudioRingBuffer>();
             var meta = new Dictionary<string, object>
             {
                 { "device_id", DeviceId }, { "step", (long)StepCount }, { "sim_time_s", (double)(StepCount * m_Scene.StepDtS) },
-                { "wall_time_ns", DateTime.UtcNow.Ticks * 100L }, { "room", room }, { "events", ActiveEvents().Cast<object>().ToList() },
+                { "wall_time_ns", UnixTime.NowNs() }, { "room", room }, { "events", ActiveEvents().Cast<object>().ToList() },
                 { "active_tasks", ActiveTasks().Cast<object>().ToList() },
                 { "lighting", null }, { "camera_fov_y_deg", HeadCamera != null ? (object)(double)HeadCamera.fieldOfView : null },
                 { "audio_hz", Has("audio") && audio != null ? (object)(long)audio.SampleRateHz : null },
@@ -107,14 +113,15 @@ namespace XRFed.Agents
         /// <summary>Audio frames per decision (sample rate x step).</summary>
         public int AudioSamplesPerStep { get { var a = GetComponentInChildren<AudioRingBuffer>(); return a == null ? 0 : Mathf.RoundToInt(a.SampleRateHz * m_Scene.StepDtS); } }
 
-        /// <summary>pose [7]: world position (x, y, z) m and orientation (w, x, y, z), xrfed world frame (z up).</summary>
+        /// <summary>pose [7]: world position (x, y, z) m and orientation (w, x, y, z), head -> world, xrfed world
+        /// frame (right-handed, z up; <see cref="WorldFrame"/>).</summary>
         public void FillPose(float[] v)
         {
-            var p = HeadCamera.transform.position;
-            var q = ToXrfed(HeadCamera.transform.rotation);
-            v[0] = p.x; v[1] = p.z; v[2] = p.y;
-            v[3] = q.w; v[4] = q.x; v[5] = q.y; v[6] = q.z;
+            var t = HeadCamera.transform;
+            WorldFrame.HeadPose(D(t.position), D(t.right), D(t.up), D(t.forward), v, 0);
         }
+
+        static double[] D(Vector3 u) { return new double[] { u.x, u.y, u.z }; }
 
         /// <summary>imu [6]: specific force (m/s^2) and angular velocity (rad/s) in the head frame.</summary>
         public void FillImu(float[] v)
@@ -206,73 +213,6 @@ namespace XRFed.Agents
         {
             var runner = GetComponent<TaskScriptRunner>();
             return runner != null && runner.Tasks.Length > 0 ? runner.Tasks : Tasks;
-        }
-
-        static Quaternion ToXrfed(Quaternion unity)
-        {
-            // Unity: y up, left-handed, camera looks +z. xrfed: z up, right-handed, head looks -z (OpenXR view).
-            var m = Matrix4x4.Rotate(unity);
-            Vector3 right = m.GetColumn(0), up = m.GetColumn(1), fwd = m.GetColumn(2);
-            Vector3 X = new Vector3(right.x, right.z, right.y), Y = new Vector3(up.x, up.z, up.y), Z = -new Vector3(fwd.x, fwd.z, fwd.y);
-            float trace = X.x + Y.y + Z.z;
-            float w = Mathf.Sqrt(Mathf.Max(0, 1 + trace)) / 2;
-            float x = Mathf.Sqrt(Mathf.Max(0, 1 + X.x - Y.y - Z.z)) / 2 * Mathf.Sign(Y.z - Z.y);
-            float y = Mathf.Sqrt(Mathf.Max(0, 1 - X.x + Y.y - Z.z)) / 2 * Mathf.Sign(Z.x - X.z);
-            float z = Mathf.Sqrt(Mathf.Max(0, 1 - X.x - Y.y + Z.z)) / 2 * Mathf.Sign(X.y - Y.x);
-            return new Quaternion(x, y, z, w);
-        }
-    }
-
-    /// <summary>Marks a scene object with its scenario category (object_recognition ground truth).</summary>
-    public class XRFedObject : MonoBehaviour
-    {
-        /// <summary>One of bridge.tasks.OBJECT_CATEGORIES.</summary>
-        public string Category;
-    }
-
-    /// <summary>Class lists per task (bridge.tasks.TASKS order), so labels become the same indices as in Python.</summary>
-    [Serializable]
-    public class TaskVocabulary
-    {
-        /// <summary>Comma-separated classes per task.</summary>
-        public string[] Classes = new string[6];
-
-        /// <summary>Index of <paramref name="label"/> in task <paramref name="task"/>, -1 when unknown.</summary>
-        public int Index(int task, string label) { return Array.IndexOf(Classes[task].Split(','), label); }
-    }
-
-    /// <summary>
-    /// The avatar's named sensors besides the camera: depth_m, gaze, audio, pose, imu, hands (profile permitting),
-    /// plus labels, present and device -- built from the <see cref="XRAvatarAgent"/> on the same GameObject.
-    /// </summary>
-    public class XRAvatarSensors : SensorComponent
-    {
-        /// <summary>Depth image size (pixels); keep small: float32 per pixel on the wire.</summary>
-        public int DepthWidth = 84, DepthHeight = 84;
-
-        /// <inheritdoc/>
-        public override ISensor[] CreateSensors()
-        {
-            var a = GetComponent<XRAvatarAgent>();
-            var gaze = GetComponentInChildren<GazeProvider>();
-            var audio = GetComponentInChildren<AudioRingBuffer>();
-            var list = new List<ISensor>
-            {
-                new NamedVectorSensor("device", 1, v => v[0] = a.DeviceIndex),
-                new NamedVectorSensor("labels", 6, a.FillLabels),
-                new NamedVectorSensor("present", 10, a.FillPresent),
-            };
-            if (a.Modalities.Contains("depth")) list.Add(new DepthSensor(a.HeadCamera, DepthWidth, DepthHeight));
-            if (a.Modalities.Contains("gaze")) list.Add(new NamedVectorSensor("gaze", 8, v => { if (a.Has("gaze")) Array.Copy(gaze.Sample, v, 8); }));
-            if (a.Modalities.Contains("pose")) list.Add(new NamedVectorSensor("pose", 7, v => { if (a.Has("pose")) a.FillPose(v); }));
-            if (a.Modalities.Contains("imu")) list.Add(new NamedVectorSensor("imu", 6, v => { if (a.Has("imu")) a.FillImu(v); }));
-            if (a.Modalities.Contains("hands")) list.Add(new NamedVectorSensor("hands", 156, v => { }));
-            if (a.Modalities.Contains("audio") && audio != null)
-            {
-                int n = a.AudioSamplesPerStep;
-                list.Add(new NamedVectorSensor("audio", a.AudioChannels * n, v => { if (a.Has("audio")) audio.CopyLatest(v, a.AudioChannels, n); }));
-            }
-            return list.ToArray();
         }
     }
 }

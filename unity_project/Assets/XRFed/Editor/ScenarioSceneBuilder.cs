@@ -22,6 +22,9 @@ namespace XRFed.Editor
     /// </summary>
     public static class ScenarioSceneBuilder
     {
+        /// <summary>Where the depth sensor's replacement shader lives in this project.</summary>
+        public const string DepthShaderPath = "Assets/XRFed/Shaders/LinearDepth.shader";
+
         /// <summary>Ask for a scenario JSON and build its scene.</summary>
         [MenuItem("XRFed/Build Scene From Scenario...")]
         public static void BuildFromMenu()
@@ -148,10 +151,17 @@ namespace XRFed.Editor
                 rgb.Width = size;
                 rgb.Height = (int)scenario.Render.HeightPx;
                 rgb.CompressionType = SensorCompressionType.PNG;
+                // The sensor's camera stays enabled: it is the avatar's view in the Game view (and the overlay's).
+                rgb.RuntimeCameraEnable = true;
             }
             var sensors = body.AddComponent<XRAvatarSensors>();
             sensors.DepthWidth = size;
             sensors.DepthHeight = (int)scenario.Render.HeightPx;
+            // A serialized reference keeps the shader in player builds (Shader.Find alone does not).
+            sensors.DepthShader = AssetDatabase.LoadAssetAtPath<Shader>(DepthShaderPath);
+            if (sensors.DepthShader == null) sensors.DepthShader = Shader.Find(DepthSensor.ShaderName);
+            if (sensors.DepthShader == null)
+                throw new FileNotFoundException("expected the " + DepthSensor.ShaderName + " shader at " + DepthShaderPath + ", found none");
             body.SetActive(true);
         }
     }

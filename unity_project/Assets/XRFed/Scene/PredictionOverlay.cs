@@ -16,7 +16,9 @@ namespace XRFed.Scene
 
         void Awake()
         {
-            m_Text = GetComponent<TextMesh>() ?? gameObject.AddComponent<TextMesh>();
+            // Not `??`: a missing component is Unity's "fake null", which only == null detects.
+            m_Text = GetComponent<TextMesh>();
+            if (m_Text == null) m_Text = gameObject.AddComponent<TextMesh>();
             m_Text.characterSize = 0.02f;
             m_Text.anchor = TextAnchor.LowerCenter;
             transform.localPosition = new Vector3(0, -0.15f, 0.6f);

@@ -1,12 +1,14 @@
 using System.Collections.Generic;
 using UnityEngine;
 using UnityEngine.XR;
+using UnityEngine.XR.OpenXR.Features.Interactions;
 
 namespace XRFed.Sensors
 {
     /// <summary>
     /// Eye gaze in the head frame: OpenXR eye tracking when a headset provides it (XR input device with the
-    /// EyeTracking characteristic), else the scripted gaze model (fixate the task script's look target, with the
+    /// EyeTracking characteristic; EyeTrackingUsages.gazePosition / gazeRotation, or CommonUsages.eyesData from
+    /// other providers), else the scripted gaze model (fixate the task script's look target, with the
     /// user's calibration bias and per-sample noise). Angles in radians, yaw = atan2(x, -z), pitch = atan2(y, -z),
     /// head frame +x right, +y up, -z forward, as bridge/frame.py defines them.
     /// </summary>
@@ -20,6 +22,8 @@ namespace XRFed.Sensors
         public Vector2 BiasDeg;
         /// <summary>Per-sample noise (RMS, degrees).</summary>
         public float PrecisionDeg = 0.5f;
+        /// <summary>Distance along an OpenXR gaze ray taken as the fixation point (OpenXR gives no vergence), metres.</summary>
+        public float GazeRayM = 2.0f;
 
         /// <summary>The last sample: yaw_rad, pitch_rad, origin (3, head frame), vergence_depth_m, pupil_mm, confidence.</summary>
         public readonly float[] Sample = new float[8];
@@ -41,11 +45,29 @@ namespace XRFed.Sensors
             InputDevices.GetDevicesWithCharacteristics(InputDeviceCharacteristics.EyeTracking, m_Devices);
             foreach (var d in m_Devices)
             {
+                // OpenXR (XR_EXT_eye_gaze_interaction, "Eye Gaze Interaction Profile" enabled in the OpenXR settings)
+                // reports a gaze pose through EyeTrackingUsages, in tracking space -- the space of the head
+                // camera's parent, which the XR camera tracking drives.
+                Vector3 origin;
+                Quaternion rotation;
+                if (d.TryGetFeatureValue(EyeTrackingUsages.gazePosition, out origin)
+                    && d.TryGetFeatureValue(EyeTrackingUsages.gazeRotation, out rotation))
+                {
+                    var space = Head.parent;
+                    Vector3 o = space != null ? space.TransformPoint(origin) : origin;
+                    Vector3 dir = rotation * Vector3.forward;
+                    if (space != null) dir = space.TransformDirection(dir);
+                    Fill(o + dir * GazeRayM, 1.0f);
+                    return true;
+                }
+                // Other XR providers fill the legacy Eyes usage.
                 Eyes eyes;
                 Vector3 fixation;
-                if (!d.TryGetFeatureValue(CommonUsages.eyesData, out eyes) || !eyes.TryGetFixationPoint(out fixation)) continue;
-                Fill(fixation, 1.0f);
-                return true;
+                if (d.TryGetFeatureValue(CommonUsages.eyesData, out eyes) && eyes.TryGetFixationPoint(out fixation))
+                {
+                    Fill(Head.parent != null ? Head.parent.TransformPoint(fixation) : fixation, 1.0f);
+                    return true;
+                }
             }
             return false;
         }

@@ -1,4 +1,7 @@
-// Linear eye depth in metres (distance along the camera's optical axis), written to an RFloat target by DepthSensor.
+// Linear eye depth in metres: the view-space distance along the camera's optical axis (-z_view, interpolated
+// perspective-correctly, so exact per pixel up to float32), written to the red channel of an RFloat target by
+// DepthSensor, which clears the target to 0 first (0 = no geometry). Built-in render pipeline (RenderWithShader).
+// Kept in player builds by the serialized reference XRAvatarSensors.DepthShader (set by the scene builder).
 Shader "XRFed/LinearDepth"
 {
     SubShader

@@ -1,11 +1,13 @@
-// Publishes an avatar camera (RGB + depth) and head pose with the xrfed stream protocol over NetMQ, from the Editor,
-// a desktop player or an Android/Quest build. Requires the NetMQ package (NuGet NetMQ 4.x + AsyncIO, placed in
-// Assets/Plugins). The wire format lives in StreamCodec.cs (UnityEngine-free, tested with Mono).
+// Publishes an avatar camera (RGB) and head pose with the xrfed stream protocol over NetMQ, from the Editor, a desktop
+// player or an Android/Quest build. This folder is its own assembly (XRFed.Streaming.asmdef) with the define
+// constraint XRFED_NETMQ: it compiles only once NetMQ 4.0.x with AsyncIO is in the project and XRFED_NETMQ is in
+// Player Settings > Scripting Define Symbols (unity_project/README.md), so the rest of the project never needs NetMQ.
+// The wire format lives in StreamCodec.cs (UnityEngine-free, tested with Mono).
 using System.Collections.Generic;
 using NetMQ;
 using NetMQ.Sockets;
 using UnityEngine;
-using UnityEngine.Rendering;
+using XRFed.Codec;
 
 namespace XRFed.Streaming
 {
@@ -34,6 +36,9 @@ namespace XRFed.Streaming
         /// <summary>JPEG-compress RGB (quality 85) instead of sending raw pixels.</summary>
         public bool jpeg = true;
 
+        // NetMQ's context is process-wide: only the last streamer to stop may tear it down.
+        static int s_Open;
+
         PublisherSocket _socket;
         RenderTexture _target;
         Texture2D _readback;
@@ -47,7 +52,17 @@ namespace XRFed.Streaming
             _socket = new PublisherSocket();
             _socket.Options.SendHighWatermark = 16;
             _socket.Options.Linger = System.TimeSpan.Zero;
-            if (connect) _socket.Connect(endpoint); else _socket.Bind(endpoint);
+            try
+            {
+                if (connect) _socket.Connect(endpoint); else _socket.Bind(endpoint);
+            }
+            catch
+            {
+                _socket.Dispose();
+                _socket = null;
+                throw;
+            }
+            s_Open++;
             _session = System.Guid.NewGuid().ToString("N").Substring(0, 16);
             _target = new RenderTexture(width, height, 24, RenderTextureFormat.ARGB32);
             _readback = new Texture2D(width, height, TextureFormat.RGB24, false);
@@ -55,8 +70,12 @@ namespace XRFed.Streaming
 
         void OnDisable()
         {
-            if (_socket != null) { _socket.Dispose(); _socket = null; }
-            NetMQConfig.Cleanup(false);
+            if (_socket != null)
+            {
+                _socket.Dispose();
+                _socket = null;
+                if (--s_Open == 0) NetMQConfig.Cleanup(false); // a later OnEnable gets a fresh context
+            }
             if (_target != null) { _target.Release(); _target = null; }
         }
 
@@ -95,13 +114,12 @@ namespace XRFed.Streaming
                 for (int y = 0; y < height; y++) System.Buffer.BlockCopy(src, (height - 1 - y) * row, rgb, y * row, row);
                 parts.Add(new StreamPart { Name = "rgb", DType = "uint8", Shape = new[] { height, width, 3 }, Data = rgb });
             }
-            // Head pose in the world frame of the frame contract (right-handed, z up, metres). Unity's world is
-            // left-handed y up: (x, y, z)_unity -> (z, -x, y)_xrfed. The head frame is +x right, +y up, -z forward,
-            // so its axes are the camera's right, up and -forward; their images form the rotation's columns.
+            // Head pose (head -> world) in the frame contract's world frame, by the same convention as the
+            // ML-Agents avatar (XRFed.Codec.WorldFrame: Unity (x, y, z) -> xrfed (x, z, y)).
             var t = eyeCamera.transform;
-            var p = ToXrfed(t.position);
-            var q = MatrixToQuaternion(ToXrfed(t.right), ToXrfed(t.up), ToXrfed(-t.forward));
-            parts.Add(StreamPart.Float32("pose", new[] { p.x, p.y, p.z, q[0], q[1], q[2], q[3] }, new[] { 7 },
+            var pose = new float[7];
+            WorldFrame.HeadPose(D(t.position), D(t.right), D(t.up), D(t.forward), pose, 0);
+            parts.Add(StreamPart.Float32("pose", pose, new[] { 7 },
                                          "fields: x_m,y_m,z_m,qw,qx,qy,qz (world frame, head -> world)"));
 
             var header = new Dictionary<string, object>
@@ -132,43 +150,11 @@ namespace XRFed.Streaming
             _socket.TrySendMultipartMessage(mp);
         }
 
-        static Vector3 ToXrfed(Vector3 u)
-        {
-            return new Vector3(u.z, -u.x, u.y);
-        }
-
-        /// <summary>Unit quaternion (w, x, y, z) of the rotation whose columns are c0, c1, c2 (Shepperd's method).</summary>
-        static float[] MatrixToQuaternion(Vector3 c0, Vector3 c1, Vector3 c2)
-        {
-            float m00 = c0.x, m10 = c0.y, m20 = c0.z, m01 = c1.x, m11 = c1.y, m21 = c1.z, m02 = c2.x, m12 = c2.y, m22 = c2.z;
-            float tr = m00 + m11 + m22, w, x, y, z;
-            if (tr > 0f)
-            {
-                float s = Mathf.Sqrt(tr + 1f) * 2f;
-                w = 0.25f * s; x = (m21 - m12) / s; y = (m02 - m20) / s; z = (m10 - m01) / s;
-            }
-            else if (m00 > m11 && m00 > m22)
-            {
-                float s = Mathf.Sqrt(1f + m00 - m11 - m22) * 2f;
-                w = (m21 - m12) / s; x = 0.25f * s; y = (m01 + m10) / s; z = (m02 + m20) / s;
-            }
-            else if (m11 > m22)
-            {
-                float s = Mathf.Sqrt(1f + m11 - m00 - m22) * 2f;
-                w = (m02 - m20) / s; x = (m01 + m10) / s; y = 0.25f * s; z = (m12 + m21) / s;
-            }
-            else
-            {
-                float s = Mathf.Sqrt(1f + m22 - m00 - m11) * 2f;
-                w = (m10 - m01) / s; x = (m02 + m20) / s; y = (m12 + m21) / s; z = 0.25f * s;
-            }
-            float n = Mathf.Sqrt(w * w + x * x + y * y + z * z);
-            return new[] { w / n, x / n, y / n, z / n };
-        }
+        static double[] D(Vector3 u) { return new double[] { u.x, u.y, u.z }; }
 
         static long NowNs()
         {
-            return (System.DateTime.UtcNow.Ticks - 621355968000000000L) * 100L;
+            return UnixTime.NowNs();
         }
     }
 }

@@ -15,7 +15,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["StreamSettings", "AvatarStreamer", "ensure_xrfed_importable", "scripted_gaze"]
+__all__ = ["StreamSettings", "AvatarStreamer", "ensure_xrfed_importable", "scripted_gaze", "SEGMENTATION_ANNOTATOR",
+           "instance_object_lut", "object_segmentation", "prim_object_ids"]
+
+#: Replicator annotator whose ``info["idToLabels"]`` maps instance ids to prim paths (``semantic_segmentation`` maps
+#: ids to semantic classes, which cannot tell two mugs apart).
+SEGMENTATION_ANNOTATOR = "instance_id_segmentation_fast"
 
 
 def ensure_xrfed_importable(xrfed_root: str) -> None:
@@ -57,6 +62,58 @@ def scripted_gaze(depth_m: np.ndarray, seg: np.ndarray, fov_y_deg: float) -> np.
     return np.array([yaw, pitch, 0.0, 0.0, 0.0, min(verg, 1e4), 3.5, 1.0], dtype=np.float32)
 
 
+def instance_object_lut(id_to_prim_path: Any, object_ids: dict[str, int]) -> dict[int, int]:
+    """Instance id -> xrfed object id, from the instance-id annotator's ``idToLabels`` (id -> prim path; ids may be
+    strings) and the stage's ``xrfed:object_id`` prims (path -> id). Replicator labels the rendered prim -- usually a
+    mesh below the object's Xform -- so each path takes the object id of its nearest ancestor (or itself) that has one;
+    ids of prims outside every object (walls, floor) are left out, i.e. -1."""
+    if not isinstance(id_to_prim_path, dict):
+        raise TypeError(f"expected idToLabels as a dict of instance id -> prim path, got {type(id_to_prim_path).__name__}")
+    lut: dict[int, int] = {}
+    for raw_id, path in id_to_prim_path.items():
+        try:
+            iid = int(raw_id)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected an integer instance id in idToLabels, got {raw_id!r}") from None
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ValueError(f"expected an absolute prim path for instance id {iid}, got {path!r}")
+        p = path.rstrip("/")
+        while p:
+            if p in object_ids:
+                lut[iid] = object_ids[p]
+                break
+            p = p.rsplit("/", 1)[0]
+    return lut
+
+
+def prim_object_ids(stage: Any) -> dict[str, int]:
+    """Prim path -> xrfed object id of a USD stage, from the ``xrfed:object_id`` custom data usd_export writes."""
+    out = {}
+    for prim in stage.Traverse():
+        oid = prim.GetCustomDataByKey("xrfed:object_id")
+        if oid is not None:
+            out[str(prim.GetPath())] = int(oid)
+    return out
+
+
+def object_segmentation(ids: Any, lut: dict[int, int]) -> np.ndarray:
+    """Per-pixel xrfed object ids (int32, -1 = structure/background) of an instance-id image (H, W)."""
+    arr = np.asarray(ids)
+    if arr.ndim != 2 or arr.dtype.kind not in "ui":
+        raise ValueError(f"expected an (H, W) integer instance-id image, got shape {arr.shape} dtype {arr.dtype}")
+    out = np.full(arr.shape, -1, dtype=np.int32)
+    if lut:
+        keys = np.fromiter(lut.keys(), dtype=np.int64, count=len(lut))
+        vals = np.fromiter(lut.values(), dtype=np.int32, count=len(lut))
+        order = np.argsort(keys)
+        keys, vals = keys[order], vals[order]
+        flat = arr.astype(np.int64)
+        pos = np.clip(np.searchsorted(keys, flat), 0, len(keys) - 1)
+        hit = keys[pos] == flat
+        out[hit] = vals[pos[hit]]
+    return out
+
+
 def _rotation_to_quat_wxyz(r: np.ndarray) -> np.ndarray:
     w = math.sqrt(max(0.0, 1 + r[0, 0] + r[1, 1] + r[2, 2])) / 2
     x = math.copysign(math.sqrt(max(0.0, 1 + r[0, 0] - r[1, 1] - r[2, 2])) / 2, r[2, 1] - r[1, 2])
@@ -93,15 +150,15 @@ class AvatarStreamer:
                 continue
             rp = rep.create.render_product(str(cam.GetPath()), (settings.width_px, settings.height_px))
             annos = {}
-            for name in ("rgb", "distance_to_image_plane", "semantic_segmentation"):
+            for name in ("rgb", "distance_to_image_plane", SEGMENTATION_ANNOTATOR):
                 a = rep.AnnotatorRegistry.get_annotator(name, init_params={"colorize": False}
-                                                        if name == "semantic_segmentation" else None)
+                                                        if name == SEGMENTATION_ANNOTATOR else None)
                 a.attach([rp])
                 annos[name] = a
             device = str(avatar.GetCustomDataByKey("xrfed:device") or "unknown")
             self._cams.append({"prim": cam, "avatar": avatar.GetName(), "device": device, "rp": rp, "annos": annos,
                                "device_id": f"{avatar.GetName()}-{device}"})
-        self._object_ids = self._semantic_object_ids()
+        self._object_ids = prim_object_ids(self._stage)
         self._step = 0
         self._seq: dict[str, int] = {}
         self._next_s = 0.0
@@ -112,29 +169,11 @@ class AvatarStreamer:
     def device_ids(self) -> list[str]:
         return [c["device_id"] for c in self._cams]
 
-    def _semantic_object_ids(self) -> dict[str, int]:
-        """Semantic label -> xrfed object id is ambiguous (labels are categories); map prim paths instead."""
-        out = {}
-        for prim in self._stage.Traverse():
-            oid = prim.GetCustomDataByKey("xrfed:object_id")
-            if oid is not None:
-                out[str(prim.GetPath())] = int(oid)
-        return out
-
     def _segmentation(self, data: Any) -> np.ndarray:
-        """Replicator's instance ids -> xrfed object ids (-1 = structure/background)."""
-        ids = np.asarray(data["data"]).astype(np.int64)
-        info = data.get("info", {})
-        lut = {}
-        for sem_id, labels in (info.get("idToLabels") or {}).items():
-            # idToLabels values hold the semantic class; prim paths come with idToSemantics in newer Kit versions.
-            path = labels.get("prim_path") if isinstance(labels, dict) else None
-            if path is not None and path in self._object_ids:
-                lut[int(sem_id)] = self._object_ids[path]
-        out = np.full(ids.shape, -1, dtype=np.int32)
-        for sem_id, oid in lut.items():
-            out[ids == sem_id] = oid
-        return out
+        """The instance-id annotator's output -> xrfed object ids (-1 = structure/background)."""
+        info = data.get("info", {}) if isinstance(data, dict) else {}
+        lut = instance_object_lut(info.get("idToLabels") or {}, self._object_ids)
+        return object_segmentation(data["data"], lut)
 
     def _pose(self, prim: Any) -> np.ndarray:
         from pxr import Usd, UsdGeom
@@ -173,14 +212,15 @@ class AvatarStreamer:
             rgb = np.ascontiguousarray(rgba[..., :3]).astype(np.uint8)
             depth = np.asarray(c["annos"]["distance_to_image_plane"].get_data(), dtype=np.float32)
             depth = np.where(np.isfinite(depth) & (depth > 0), depth, np.inf).astype(np.float32)
-            seg = self._segmentation(c["annos"]["semantic_segmentation"].get_data())
+            seg = self._segmentation(c["annos"][SEGMENTATION_ANNOTATOR].get_data())
             cam = UsdGeom.Camera(c["prim"]).GetCamera()
             fov_y = float(cam.GetFieldOfView(cam.FOVVertical))
-            arrays = {"rgb": rgb, "depth_m": depth, "segmentation": seg, "pose": self._pose(c["prim"])}
+            arrays: dict[str, np.ndarray] = {"rgb": rgb, "depth_m": depth, "segmentation": seg,
+                                             "pose": self._pose(c["prim"])}
             gaze = scripted_gaze(depth, seg, fov_y)
             if gaze is not None:
                 arrays["gaze"] = gaze
-                arrays["gaze_valid"] = np.bool_(True)
+                arrays["gaze_valid"] = np.asarray(True)
             topic = frame_topic(c["device_id"])
             seq = self._seq.get(topic.decode(), -1) + 1
             header = {"proto": PROTOCOL, "v": VERSION, "kind": "frame", "publisher": self.settings.publisher_id,
