@@ -6,8 +6,8 @@ What the stage holds (metres, **z up**, the world frame of :mod:`bridge.frame`):
   rendering sensors, not for walking), with ``xrfed:room_type`` and ``xrfed:nominal_lux`` custom data.
 * ``/World/Objects/<object>``: a box of the object's size (the embedded scene's category default when the scenario
   gives none), its colour, and Replicator-style semantics (``SemanticsAPI:Semantics``, type ``class``, data = the
-  category) so ``semantic_segmentation`` annotators label it; ``xrfed:object_id`` is the index used by the frame
-  contract's segmentation.
+  category) so ``semantic_segmentation`` annotators label it by class; ``xrfed:object_id`` is the index used by the
+  frame contract's segmentation (the Kit streamer maps ``instance_id_segmentation`` prim paths to it).
 * ``/World/Lights/<light>``: a ``UsdLux.SphereLight`` whose ``inputs:intensity`` and ``inputs:color`` are **time
   samples** of the scenario's lighting schedule (evaluated by the embedded scene's own
   :class:`~bridge.embedded.lighting.LightingSchedule`, so flicker and lights-off are the same), one sample per
