@@ -34,8 +34,8 @@ from .live_http import MAX_INTENSITY, HttpLimits, LiveRequestError, LiveServer, 
 from .model import M3TModel
 from .personalize import PersonalizationConfig
 
-__all__ = ["LiveSession", "render_tile", "serve", "SHOWN_TASK_ORDER", "LiveServer", "LiveRequestError",
-           "HttpLimits"]
+__all__ = ["LiveSession", "render_tile", "render_view", "gaze_uv", "serve", "SHOWN_TASK_ORDER", "VIEWS",
+           "DEPTH_VIEW_MAX_M", "LiveServer", "LiveRequestError", "HttpLimits"]
 
 #: the task shown next to the gaze point (the first the device runs, in this order)
 SHOWN_TASK_ORDER = ("object_recognition", "gesture_recognition", "speech_command", "activity_recognition",
@@ -119,65 +119,148 @@ class LiveSession:
         return self.predictions
 
     def state(self) -> dict[str, Any]:
-        """JSON-ready view state: per device its modalities, prediction, latency and audio level."""
+        """JSON-ready view state: per device its modalities (its own, present in this frame, muted), prediction,
+        latency, audio level (dBFS), illuminance (lux) and where the gaze lands in the RGB image (``gaze_uv``:
+        column and row as fractions of the image's width and height, top-left origin; None without valid gaze)."""
         out: dict[str, Any] = {"step_ms": self.step_ms, "steps": self.steps, "devices": {}}
+        with self._lock:
+            muted = sorted(self.muted)
         for dev, f in self.frames.items():
             p = self.predictions.get(dev)
             lvl = float(20 * math.log10(max(1e-6, float(f.audio.rms.mean())))) if f.audio is not None else None
             out["devices"][dev] = {
                 "profile": self.agents[dev].profile.name, "step": f.step, "room": f.room,
                 "present": list(f.present_modalities()), "modalities": list(self.agents[dev].modalities),
+                "muted": [m for d, m in muted if d == dev],
                 "audio_dbfs": lvl, "labels_true": dict(f.labels),
                 "prediction": p.labels if p else {}, "confidence": p.confidence if p else {},
                 "latency_ms": p.latency_ms if p else None, "device_latency_ms": p.device_latency_ms if p else None,
                 "skipped": p.skipped if p else False,
                 "lux": f.lighting.illuminance_lux if f.lighting is not None else None,
+                "gaze_uv": gaze_uv(f),
+                "shown_task": next((t for t in SHOWN_TASK_ORDER if p is not None and t in p.labels), None),
             }
         return out
 
 
-def render_tile(frame: DeviceFrame, pred: Prediction | None, *, scale: int = 3) -> bytes:
-    """PNG: RGB with gaze point and predicted label | depth (false colour) | audio level bar + text lines."""
-    from PIL import Image, ImageDraw
-
+def gaze_uv(frame: DeviceFrame) -> list[float] | None:
+    """Where the frame's gaze lands in its RGB image: [column, row] as fractions of the image's width and height
+    (top-left origin; outside [0, 1] when the gaze points off the image), or None without an image or valid gaze."""
     from bridge.preview import DEFAULT_FOV_Y_DEG, project_gaze_px
+
+    if frame.gaze is None or not frame.gaze.valid or frame.rgb is None:
+        return None
+    h, w = frame.rgb.shape[:2]
+    u, v = project_gaze_px(frame.gaze.yaw_rad, frame.gaze.pitch_rad, h, w,
+                           frame.camera_fov_y_deg or DEFAULT_FOV_Y_DEG)
+    return [u / w, v / h]
+
+
+#: the images ``render_view`` draws, one per visual modality
+VIEWS = ("rgb", "depth")
+#: the depth shown as false colour spans 0 to this many metres (farther is drawn as this far)
+DEPTH_VIEW_MAX_M = 10.0
+
+
+def _depth_rgb(depth_m: np.ndarray) -> np.ndarray:
+    from matplotlib import colormaps
+
+    dm = np.nan_to_num(depth_m, nan=DEPTH_VIEW_MAX_M, posinf=DEPTH_VIEW_MAX_M).clip(0, DEPTH_VIEW_MAX_M)
+    return (colormaps["viridis"](dm / DEPTH_VIEW_MAX_M)[..., :3] * 255).astype(np.uint8)  # (H, W, 3)
+
+
+def render_view(frame: DeviceFrame, view: str) -> bytes | None:
+    """PNG of one modality's image at the frame's own resolution: ``rgb`` as rendered, ``depth`` in false colour
+    (viridis, 0 to :data:`DEPTH_VIEW_MAX_M` m). None when the frame does not carry it (muted, or not on the
+    device). The page draws the gaze marker, label and captions over these itself."""
+    from PIL import Image
+
+    if view not in VIEWS:
+        raise AgentError(f"render_view: expected one of {', '.join(VIEWS)}, got {show(view)}")
+    if view == "rgb":
+        if frame.rgb is None:
+            return None
+        img = Image.fromarray(frame.rgb)
+    else:
+        if frame.depth_m is None:
+            return None
+        img = Image.fromarray(_depth_rgb(frame.depth_m))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def render_tile(frame: DeviceFrame, pred: Prediction | None, *, scale: int = 3,
+                device_modalities: tuple[str, ...] | list[str] | None = None) -> bytes:
+    """PNG of one device (a snapshot of what the page shows): RGB with the gaze point (only when the frame carries
+    valid gaze) and the predicted label | depth (false colour) | audio level bar, and two caption lines below (device,
+    step, latency; the modalities present). A modality the frame lacks is named in its place: "muted" when
+    ``device_modalities`` (the device's own) include it, "no <modality> sensor" otherwise."""
+    from PIL import Image, ImageDraw
 
     h, w = (frame.rgb.shape[:2] if frame.rgb is not None else
             frame.depth_m.shape if frame.depth_m is not None else (64, 64))
     H, W = h * scale, w * scale
-    canvas = Image.new("RGB", (2 * W + 24, H + 40), (24, 24, 24))
+    width = 2 * W + 24
+    d = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    present = frame.present_modalities()
+    # caption: fields drawn apart (the default font's space is 2 px wide: "ava-apple_vision_pro step 167" read as
+    # one word), the modality list wrapped to the tile's width
+    lat = f"latency {pred.latency_ms:.1f} ms" if pred is not None and not pred.skipped else "skipped"
+    fields = [frame.device_id, f"step {frame.step}", lat]
+    lines = ([(line, 12, (230, 230, 230)) for line in _wrap(d, fields, width - 8, gap=12)]
+             + [(line, 5, (160, 160, 160)) for line in _wrap(d, ["present:", *present], width - 8, gap=5)])
+    canvas = Image.new("RGB", (width, H + 8 + 14 * len(lines)), (24, 24, 24))
     d = ImageDraw.Draw(canvas)
+
+    def missing(modality: str, x: int) -> None:
+        own = device_modalities is None or modality in device_modalities
+        d.text((x, H // 2), f"{modality} muted" if own else f"no {modality} sensor",
+               fill=(200, 80, 80) if own else (140, 140, 140))
+
+    u, v = W / 2, H / 2
     if frame.rgb is not None:
         canvas.paste(Image.fromarray(frame.rgb).resize((W, H), Image.Resampling.NEAREST), (0, 0))
+        uv = gaze_uv(frame)
+        if uv is not None:
+            u, v = uv[0] * W, uv[1] * H
+            d.ellipse((u - 5, v - 5, u + 5, v + 5), outline=(255, 40, 40), width=2)
     else:
-        d.text((8, H // 2), "rgb absent", fill=(200, 80, 80))
-    u, v = W / 2, H / 2
-    if frame.gaze is not None and frame.gaze.valid:
-        u, v = project_gaze_px(frame.gaze.yaw_rad, frame.gaze.pitch_rad, H, W,
-                               frame.camera_fov_y_deg or DEFAULT_FOV_Y_DEG)
-    d.ellipse((u - 5, v - 5, u + 5, v + 5), outline=(255, 40, 40), width=2)
+        missing("rgb", 8)
     if pred is not None and pred.labels:
         task = next(t for t in SHOWN_TASK_ORDER if t in pred.labels)
-        d.text((min(u + 8, W - 80), max(0, v - 6)), f"{pred.labels[task]} {pred.confidence[task]:.2f}",
+        d.text((min(u + 8, W - 80), min(max(0, v - 6), H - 12)), f"{pred.labels[task]} {pred.confidence[task]:.2f}",
                fill=(255, 255, 0))
     if frame.depth_m is not None:
-        from matplotlib import colormaps
-
-        dm = np.nan_to_num(frame.depth_m, posinf=10.0).clip(0, 10) / 10.0
-        rgb = (colormaps["viridis"](dm)[..., :3] * 255).astype(np.uint8)
-        canvas.paste(Image.fromarray(rgb).resize((W, H), Image.Resampling.NEAREST), (W + 8, 0))
+        canvas.paste(Image.fromarray(_depth_rgb(frame.depth_m)).resize((W, H), Image.Resampling.NEAREST), (W + 8, 0))
     else:
-        d.text((W + 16, H // 2), "depth absent", fill=(200, 80, 80))
+        missing("depth", W + 16)
     if frame.audio is not None:
         db = 20 * math.log10(max(1e-6, float(frame.audio.rms.mean())))
         frac = min(1.0, max(0.0, (db + 80) / 80))
         d.rectangle((2 * W + 12, H - int(H * frac), 2 * W + 20, H), fill=(80, 200, 80))
-    lat = f"{pred.latency_ms:.1f} ms" if pred is not None and not pred.skipped else "skipped"
-    d.text((4, H + 4), f"{frame.device_id} step {frame.step}  {lat}", fill=(230, 230, 230))
-    d.text((4, H + 20), "present: " + ",".join(frame.present_modalities()), fill=(160, 160, 160))
+    for i, (line, gap, colour) in enumerate(lines):
+        x = 4
+        for text in line:
+            d.text((x, H + 4 + 14 * i), text, fill=colour)
+            x += int(d.textlength(text)) + gap
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _wrap(d: Any, words: list[str], width_px: int, *, gap: int) -> list[list[str]]:
+    """``words`` in lines no wider than ``width_px`` (a word wider than that gets a line of its own)."""
+    lines: list[list[str]] = [[]]
+    x = 0
+    for word in words:
+        n = int(d.textlength(word))
+        if lines[-1] and x + gap + n > width_px:
+            lines.append([])
+            x = 0
+        x += (gap if lines[-1] else 0) + n
+        lines[-1].append(word)
+    return lines
 
 
 def serve(session: LiveSession, *, host: str = "127.0.0.1", port: int = 8765, steps: int | None = None,
@@ -187,7 +270,9 @@ def serve(session: LiveSession, *, host: str = "127.0.0.1", port: int = 8765, st
     are done. ``on_ready(server)`` gets the running :class:`~agents.live_http.LiveServer` (its ``url``).
 
     Requests never reach the scene unchecked (:mod:`agents.live_http`); a scene step that fails is not a request's
-    doing and ends the loop with its error.
+    doing and ends the loop with its error. Between steps the requests waiting to read the session go first
+    (:meth:`~agents.live_http.LiveServer.yield_to_requests`), so the page keeps updating when a step takes longer
+    than ``1 / step_hz``.
     """
     if not (isinstance(step_hz, (int, float)) and math.isfinite(step_hz) and step_hz > 0):
         raise AgentError(f"serve: step_hz must be a finite number > 0, got {step_hz!r}")
@@ -206,4 +291,5 @@ def serve(session: LiveSession, *, host: str = "127.0.0.1", port: int = 8765, st
             with lock:
                 session.step()
             n += 1
+            server.yield_to_requests()
             stop.wait(max(0.0, 1.0 / step_hz - (time.perf_counter() - t0)))

@@ -19,7 +19,9 @@ Every byte a client sends is hostile until checked. :class:`LiveServer` reads ea
   handled at once (503 beyond that), and a client that stalls is dropped after ``timeout_s``.
 
 Endpoints: ``GET /`` (the page), ``GET /state.json`` (per device state, and the server's counters),
-``GET /tile/<device>.png?t=<ms>`` (one device's tile; ``t`` is the page's cache buster), ``POST /control`` with
+``GET /tile/<device>.png?t=<ms>`` (one device's tile, a snapshot PNG; ``t`` is the page's cache buster),
+``GET /tile/<device>.png?view=rgb|depth&t=<ms>`` (that modality's image at the frame's resolution, which the page
+shows; 404 when the frame lacks it), ``POST /control`` with
 ``intensity`` (0-10, relative), ``lights_on`` (1/0, true/false, on/off), ``mute`` / ``unmute`` (``DEVICE:MODALITY``)
 in the query string or a form-encoded body.
 """
@@ -33,7 +35,10 @@ import math
 import re
 import socket
 import threading
+import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -45,7 +50,7 @@ if TYPE_CHECKING:
     from .live import LiveSession
 
 __all__ = ["LiveServer", "LiveServerStats", "HttpLimits", "LiveRequestError", "CONTROL_PARAMETERS",
-           "MAX_INTENSITY", "LOOPBACK_HOSTS", "PAGE"]
+           "TILE_PARAMETERS", "MAX_INTENSITY", "LOOPBACK_HOSTS", "PAGE"]
 
 _log = logging.getLogger("xrfed.live")
 
@@ -60,6 +65,11 @@ CONTROL_PARAMETERS = {
     "lights_on": "1, 0, true, false, on or off",
     "mute": "DEVICE:MODALITY",
     "unmute": "DEVICE:MODALITY",
+}
+#: the query parameters of ``GET /tile/DEVICE.png``
+TILE_PARAMETERS = {
+    "t": "the page's cache buster, 1-20 digits",
+    "view": "rgb or depth (one modality's image at the frame's resolution; without it, the whole tile)",
 }
 _TRUE, _FALSE = ("1", "true", "on"), ("0", "false", "off")
 _NUMBER = re.compile(r"[+-]?(\d{1,20}(\.\d{0,20})?|\.\d{1,20})([eE][+-]?\d{1,4})?")
@@ -262,6 +272,7 @@ class LiveServer:
         self.lock = lock or threading.Lock()
         self.stats = LiveServerStats()
         self._slots = threading.BoundedSemaphore(self.limits.max_connections)
+        self._waiting, self._waiting_lock = 0, threading.Lock()
         self._extra_hosts = tuple(h.lower() for h in allowed_hosts)
         server_cls = _Server6 if ":" in host else _Server
         try:
@@ -278,6 +289,31 @@ class LiveServer:
         self.allowed_hosts = tuple(dict.fromkeys(names))
         self._host_values = frozenset([f"{h}:{self.port}" for h in self.allowed_hosts]
                                       + (list(self.allowed_hosts) if self.port == 80 else []))
+
+    @contextmanager
+    def session_lock(self) -> Iterator[None]:
+        """Hold ``lock`` (the session is read under it), counted as waiting until it is held: see
+        :meth:`yield_to_requests`."""
+        with self._waiting_lock:
+            self._waiting += 1
+        try:
+            self.lock.acquire()
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
+        try:
+            yield
+        finally:
+            self.lock.release()
+
+    def yield_to_requests(self, max_s: float = 0.1) -> None:
+        """Called by the stepping loop between steps, with ``lock`` released: wait (at most ``max_s`` seconds)
+        until every request waiting for the lock has had it. A lock is not fair: a loop that steps flat out (a step
+        longer than 1/hz, e.g. on a loaded machine) takes it back at once, and the page would never get a state or
+        an image."""
+        end = time.monotonic() + max_s
+        while self._waiting and time.monotonic() < end:
+            time.sleep(0.001)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -344,27 +380,36 @@ class LiveServer:
         if path == "/state.json":
             self._only(req, ("GET", "HEAD"))
             _query(req.query, {}, self.limits)
-            with self.lock:
+            with self.session_lock():
                 state = self.session.state()
             state["server"] = self.stats.to_dict()
             return 200, "application/json", json.dumps(_finite(state), allow_nan=False).encode()
         if path.startswith("/tile/") and path.endswith(".png"):
             self._only(req, ("GET", "HEAD"))
-            q = _query(req.query, {"t": "the page's cache buster, 1-20 digits"}, self.limits)
+            q = _query(req.query, TILE_PARAMETERS, self.limits)
             if "t" in q and not _DIGITS.fullmatch(q["t"]):
                 raise LiveRequestError(f"parameter t: expected 1-20 digits, got {show(q['t'])}")
+            from .live import VIEWS, render_tile, render_view
+
+            if "view" in q and q["view"] not in VIEWS:
+                raise LiveRequestError(f"parameter view: expected {TILE_PARAMETERS['view']}, got {show(q['view'])}")
             try:
                 dev = unquote(path[len("/tile/"):-len(".png")], errors="strict")
             except UnicodeDecodeError:
                 raise LiveRequestError(f"path {show(path)}: not UTF-8 after percent-decoding") from None
-            from .live import render_tile
-
-            with self.lock:
+            with self.session_lock():  # the frame and prediction objects; a step replaces them, never edits them
                 f, p = self.session.frames.get(dev), self.session.predictions.get(dev)
-                if f is None:
-                    raise LiveRequestError(f"unknown device {show(dev)}; known: {', '.join(self.session.frames)}",
-                                           404)
-                return 200, "image/png", render_tile(f, p)
+                agent = self.session.agents.get(dev)
+                known = ", ".join(self.session.frames)
+            if f is None:
+                raise LiveRequestError(f"unknown device {show(dev)}; known: {known}", 404)
+            if "view" not in q:
+                return 200, "image/png", render_tile(f, p, device_modalities=agent.modalities if agent else None)
+            png = render_view(f, q["view"])
+            if png is None:
+                raise LiveRequestError(f"device {dev}: no {q['view']} in frame {f.step} (muted, or not on the "
+                                       f"device)", 404)
+            return 200, "image/png", png
         if path == "/control":
             self._only(req, ("POST",))
             params = _query(req.query, CONTROL_PARAMETERS, self.limits)
@@ -560,31 +605,82 @@ def _one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>xrfed live</title>
-<style>body{font-family:sans-serif;background:#111;color:#ddd}.dev{display:inline-block;margin:6px;
-vertical-align:top}img{display:block}button,select{margin:2px}</style></head><body>
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>xrfed live</title><link rel="icon" href="data:,">
+<style>body{font-family:sans-serif;background:#111;color:#ddd;margin:8px}button,select{margin:2px}
+#bar{margin:4px 0 8px}#err{color:#f77}.keys{color:#888;font-size:12px}
+.dev{display:inline-block;margin:4px;padding:6px 8px;background:#1a1a1a;border:1px solid #333;vertical-align:top}
+.cap{margin-bottom:4px}.cap span{margin-right:14px}.cap .id{font-weight:bold}.cap .profile,.cap .lux{color:#aaa}
+.row{display:flex;gap:8px;align-items:flex-start}
+.view{position:relative;width:192px;min-height:144px;background:#222;overflow:hidden}
+.view img{width:192px;height:auto;display:block;image-rendering:pixelated}
+.view .absent{position:absolute;inset:0;display:flex;align-items:center;justify-content:center;color:#e66}
+.view .absent.none{color:#888}
+.gaze{position:absolute;width:12px;height:12px;margin:-8px 0 0 -8px;border:2px solid #f33;border-radius:50%}
+.glabel{position:absolute;color:#ff0;font-size:12px;text-shadow:0 0 3px #000;white-space:nowrap}
+.vcap{font-size:11px;color:#999;text-align:center;margin-top:2px}
+.audio{width:48px}.meter{position:relative;width:12px;height:144px;background:#222;margin:0 auto}
+.level{position:absolute;bottom:0;left:0;right:0;background:#5c5}.audio.off .meter{background:#2a1a1a}
+table.pred{border-collapse:collapse;font-size:12px;margin-top:6px}.pred th,.pred td{padding:1px 8px 1px 0;
+text-align:left}.pred th{color:#999;font-weight:normal}.pred td.hit{color:#7d7}.pred td.miss{color:#e99}
+.lat,.present{font-size:12px;margin-top:4px}.present{color:#999}</style></head><body>
 <h3>xrfed live <span id="ms"></span></h3>
-<div>lighting <button onclick="ctl('intensity=0.1')">dim</button><button onclick="ctl('intensity=1.0')">
-normal</button><button onclick="ctl('lights_on=0')">off</button><button onclick="ctl('lights_on=1')">on</button>
+<div id="bar">lighting <button id="b_dim" onclick="ctl('intensity=0.1')">dim</button><button id="b_normal"
+onclick="ctl('intensity=1.0')">normal</button><button id="b_off" onclick="ctl('lights_on=0')">off</button><button
+id="b_on" onclick="ctl('lights_on=1')">on</button>
 &nbsp; mute <select id="dev"></select><select id="mod"><option>audio</option><option>rgb</option>
 <option>depth</option><option>gaze</option><option>hands</option><option>imu</option><option>pose</option></select>
-<button onclick="m('mute')">mute</button><button onclick="m('unmute')">unmute</button>
-&nbsp; keys: d = dim, n = normal, o = lights off, l = lights on <span id="err"></span></div><div id="grid"></div>
+<button id="b_mute" onclick="m('mute')">mute</button><button id="b_unmute" onclick="m('unmute')">unmute</button>
+<span class="keys">&nbsp; keys: d dim, n normal, o off, l on</span> <span id="err"></span></div><div id="grid"></div>
 <script>
-async function ctl(q){const r=await fetch('/control?'+q,{method:'POST'});
-document.getElementById('err').textContent=r.ok?'':await r.text()}
+const $=(e,s)=>e.querySelector(s),err=t=>{document.getElementById('err').textContent=t};
+async function ctl(q){try{const r=await fetch('/control?'+q,{method:'POST'});err(r.ok?'':await r.text())}
+catch(e){err('server not answering')}}
 function m(k){ctl(k+'='+encodeURIComponent(document.getElementById('dev').value+':'+document.getElementById('mod').value))}
 const KEYS={d:'intensity=0.1',n:'intensity=1.0',o:'lights_on=0',l:'lights_on=1'};
 document.onkeydown=e=>{if(KEYS[e.key])ctl(KEYS[e.key])};
-async function tick(){try{const s=await (await fetch('/state.json')).json();
-document.getElementById('ms').textContent='step '+(s.step_ms||0).toFixed(0)+' ms';
+const TILE='<div class="cap"><span class="id"></span> <span class="profile"></span> <span class="step"></span> '+
+'<span class="lux"></span></div><div class="row"><div><div class="view rgb"><img alt="rgb"><div class="gaze"></div>'+
+'<div class="glabel"></div><div class="absent"></div></div><div class="vcap">RGB, gaze, predicted label</div></div>'+
+'<div><div class="view depth"><img alt="depth"><div class="absent"></div></div><div class="vcap">depth 0-10 m</div>'+
+'</div><div class="audio"><div class="meter"><div class="level"></div></div><div class="vcap db"></div></div></div>'+
+'<table class="pred"><thead><tr><th>task</th><th>predicted</th><th>conf.</th><th>true</th></tr></thead><tbody>'+
+'</tbody></table><div class="lat"></div><div class="present"></div>';
+const n1=x=>x===null||x===undefined?'?':x.toFixed(1),pct=x=>Math.min(100,Math.max(0,x*100))+'%';
+function view(e,id,d,mod){const v=$(e,'.view.'+mod),img=$(v,'img'),a=$(v,'.absent'),on=d.present.includes(mod),
+own=d.modalities.includes(mod);if(on&&!img.busy&&img.want!==d.step){const step=d.step;img.busy=true;img.want=step;
+img.onload=()=>{img.busy=false;img.dataset.step=step};img.onerror=()=>{img.busy=false};
+img.src='/tile/'+encodeURIComponent(id)+'.png?view='+mod+'&t='+Date.now()}
+img.style.display=on?'':'none';a.style.display=on?'none':'';a.className=own?'absent':'absent none';
+a.textContent=on?'':own?mod+' muted':'no '+mod+' sensor';return on}
+function show(e,id,d){$(e,'.id').textContent=id;$(e,'.profile').textContent=d.profile;
+$(e,'.step').textContent='step '+d.step;$(e,'.lux').textContent=d.lux===null?'':d.lux.toFixed(0)+' lux';
+const rgb=view(e,id,d,'rgb');view(e,id,d,'depth');
+const g=$(e,'.gaze'),gl=$(e,'.glabel'),uv=d.gaze_uv,t=d.shown_task;let x=0.5,y=0.5;
+if(rgb&&uv){x=Math.min(1,Math.max(0,uv[0]));y=Math.min(1,Math.max(0,uv[1]))}
+g.style.display=rgb&&uv?'':'none';g.style.left=pct(x);g.style.top=pct(y);
+gl.style.display=rgb&&t?'':'none';gl.textContent=t?d.prediction[t]+' '+d.confidence[t].toFixed(2):'';
+const W=192,H=$(e,'.view.rgb').clientHeight||W,lw=gl.offsetWidth||0,gx=x*W,gy=y*H;/* right of the marker if it fits, else left */
+gl.style.left=Math.max(0,gx+10+lw<=W?gx+10:gx-10-lw)+'px';gl.style.top=Math.max(0,Math.min(H-16,gy-8))+'px';
+const au=$(e,'.audio'),on=d.audio_dbfs!==null;au.className=on?'audio':'audio off';
+$(e,'.level').style.height=on?pct((d.audio_dbfs+80)/80):'0%';
+$(e,'.db').textContent=on?d.audio_dbfs.toFixed(0)+' dBFS':d.modalities.includes('audio')?'audio muted':'no audio';
+const tb=$(e,'tbody');tb.textContent='';for(const [k,l] of Object.entries(d.prediction)){
+const tr=document.createElement('tr'),tru=d.labels_true[k];
+for(const [c,cls] of [[k,''],[l,tru===undefined?'':tru===l?'hit':'miss'],[d.confidence[k].toFixed(2),''],
+[tru===undefined?'?':tru,'']]){const td=document.createElement('td');td.textContent=c;td.className=cls;
+tr.appendChild(td)}tb.appendChild(tr)}
+$(e,'.lat').textContent=d.skipped?'prediction skipped (device busy)':'latency '+n1(d.latency_ms)+
+' ms (device estimate '+n1(d.device_latency_ms)+' ms)';
+$(e,'.present').textContent='present: '+(d.present.join(', ')||'none')+(d.muted.length?'  |  muted: '+
+d.muted.join(', '):'')}
+function render(s){window.xrfedState=s;
+document.getElementById('ms').textContent='scene step '+s.steps+', '+(s.step_ms||0).toFixed(0)+' ms per step';
 const g=document.getElementById('grid'),sel=document.getElementById('dev');
 for(const [id,d] of Object.entries(s.devices)){let e=document.getElementById('d_'+id);
-if(!e){e=document.createElement('div');e.className='dev';e.id='d_'+id;e.innerHTML='<img><pre></pre>';g.appendChild(e);
-const o=document.createElement('option');o.textContent=id;sel.appendChild(o)}
-e.querySelector('img').src='/tile/'+encodeURIComponent(id)+'.png?t='+Date.now();
-e.querySelector('pre').textContent=d.profile+'  lux '+(d.lux||0).toFixed(0)+'  audio '+(d.audio_dbfs===null?'absent':d.audio_dbfs.toFixed(0)+' dBFS')+'\\n'+
-Object.entries(d.prediction).map(([t,l])=>t+': '+l+' ('+(d.labels_true[t]||'?')+')').join('\\n')+'\\nlatency '+(d.latency_ms||0).toFixed(1)+' ms (device est. '+(d.device_latency_ms||0).toFixed(1)+' ms)'}}catch(e){}
+if(!e){e=document.createElement('div');e.className='dev';e.id='d_'+id;e.dataset.device=id;e.innerHTML=TILE;
+g.appendChild(e);const o=document.createElement('option');o.textContent=id;sel.appendChild(o)}show(e,id,d)}}
+let down=false;
+async function tick(){let s=null;try{s=await (await fetch('/state.json')).json()}catch(e){down=true;
+err('server not answering')}if(s){if(down){down=false;err('')}try{render(s)}catch(e){err('page error: '+e)}}
 setTimeout(tick,300)}tick();
 </script></body></html>"""
-

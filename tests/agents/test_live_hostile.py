@@ -304,9 +304,9 @@ def test_the_page_own_requests_are_accepted(live, host):
     # the page's requests, as written in it
     assert "fetch('/control?'+q,{method:'POST'})" in script
     assert "fetch('/state.json')" in script
-    assert "'/tile/'+encodeURIComponent(id)+'.png?t='+Date.now()" in script
+    assert "'/tile/'+encodeURIComponent(id)+'.png?view='+mod+'&t='+Date.now()" in script
     assert _browser_get(live, "/state.json", h) == 200
-    assert _browser_get(live, f"/tile/{'u2-ray_ban_meta'}.png?t={int(time.time() * 1000)}", h) == 200
+    assert _browser_get(live, f"/tile/{'u2-ray_ban_meta'}.png?view=rgb&t={int(time.time() * 1000)}", h) == 200
     for q in ("intensity=0.1", "intensity=1.0", "lights_on=0", "lights_on=1", "mute=u1-apple_vision_pro%3Aaudio",
               "unmute=u1-apple_vision_pro%3Aaudio"):
         status = live.request("POST", "/control?" + q, host=h, headers={
@@ -321,7 +321,7 @@ const [base, script] = [process.argv[1], require('fs').readFileSync(0, 'utf8')];
 const timers = require('timers'), sleep = ms => new Promise(r => timers.setTimeout(r, ms));
 const calls = [], els = {};
 function node(id) {  // a stand-in DOM element: what the page's script touches
-  const n = {id, textContent: '', value: '', src: '', className: '', innerHTML: '', children: [],
+  const n = {id, textContent: '', value: '', src: '', className: '', innerHTML: '', children: [], style: {}, dataset: {},
              appendChild(c) { this.children.push(c); if (c.id) els[c.id] = c; return c; },
              querySelector(sel) { return this['q_' + sel] || (this['q_' + sel] = node('')); }};
   if (id) els[id] = n;
@@ -340,15 +340,16 @@ async function pageFetch(url, opts = {}) {  // as a browser fetches from the pag
 }
 let ticks = 0;
 const pageSetTimeout = (f, ms) => { if (ticks++ < 2) timers.setTimeout(f, ms); };  // two refreshes, then stop
-const {ctl, m} = new Function('document', 'fetch', 'setTimeout', script + '; return {ctl, m};')(
-  doc, pageFetch, pageSetTimeout);
+const {ctl, m} = new Function('document', 'fetch', 'setTimeout', 'window', script + '; return {ctl, m};')(
+  doc, pageFetch, pageSetTimeout, {});
 (async () => {
   for (let i = 0; i < 500 && !els.dev.children.length; i++) await sleep(20);
   els.dev.value = els.dev.children[0].textContent;
   for (const k of ['d', 'n', 'o', 'l']) doc.onkeydown({key: k});
   m('mute'); m('unmute');
   await sleep(1500);
-  const imgs = Object.values(els).filter(e => e.id.startsWith('d_')).map(e => e.q_img.src);
+  const imgs = Object.values(els).filter(e => e.id.startsWith('d_'))
+    .flatMap(e => ['.view.rgb', '.view.depth'].map(v => e['q_' + v].q_img.src)).filter(src => src);
   console.log(JSON.stringify({calls, imgs, err: els.err.textContent}));
 })();
 """
@@ -368,7 +369,7 @@ def test_the_page_script_itself_works_against_the_server(live):
     posts = [c for c in calls if c[0] == "POST"]
     assert len(posts) == 6 and all(c[2] == 200 for c in posts), posts
     assert res["err"] == ""
-    assert len(res["imgs"]) == 2
+    assert len(res["imgs"]) == 3  # RGB of both devices, depth of the one with a depth camera
     for src in res["imgs"]:
         assert _browser_get(live, src, f"127.0.0.1:{live.port}") == 200, src
 
