@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .cli import output_dir, scenario_arg, seed_arg
 from .cliargs import float_range, int_range
-from .recording import GUARD_S, MAX_EPISODES, MAX_GUARD_S, MAX_STEPS
+from .recording import EXECUTORS, GUARD_S, MAX_EPISODES, MAX_GUARD_S, MAX_STEPS, MAX_WORKERS
 
 __all__ = ["register"]
 
@@ -37,6 +37,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"seconds before each episode's held-out test part that belong to neither train nor test, so "
                         f"labels that persist across the boundary do not leak (default {GUARD_S:g}; 0 = none; "
                         f"converted to steps at the scenario's step rate)")
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="where to simulate: local = this process, episode after episode (default); ray = episodes "
+                        "sharded across Ray workers, same files and manifest (see docs/dataset.md)")
+    p.add_argument("--ray-address", type=_ray_address, default=None, metavar="ADDR",
+                   help="with --executor ray: join the Ray cluster at host:port (or ray://host:port, auto); default: "
+                        "start a local Ray bound to 127.0.0.1. --out must be on a filesystem every node mounts")
+    p.add_argument("--workers", type=int_range(1, MAX_WORKERS), default=None, metavar="N",
+                   help=f"with --executor ray: Ray workers, one CPU each, 1-{MAX_WORKERS} (default: the free CPUs "
+                        f"of the cluster, at most one per episode)")
     p.set_defaults(func=_run_record, validate=_check_record)
 
     s = sub.add_parser("scenarios", help="list, validate or show scenarios",
@@ -49,11 +58,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=_run_devices)
 
 
+def _ray_address(text: str) -> str:
+    """``--ray-address``: host:port, ray://host:port, auto or local (whether it answers is checked at run time)."""
+    from .errors import TransportError
+    from .record_ray import check_ray_address
+
+    try:
+        check_ray_address(text, connect=False)
+    except TransportError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+_ray_address.__name__ = "Ray address"
+
+
 def _check_record(args: argparse.Namespace) -> None:
     from .recording import check_recording
 
     check_recording(args.scenario, steps=args.steps, episodes=args.episodes, seed=args.seed, size=args.size,
-                    guard_s=args.guard_s)
+                    guard_s=args.guard_s, executor=args.executor, ray_address=args.ray_address,
+                    workers=args.workers)
 
 
 def _run_record(args: argparse.Namespace) -> int:
@@ -61,7 +86,8 @@ def _run_record(args: argparse.Namespace) -> int:
 
     manifest = record(args.scenario, out=args.out, steps=args.steps, seed=args.seed, episodes=args.episodes,
                       size=args.size, segmentation=args.segmentation, audio=not args.no_audio,
-                      overwrite=args.overwrite, guard_s=args.guard_s)
+                      overwrite=args.overwrite, guard_s=args.guard_s, executor=args.executor,
+                      ray_address=args.ray_address, workers=args.workers)
     print(f"wrote {manifest}")
     if args.preview:
         from .preview import write_preview

@@ -70,6 +70,10 @@ __all__ = [
     "manifest_clients",
     "episode_file_name",
     "temporal_split",
+    "MANIFEST_NAME",
+    "check_joins",
+    "merge_manifest",
+    "write_manifest",
 ]
 
 #: Version of the on-disk format (file attr ``xrfed_format_version`` and manifest ``format_version``). 1.1 added
@@ -504,57 +508,97 @@ class DatasetWriter:
 
     def _check_joins(self, m: Mapping[str, Any]) -> None:
         """Refuse to add this episode to manifest ``m`` of another scenario or with another guard."""
-        path = self.manifest_path
-        if m.get("scenario") != self.scenario_name:
-            raise DatasetError(f"{path} holds scenario {m.get('scenario')!r}; this writer records "
-                               f"{self.scenario_name!r} -- use one output directory per scenario")
-        if int(m.get("guard_steps", 0)) != self.guard_steps:
-            raise DatasetError(f"{path} holds episodes with a guard of {int(m.get('guard_steps', 0))} steps; this "
-                               f"writer's guard is {self.guard_steps} -- one guard per output directory")
+        check_joins(m, self.manifest_path, scenario_name=self.scenario_name, guard_steps=self.guard_steps)
 
-    def _merge_manifest(self) -> None:
-        path = self.manifest_path
-        if path.exists():
-            m = load_manifest(path)
-            self._check_joins(m)
-            m["format_version"] = FORMAT_VERSION  # this episode's entries carry the guard range
-            m.setdefault("guard_steps", 0)  # a 1.0 manifest: no guard (_check_joins allowed only guard 0)
-            m.setdefault("guard_s", 0.0)
-        else:
-            m = {
-                "format": "xrfed-dataset",
-                "format_version": FORMAT_VERSION,
-                "scenario": self.scenario_name,
-                "seed": self.seed,
-                "step_dt_s": self.step_dt_s,
-                "test_fraction": self.test_fraction,
-                "guard_steps": self.guard_steps,
-                "guard_s": round(self.guard_steps * self.step_dt_s, 9),
-                "split_policy": _split_policy(self.test_fraction, self.guard_steps, self.step_dt_s),
-                "tasks": {t: list(spec.classes) for t, spec in TASKS.items()},
-                "modalities": list(MODALITIES),
-                "episodes": [],
-                "clients": [],
-            }
-        m["episodes"] = [e for e in m["episodes"] if e["episode"] != self.episode]
+    def episode_manifest(self) -> dict[str, Any]:
+        """The manifest of this episode alone (what :func:`merge_manifest` folds into a directory's manifest)."""
+        m = _new_manifest(scenario_name=self.scenario_name, seed=self.seed, step_dt_s=self.step_dt_s,
+                          test_fraction=self.test_fraction, guard_steps=self.guard_steps)
         m["episodes"].append({"episode": self.episode, "seed": self.seed, "n_steps": self.n_steps})
-        m["episodes"].sort(key=lambda e: e["episode"])
-        clients = {c["client_id"]: c for c in m["clients"]}
         for device_id, f in self._files.items():
             info = f.info
             observed = [k for k in MODALITIES if f.present_counts[k]]
-            c = clients.setdefault(device_id, {
+            m["clients"].append({
                 **asdict(ClientInfo(device_id, device_id, info.user_id, info.profile)),
                 "modalities": list(self._profiles[device_id] or observed),
-                "files": [],
+                "files": [self._file_entry(f)],
             })
-            c["files"] = [e for e in c["files"] if e["episode"] != self.episode]
-            c["files"].append(self._file_entry(f))
-            c["files"].sort(key=lambda e: e["episode"])
-        m["clients"] = sorted(clients.values(), key=lambda c: c["client_id"])
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(m, indent=2) + "\n")
-        os.replace(tmp, path)
+        m["clients"].sort(key=lambda c: c["client_id"])
+        return m
+
+    def _merge_manifest(self) -> None:
+        path = self.manifest_path
+        write_manifest(path, merge_manifest(load_manifest(path) if path.exists() else None,
+                                            self.episode_manifest(), path))
+
+
+def check_joins(m: Mapping[str, Any], path: Any, *, scenario_name: str, guard_steps: int) -> None:
+    """Refuse to add an episode of ``scenario_name`` with ``guard_steps`` to manifest ``m`` (read from ``path``) of
+    another scenario or with another guard: one scenario and one guard per output directory."""
+    if m.get("scenario") != scenario_name:
+        raise DatasetError(f"{path} holds scenario {m.get('scenario')!r}; this writer records "
+                           f"{scenario_name!r} -- use one output directory per scenario")
+    if int(m.get("guard_steps", 0)) != guard_steps:
+        raise DatasetError(f"{path} holds episodes with a guard of {int(m.get('guard_steps', 0))} steps; this "
+                           f"writer's guard is {guard_steps} -- one guard per output directory")
+
+
+def _new_manifest(*, scenario_name: str, seed: int, step_dt_s: float, test_fraction: float,
+                  guard_steps: int) -> dict[str, Any]:
+    return {
+        "format": "xrfed-dataset",
+        "format_version": FORMAT_VERSION,
+        "scenario": scenario_name,
+        "seed": seed,
+        "step_dt_s": step_dt_s,
+        "test_fraction": test_fraction,
+        "guard_steps": guard_steps,
+        "guard_s": round(guard_steps * step_dt_s, 9),
+        "split_policy": _split_policy(test_fraction, guard_steps, step_dt_s),
+        "tasks": {t: list(spec.classes) for t, spec in TASKS.items()},
+        "modalities": list(MODALITIES),
+        "episodes": [],
+        "clients": [],
+    }
+
+
+def merge_manifest(base: Mapping[str, Any] | None, new: Mapping[str, Any], path: Any) -> dict[str, Any]:
+    """Fold the episodes of manifest ``new`` (one episode's, from :meth:`DatasetWriter.episode_manifest`) into
+    ``base`` (a directory's manifest, None for an empty directory) and return the result; ``base`` is not changed.
+
+    An episode already in ``base`` is replaced; a client seen for the first time keeps ``new``'s modalities. Folding
+    one-episode manifests in episode order gives the manifest a serial recording writes (the distributed recorder
+    relies on it). ``path`` names the directory's manifest in errors.
+    """
+    if base is None:
+        m = {k: v for k, v in new.items() if k not in ("episodes", "clients")}
+        m["episodes"], m["clients"] = [], []
+    else:
+        check_joins(base, path, scenario_name=new["scenario"], guard_steps=int(new["guard_steps"]))
+        m = json.loads(json.dumps(base))  # a deep copy of plain JSON
+        m["format_version"] = FORMAT_VERSION  # this episode's entries carry the guard range
+        m.setdefault("guard_steps", 0)  # a 1.0 manifest: no guard (check_joins allowed only guard 0)
+        m.setdefault("guard_s", 0.0)
+    for ep in new["episodes"]:
+        m["episodes"] = [e for e in m["episodes"] if e["episode"] != ep["episode"]]
+        m["episodes"].append(dict(ep))
+    m["episodes"].sort(key=lambda e: e["episode"])
+    clients = {c["client_id"]: c for c in m["clients"]}
+    for nc in new["clients"]:
+        c = clients.setdefault(nc["client_id"], {**{k: v for k, v in nc.items() if k != "files"}, "files": []})
+        for entry in nc["files"]:
+            c["files"] = [e for e in c["files"] if e["episode"] != entry["episode"]]
+            c["files"].append(dict(entry))
+        c["files"].sort(key=lambda e: e["episode"])
+    m["clients"] = sorted(clients.values(), key=lambda c: c["client_id"])
+    return m
+
+
+def write_manifest(path: Path, m: Mapping[str, Any]) -> None:
+    """Write manifest ``m`` to ``path`` atomically (a ``.tmp`` file renamed over it)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(m, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def _split_policy(test_fraction: float, guard_steps: int, step_dt_s: float) -> str:

@@ -69,7 +69,7 @@ def ray_local():
             pytest.fail("Ray is not installed; scripts/setup.sh installs it (pip install -e '.[ray]')")
         pytest.skip("Ray is not installed (pip install -e '.[ray]')")
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield ray
     finally:

@@ -14,6 +14,7 @@ from bridge.record import (
     WriterState,
     load_manifest,
     manifest_clients,
+    merge_manifest,
     read_device_file,
     temporal_split,
 )
@@ -159,6 +160,22 @@ def test_second_episode_merges_into_the_manifest(tmp_path):
     files = m["clients"][0]["files"]
     assert [(f["path"], f["n_steps"]) for f in files] == [("episode_000/avp.h5", 12), ("episode_001/avp.h5", 5)]
     assert files[1]["split"] == {"train": [0, 3], "guard": [3, 3], "test": [3, 5]}
+
+
+def test_folding_one_episode_manifests_in_order_gives_the_directory_manifest(tmp_path):
+    """What the distributed recorder relies on: its driver folds the workers' one-episode manifests."""
+    w0, _ = record(tmp_path, n_steps=12, episode=0)
+    w1, _ = record(tmp_path, n_steps=5, episode=1)
+    path = tmp_path / "manifest.json"
+
+    first = merge_manifest(None, w0.episode_manifest(), path)
+    folded = merge_manifest(first, w1.episode_manifest(), path)
+
+    assert folded == load_manifest(tmp_path)
+    assert [e["episode"] for e in first["episodes"]] == [0]  # the base is not changed by the second fold
+    other = dict(w1.episode_manifest(), scenario="other")
+    with pytest.raises(DatasetError, match="holds scenario 'unit'; this writer records 'other'"):
+        merge_manifest(folded, other, path)
 
 
 @pytest.mark.parametrize("n, frac, guard, expected", [
