@@ -28,16 +28,19 @@ Hostile scenes
 Whatever answers on the port is outside input. Every ``UnityOutputProto`` is checked before mlagents-envs reads it
 (which would otherwise fail with IndexError, RuntimeError, struct.error or allocate what a shape field claims):
 
-* **rejected** -- ``step()`` / ``reset()`` raise one line, and the next ``step()`` goes on (as after mlagents-envs'
-  own ``UnityObservationException``): anything that would feed a frame. Checked before mlagents-envs reads the
-  output (a :class:`UnityProtocolError`; specs, steps and messages stay as before): a handshake with unreadable
-  versions; more than :data:`MAX_BEHAVIORS` behaviors or :data:`MAX_AGENTS` agents; a behavior name that is not
-  printable; action specs out of range; observations whose count, names, shape, type or dimension flags do not
-  match the declared spec, shapes above :data:`MAX_OBSERVATION_VALUES` values or an exchange that would decode to
-  more than :data:`MAX_DECODED_BYTES`; NaN in any observation, inf or ``|x| > MAX_ABS_OBSERVATION`` in a vector
-  observation or a reward; PNG observations whose header is not an 8-bit RGB(A) image of the declared size, too
-  many images, bad channel mappings, or bytes Pillow's PNG reader cannot decode (each image is decoded once here,
-  before mlagents-envs decodes it with every Pillow plugin); side-channel framing that overruns or more than
+* **rejected** -- ``step()`` / ``reset()`` raise one line, counted in :attr:`UnityStats.refused`, and the next
+  ``step()`` goes on (as after mlagents-envs' own ``UnityObservationException``): anything that would feed a frame.
+  Checked before mlagents-envs reads the output (a :class:`UnityProtocolError`; specs, steps and messages stay as
+  before): a handshake with unreadable versions; more than :data:`MAX_BEHAVIORS` behaviors or :data:`MAX_AGENTS`
+  agents; a behavior name that is not printable; action specs out of range; observations whose count, names,
+  shape, type or dimension flags do not match the declared spec, shapes above :data:`MAX_OBSERVATION_VALUES` values
+  or an exchange that would decode to more than :data:`MAX_DECODED_BYTES`; NaN in any observation, inf or
+  ``|x| > MAX_ABS_OBSERVATION`` in a vector observation or a reward; ``rgb`` / ``depth_m`` not PNG-compressed with
+  xrfed's channel mapping (docs/unity.md, "Compressed observations"); PNG observations of more bytes than their
+  images uncompressed, whose IHDR is not an 8-bit RGB(A) image of the declared size (checked before Pillow
+  allocates anything), too many images, bad channel mappings, or chunks Pillow's PNG reader cannot open (each image
+  is opened here, before mlagents-envs opens it with every Pillow plugin; pixel data that then fails to decode in
+  mlagents-envs is located by a full decode and named); side-channel framing that overruns or more than
   :data:`MAX_SIDE_CHANNEL_RECORDS` records; an xrfed message that is not ASCII JSON of version 1, and a ``hello``
   or ``frames`` message whose nested contents fail :func:`bridge.unity.codec.check_scene_message`. Checked while
   frames are built (the backend's own state -- last steps, terminations -- stays as before): an agent whose
@@ -62,6 +65,7 @@ import re
 import struct
 import time
 import uuid
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -78,8 +82,8 @@ from ..scenario import Scenario, load_scenario
 from ..tasks import MODALITIES, TASKS
 from . import codec
 from .errors import RejectedMessageError, UnityConnectionError, UnityExtraMissingError, UnityProtocolError
-from .observations import VECTOR_SIZES, observations_to_arrays
-from .wire import STATUS_OK, STATUS_REJECTED
+from .observations import CHANNEL_MAPPINGS, IMAGE_CHANNELS, VECTOR_SIZES, observations_to_arrays
+from .wire import COMPRESSION_PNG, STATUS_OK, STATUS_REJECTED
 
 __all__ = ["UnityBackend", "UnityConfig", "UnityStats", "EDITOR_PORT", "BUILD_BASE_PORT", "MAX_BEHAVIORS",
            "MAX_AGENTS", "MAX_OBSERVATIONS", "MAX_OBSERVATION_VALUES", "MAX_DECODED_BYTES", "MAX_ABS_OBSERVATION",
@@ -167,6 +171,9 @@ class UnityStats:
     terminated: list[tuple[str, bool]] = field(default_factory=list)  # (device_id, interrupted)
     #: what the scene sent that was counted and skipped, by reason (see the module docstring)
     rejected: dict[str, int] = field(default_factory=dict)
+    #: whole answers refused (``step()`` / ``reset()`` raised :class:`UnityProtocolError`), and the last reason
+    refused: int = 0
+    last_refusal: str = ""
 
     @property
     def rejected_total(self) -> int:
@@ -444,8 +451,8 @@ def _check_layout(behavior: str, spec: Any) -> bool:
         want: tuple[int, ...] | None = None
         if o.name in VECTOR_SIZES:
             want = (VECTOR_SIZES[o.name],)
-        elif o.name in ("rgb", "depth_m"):
-            c = 3 if o.name == "rgb" else 1
+        elif o.name in IMAGE_CHANNELS:
+            c = IMAGE_CHANNELS[o.name]
             if len(shape) == 3:
                 want = (c, *shape[1:]) if cf else (*shape[:2], c)
             else:
@@ -560,18 +567,27 @@ def _environment_class(base: Any, host: str, screen: _SceneScreen, deliver: Call
 
         def _update_behavior_specs(self, output: Any) -> None:
             # the first thing mlagents-envs does with every output (handshake, reset, step): check it all here
-            self._xrfed_pending = screen.output(output, getattr(self, "_env_specs", {}))
+            try:
+                self._xrfed_pending = screen.output(output, getattr(self, "_env_specs", {}))
+            except UnityProtocolError as exc:
+                screen.refuse(exc)
+                raise
             super()._update_behavior_specs(output)
 
         def _update_state(self, output: Any) -> None:
             try:
-                super()._update_state(output)
-            except XrfedError:
+                try:
+                    super()._update_state(output)
+                except XrfedError:
+                    raise
+                except (OSError, SyntaxError, ValueError, EOFError, struct.error, RuntimeError, zlib.error) as exc:
+                    # Pillow decoding pixels the screen only opened: name the observation if a full decode finds it
+                    _locate_bad_png(output)
+                    raise UnityProtocolError(f"the scene's observations could not be decoded "
+                                             f"({type(exc).__name__}: {_one_line(exc, 120)})") from None
+            except UnityProtocolError as exc:
+                screen.refuse(exc)
                 raise
-            except (OSError, SyntaxError, ValueError, EOFError, struct.error, RuntimeError) as exc:
-                # Pillow decoding a PNG the screen could only check the header of
-                raise UnityProtocolError(f"the scene's observations could not be decoded ({type(exc).__name__}: "
-                                         f"{_one_line(exc, 120)})") from None
             pending, self._xrfed_pending = self._xrfed_pending, []
             deliver(pending)
 
@@ -591,6 +607,11 @@ class _SceneScreen:
         n = self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + 1
         if n & (n - 1) == 0:  # the 1st, 2nd, 4th, 8th ... of a reason: a flood of them does not flood the log
             log.warning("skipped from the Unity scene (%s, %d so far): %s", reason, n, _one_line(detail))
+
+    def refuse(self, exc: UnityProtocolError) -> None:
+        """Count an answer refused as a whole (:attr:`UnityStats.refused`)."""
+        self.stats.refused += 1
+        self.stats.last_refusal = _one_line(exc)
 
     def sent(self, sent_ns: int) -> int:
         """Remember a ShowPrediction's ``sent_ns``: only an acknowledgement of a sent one is timed."""
@@ -660,6 +681,8 @@ class _SceneScreen:
                     if tuple(o.shape) != shape:
                         raise UnityProtocolError(f"{where}: observation {_one_line(name, 40)!r} has shape "
                                                  f"{list(o.shape)[:8]}; the behavior declared {list(shape)}")
+                    if name in IMAGE_CHANNELS and len(shape) == 3:
+                        _check_image_compression(f"{where}: observation {name!r}", name, o)
                     budget -= _observation_values(f"{where}: observation {_one_line(name, 40)!r}", o, shape)
                     if budget < 0:
                         raise UnityProtocolError(f"the scene's observations would decode to more than "
@@ -797,28 +820,68 @@ def _observation_values(where: str, o: Any, shape: tuple[int, ...]) -> int:
     return n
 
 
-def _decode_png(where: str, data: bytes) -> None:
-    """Decode one PNG (its header already checked) as mlagents-envs will, but with Pillow's PNG reader only.
+def _check_image_compression(where: str, name: str, o: Any) -> None:
+    """xrfed's images travel PNG-compressed (docs/unity.md, "Compressed observations"): ``rgb`` as an RGB PNG
+    without a channel mapping (or the identity one), ``depth_m`` as an RGB PNG of millimetres mapped [0, 1, -1]."""
+    mapping = tuple(o.compressed_channel_mapping)
+    want = CHANNEL_MAPPINGS[name]
+    if o.compression_type != COMPRESSION_PNG or (mapping != want and not (name == "rgb" and mapping == (0, 1, 2))):
+        raise UnityProtocolError(f"{where}: compression type {o.compression_type}, channel mapping "
+                                 f"{list(mapping)[:8]}; xrfed expects PNG (compression type {COMPRESSION_PNG}) with "
+                                 f"channel mapping {list(want) or 'none'} (docs/unity.md, Compressed observations)")
 
-    mlagents-envs opens images with every Pillow plugin: when the PNG reader fails on corrupt bytes, Pillow tries the
-    others, which fail with whatever they meet (AttributeError on mlagents' file object, among others). An image
-    that decodes here decodes there (the PNG reader is tried first), so the scene's bytes are decoded twice."""
+
+def _decode_png(where: str, data: bytes, *, load: bool) -> None:
+    """Open one PNG (its IHDR already checked) as mlagents-envs will, but with Pillow's PNG reader only; decode its
+    pixels too with ``load``.
+
+    mlagents-envs opens images with every Pillow plugin: when the PNG reader cannot even open corrupt bytes (a chunk
+    cut short before the pixel data), Pillow tries the others, which fail with whatever they meet (AttributeError on
+    mlagents' file object, among others). An image that opens here opens there (the PNG reader is tried first).
+    Opening parses the chunks up to the pixel data only; pixel data that does not decode fails inside mlagents-envs
+    with an OSError-like error, which the backend translates and then locates with ``load=True`` -- so the scene's
+    pixels are decoded once, by mlagents-envs, in the normal case."""
     import io
 
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
-            im.load()
+            if load:
+                im.load()
     except Exception as exc:  # noqa: BLE001 -- Pillow raises many types on hostile bytes; translated here
         raise UnityProtocolError(f"{where} does not decode ({type(exc).__name__}: {_one_line(exc, 100)})") from None
 
 
-def _png_values(where: str, data: bytes, shape: tuple[int, ...], mapping: list[int]) -> int:
-    """PNG images of a compressed visual observation: concatenated 8-bit RGB(A) images of the declared size that
-    decode, as many as its channels need (3 per image), channel mapping consistent. Returns the values they decode
-    to."""
+def _locate_bad_png(rl_output: Any) -> None:
+    """Decode every compressed observation of ``rl_output`` fully; raise a :class:`UnityProtocolError` naming the
+    first one that fails (after mlagents-envs failed to decode one the screen had opened)."""
+    for behavior in rl_output.agentInfos:
+        for agent in rl_output.agentInfos[behavior].value:
+            for o in agent.observations:
+                if len(o.shape) == 3 and o.compression_type != 0:
+                    where = f"agent {agent.id} of {_one_line(behavior, 80)}: observation {_one_line(o.name, 40)!r}"
+                    _png_values(where, bytes(o.compressed_data), tuple(o.shape), list(o.compressed_channel_mapping),
+                                load=True)
+
+
+def _png_byte_cap(h: int, w: int) -> int:
+    """Most bytes an 8-bit RGB(A) PNG of h x w can need: its rows stored uncompressed (zlib level 0 adds 5 bytes
+    per 64 KiB block) plus a chunk header per 8 KiB and 64 KiB of ancillary chunks."""
+    raw = h * (1 + 4 * w)
+    return raw + 5 * (raw // 65535 + 1) + 12 * (raw // 8192 + 1) + 65536
+
+
+def _png_values(where: str, data: bytes, shape: tuple[int, ...], mapping: list[int], *, load: bool = False) -> int:
+    """PNG images of a compressed visual observation: at most as many bytes as uncompressed images, concatenated
+    8-bit RGB(A) images of the declared size that open (and decode, with ``load``), as many as its channels need (3
+    per image), channel mapping consistent. Returns the values they decode to. Nothing is allocated for the pixels
+    before the size in every IHDR is checked."""
     c, h, w = shape
+    images = -(-c // 3)
+    if len(data) > images * _png_byte_cap(h, w):
+        raise UnityProtocolError(f"{where}: {len(data)} bytes of PNG for {images} image(s) of {w} x {h}; at most "
+                                 f"{images * _png_byte_cap(h, w)} (an uncompressed RGBA image and its chunks)")
     if not data.startswith(_PNG_SIGNATURE):
         raise UnityProtocolError(f"{where}: compressed data of {len(data)} bytes is not a PNG")
     channels: list[int] = []
@@ -833,7 +896,7 @@ def _png_values(where: str, data: bytes, shape: tuple[int, ...], mapping: list[i
         if (height, width) != (h, w) or depth != 8 or color not in (2, 6):
             raise UnityProtocolError(f"{where}: PNG image at byte {pos} is {width} x {height}, {depth}-bit colour type "
                                      f"{color}; the observation declares {w} x {h}, 8-bit RGB or RGBA")
-        _decode_png(f"{where}: PNG image at byte {pos}", data[pos:])
+        _decode_png(f"{where}: PNG image at byte {pos}", data[pos:], load=load)
         channels.append(3 if color == 2 else 4)
         pos = data.find(_PNG_SIGNATURE, pos + 8)
     total = sum(channels)

@@ -9,7 +9,8 @@ that calls ``/communicator_objects.UnityToExternalProto/Exchange`` exactly as Un
    ``package_version``.
 2. call #2 is empty; its reply is the client's first ``reset()`` (command RESET + side channels).
 3. every further call carries the agents' observations (one agent per device, one behavior per device profile,
-   ``XRAvatar_<profile>?team=0``), brain parameters the first time a behavior appears, and side-channel messages
+   ``XRAvatar_<profile>?team=0``; ``rgb`` and ``depth_m`` PNG-compressed as Unity's camera sensors send them, see
+   :mod:`bridge.unity.observations` and docs/unity.md "Compressed observations"), brain parameters the first time a behavior appears, and side-channel messages
    (the xrfed ``hello`` / ``frames`` / ``overlay_shown`` messages and stats). Its reply carries actions (recorded
    in :attr:`StandInPlayer.actions`), side channels (lighting parameters, xrfed commands) and the command.
 4. a reply with status != 200 or command QUIT ends the session with exit code 0; :meth:`StandInPlayer.stop` sends
@@ -680,8 +681,9 @@ class StandInPlayer:
     def _agent_info(self, d: _Device, f: DeviceFrame, *, done: bool = False) -> bytes:
         assert d.layout is not None
         obs = frame_to_observations(f, d.layout, d.index, png_level=self.config.png_level)
-        shapes, dims = d.layout.shapes(), d.layout.dimension_properties
-        encoded = [encode_observation(name, shapes[name], data, dims[name]) for name, data in obs.items()]
+        shapes, dims, maps = d.layout.shapes(), d.layout.dimension_properties, d.layout.channel_mappings
+        encoded = [encode_observation(name, shapes[name], data, dims[name], channel_mapping=maps[name])
+                   for name, data in obs.items()]
         mask = self._action_mask(d.device_id, f.step) if self._action_mask else ()
         reward = float(self._reward(f)) if self._reward else 0.0
         return encode_agent_info(d.index, encoded, reward=reward, done=done, max_step_reached=done,

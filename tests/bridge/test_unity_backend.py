@@ -20,6 +20,7 @@ from bridge.registry import make_backend  # noqa: E402
 from bridge.unity.backend import UnityBackend  # noqa: E402
 from bridge.unity.errors import UnityConnectionError  # noqa: E402
 from bridge.unity.launcher import write_launcher  # noqa: E402
+from bridge.unity.observations import DEPTH_BOUND_M  # noqa: E402
 from bridge.unity.player import PlayerConfig, StandInPlayer  # noqa: E402
 from bridge.unity.synthetic import SyntheticBackend, SyntheticConfig  # noqa: E402
 
@@ -39,6 +40,11 @@ def assert_same_frame(got, want):
     assert a.keys() == b.keys()
     assert a["present"] == b["present"] and a["labels"] == b["labels"]
     for key in sorted(a.keys() - {"present", "labels"}, key=lambda k: (k not in ("hands", "pose", "gaze", "imu"), k)):
+        if key == "depth_m":  # millimetres on the wire (docs/unity.md): within half a millimetre, inf stays inf
+            hit = np.isfinite(b[key])
+            np.testing.assert_array_equal(np.isfinite(a[key]), hit, err_msg="no-hit pixels")
+            np.testing.assert_allclose(a[key][hit], b[key][hit], rtol=0, atol=DEPTH_BOUND_M)
+            continue
         np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
     for name in ("device_id", "user_id", "profile", "step", "sim_time_s", "room", "events", "active_tasks",
                  "camera_fov_y_deg", "lighting", "labels"):
@@ -70,6 +76,7 @@ def test_frames_and_commands_match_the_served_backend(served):
         for k in want:
             assert_same_frame(got[k], want[k])
     assert got["user0-meta_quest_pro"].lighting.color_temperature_k == 2700.0
+    assert np.isinf(got["user0-meta_quest_pro"].depth_m[0, 0])  # the synthetic scene's no-hit pixel survived
 
 
 def test_dropped_and_missing_modalities_are_none(served):
@@ -166,7 +173,13 @@ def test_launched_player_serves_the_embedded_scene_frame_for_frame(tmp_path):
                 keys = {k for k in arrays if k not in ("present", "labels")}
                 assert keys == {k.split("|")[2] for k in ref.files if k.startswith(f"{i}|{dev}|")}
                 for k in keys:
-                    np.testing.assert_array_equal(np.asarray(arrays[k]), ref[f"{i}|{dev}|{k}"], err_msg=f"{i} {dev} {k}")
+                    want = ref[f"{i}|{dev}|{k}"]
+                    if k == "depth_m":  # millimetres on the wire: within half a millimetre, inf stays inf
+                        hit = np.isfinite(want)
+                        np.testing.assert_array_equal(np.isfinite(arrays[k]), hit, err_msg=f"{i} {dev} no-hit")
+                        np.testing.assert_allclose(arrays[k][hit], want[hit], rtol=0, atol=DEPTH_BOUND_M)
+                        continue
+                    np.testing.assert_array_equal(np.asarray(arrays[k]), want, err_msg=f"{i} {dev} {k}")
         process = backend.env._process
     finally:
         backend.close()

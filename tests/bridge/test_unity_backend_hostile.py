@@ -241,6 +241,62 @@ def test_truncated_png_is_rejected_not_attribute_error(scene):
     _rejected_then_served(backend, player, truncate, r"observation 'rgb': PNG image at byte 0 does not decode")
 
 
+# -- compressed observations (issue 17): rgb and depth_m must be PNGs as docs/unity.md specifies ------------------
+def test_uncompressed_depth_is_rejected_naming_the_sensor_and_the_spec(scene):
+    backend, player = scene
+
+    def floats(msg):
+        o = _observation(msg, "depth_m")
+        o.compression_type = 0
+        o.ClearField("compressed_data")
+        del o.compressed_channel_mapping[:]
+        o.float_data.data.extend([1.0] * (2 * 3 * 4))
+
+    _rejected_then_served(backend, player, floats, r"observation 'depth_m': compression type 0, channel mapping \[\]; "
+                                                   r"xrfed expects PNG \(compression type 1\) with channel mapping "
+                                                   r"\[0, 1, -1\]")
+    assert backend.stats.refused == 1 and "'depth_m'" in backend.stats.last_refusal
+
+
+def test_depth_with_a_grey_channel_mapping_is_rejected(scene):
+    backend, player = scene
+
+    def grey(msg):
+        _observation(msg, "depth_m").compressed_channel_mapping[:] = [0, 0, 0]
+
+    _rejected_then_served(backend, player, grey, r"'depth_m': compression type 1, channel mapping \[0, 0, 0\]")
+
+
+def test_png_bytes_beyond_an_uncompressed_image_are_rejected_before_decoding(scene):
+    backend, player = scene
+
+    def padded(msg):
+        o = _observation(msg, "rgb")
+        o.compressed_data = bytes(o.compressed_data) + b"\x00" * (1 << 17)
+
+    _rejected_then_served(backend, player, padded, r"observation 'rgb': \d+ bytes of PNG for 1 image\(s\) of 3 x 4; "
+                                                   r"at most \d+")
+
+
+def test_png_whose_pixels_do_not_decode_is_rejected_naming_the_sensor(scene):
+    """The screen only opens PNGs (their chunks up to the pixel data); pixels that fail in mlagents-envs' decoder are
+    located by a full decode and named."""
+    backend, player = scene
+
+    def corrupt(msg):
+        o = _observation(msg, "depth_m")
+        data = bytearray(o.compressed_data)
+        idat = data.index(b"IDAT")
+        length = struct.unpack(">I", data[idat - 4:idat])[0]
+        body = b"\xff" * length  # not a zlib stream; the CRC is made right so only the pixel data is wrong
+        data[idat + 4:idat + 8 + length] = body + struct.pack(">I", zlib.crc32(b"IDAT" + body))
+        o.compressed_data = bytes(data)
+
+    _rejected_then_served(backend, player, corrupt, r"agent \d+ of XRAvatar_meta_quest_pro\?team=0: observation "
+                                                    r"'depth_m': PNG image at byte 0 does not decode")
+    assert backend.stats.refused == 1
+
+
 def test_label_index_beyond_the_task_classes_is_rejected(scene):
     """Defect: a label observation of 99 gave IndexError in label_names (TASKS[task].classes[99])."""
     backend, player = scene

@@ -13,6 +13,7 @@ from bridge.scenario import load_scenario
 from bridge.unity import codec
 from bridge.unity.errors import UnityProtocolError
 from bridge.unity.observations import (
+    DEPTH_BOUND_M,
     ObservationLayout,
     channels_first_for,
     frame_to_observations,
@@ -100,27 +101,27 @@ def test_scenario_dict_has_every_field_and_no_yaml_text():
 def test_layout_follows_client_version():
     assert channels_first_for("1.1.0") and not channels_first_for("0.28.0")
     lay = ObservationLayout(("rgb", "depth", "gaze"), (4, 5), channels_first=False)
-    assert lay.shapes() == {"depth_m": (4, 5, 1), "device": (1,), "gaze": (8,), "labels": (6,), "present": (10,),
+    assert lay.shapes() == {"depth_m": (4, 5, 2), "device": (1,), "gaze": (8,), "labels": (6,), "present": (10,),
                             "rgb": (4, 5, 3)}
     assert lay.dimension_properties["rgb"] == (2, 2, 1)
+    assert lay.channel_mappings == {"depth_m": (0, 1, -1), "device": (), "gaze": (), "labels": (), "present": (),
+                                    "rgb": ()}
     with pytest.raises(UnityProtocolError, match="image_hw is required"):
         ObservationLayout(("rgb",))
 
 
 def _decode_like_client(obs, layout):
-    """What mlagents-envs hands back: PNG -> float / 255 in the layout's order, floats reshaped."""
-    import io
-
-    from PIL import Image
-
+    """What mlagents-envs hands back: its own PNG decoder (value / 255, channel mapping applied), floats reshaped."""
+    process_pixels = pytest.importorskip("mlagents_envs.rpc_utils").process_pixels
     out = {}
     for name, v in obs.items():
         shape = layout.shapes()[name]
         if isinstance(v, bytes):
-            img = np.asarray(Image.open(io.BytesIO(v)), dtype=np.float32) / 255.0
-            out[name] = img.transpose(2, 0, 1) if layout.channels_first else img
+            img = process_pixels(v, shape[0], list(layout.channel_mappings[name]))  # 1.x: channels first
+            out[name] = img if layout.channels_first else img.transpose(1, 2, 0)
         else:
             out[name] = v.reshape(shape)
+        assert out[name].shape == shape, name
     return out
 
 
@@ -134,7 +135,8 @@ def test_frame_survives_observations_and_back(channels_first):
     back = observations_to_arrays(_decode_like_client(obs, lay), audio_channels=3, audio_hz=16000,
                                   channels_first=channels_first)
     np.testing.assert_array_equal(back["rgb"], frame.rgb)
-    np.testing.assert_array_equal(back["depth_m"], frame.depth_m)  # inf at [0, 0] included
+    assert np.isinf(frame.depth_m[0, 0]) and np.isinf(back["depth_m"][0, 0])  # no hit stays no hit
+    np.testing.assert_allclose(back["depth_m"], frame.depth_m, rtol=0, atol=DEPTH_BOUND_M)
     np.testing.assert_array_equal(back["audio"], frame.audio.samples)
     assert back["gaze_valid"] == frame.gaze.valid
     assert back["labels"]["gesture_recognition"] == 1  # (k + i + j) % 10 with k=0, i=0, j=1

@@ -117,7 +117,7 @@ def test_behavior_spec_is_exact():
         spec = env.behavior_specs[BEHAVIOR]
         got = [(o.name, o.shape, tuple(int(d) for d in o.dimension_property), o.observation_type.value)
                for o in spec.observation_specs]
-        assert got == [("audio", (3 * 1600,), (1,), 0), ("depth_m", (1, 4, 3), (1, 2, 2), 0), ("device", (1,), (1,), 0),
+        assert got == [("audio", (3 * 1600,), (1,), 0), ("depth_m", (2, 4, 3), (1, 2, 2), 0), ("device", (1,), (1,), 0),
                        ("gaze", (8,), (1,), 0), ("hands", (156,), (1,), 0), ("imu", (6,), (1,), 0),
                        ("labels", (6,), (1,), 0), ("pose", (7,), (1,), 0), ("present", (10,), (1,), 0),
                        ("rgb", (3, 4, 3), (1, 2, 2), 0)]
@@ -143,7 +143,10 @@ def test_observation_values_rewards_masks_and_ids():
         f = truth["user1-meta_quest_pro"]
         obs = {n: dec.obs[j][1] for j, n in enumerate(names)}
         assert np.max(np.abs(obs["rgb"].transpose(1, 2, 0) - f.rgb / 255.0)) <= 1 / 255
-        np.testing.assert_array_equal(obs["depth_m"][0], f.depth_m)  # floats bit-exact, inf included
+        np.testing.assert_array_equal(obs["rgb"].transpose(1, 2, 0), f.rgb / np.float32(255.0))  # value / 255 exactly
+        mm = np.where(np.isinf(f.depth_m), 65535, np.rint(f.depth_m.astype(np.float64) * 1000))  # the wire spec
+        np.testing.assert_array_equal(np.rint(obs["depth_m"][0] * 255), mm // 256)  # hi byte / 255
+        np.testing.assert_array_equal(np.rint(obs["depth_m"][1] * 255), mm % 256)  # lo byte / 255
         np.testing.assert_array_equal(obs["audio"], f.audio.samples.reshape(-1))
         assert obs["device"].tolist() == [1.0]
 
@@ -241,8 +244,9 @@ def test_player_refuses_a_message_over_the_limit():
 
 
 def test_oversized_message_only_times_out_on_the_client():
-    # Regression record of the failure mode the guard exists for: 1100 x 1000 float depth = 4.4 MB > 4 MiB.
-    with session(size=(1100, 1000), enforce_size_limit=False, env_kwargs={"timeout_wait": 2}) as (env, _):
+    # Regression record of the failure mode the guard exists for: 2000 x 2000 RGB with one channel of noise makes
+    # a PNG of about 4.5 MB > 4 MiB.
+    with session(size=(2000, 2000), enforce_size_limit=False, env_kwargs={"timeout_wait": 2}) as (env, _):
         with pytest.raises(UnityTimeOutException):
             env.reset()
 
