@@ -12,7 +12,7 @@ report and Ray executor are imported from their modules (they pull matplotlib / 
 from __future__ import annotations
 
 from .accounting import SERVER, CommLedger, tensor_nbytes
-from .client import Client, Executor, LocalExecutor, RayExecutor, make_executor
+from .client import Client, DeviceLost, Executor, LocalExecutor, RayExecutor, connect_ray, make_executor
 from .config import (
     AggregatorConfig,
     ContinualConfig,
@@ -20,6 +20,7 @@ from .config import (
     DPConfig,
     EvalConfig,
     ExperimentConfig,
+    RayConfig,
     RoundsConfig,
     load_config,
 )
@@ -47,11 +48,11 @@ from .strategies import (
 
 __all__ = [
     "AggregateResult", "AggregationError", "AggregatorConfig", "Broadcast", "CheckpointError", "Client",
-    "ClientUpdate", "CommLedger", "ConfigError", "ContinualConfig", "DPConfig", "DeviceConfig",
+    "ClientUpdate", "CommLedger", "ConfigError", "ContinualConfig", "DPConfig", "DeviceConfig", "DeviceLost",
     "DifferentialPrivacy", "EvalConfig", "EvalReport", "Paradigm", "make_paradigm", "paradigm_names",
     "register_paradigm",
     "Executor", "ExecutorError", "ExperimentConfig", "FederationError", "LinkRecord", "LinkType", "LocalExecutor",
-    "RayExecutor", "RdpAccountant", "RoundEngine", "RoundRecord", "RoundsConfig", "SERVER", "Strategy",
-    "TopologyError", "TrainReport", "UnknownNameError", "load_config", "make_executor", "make_strategy",
+    "RayConfig", "RayExecutor", "RdpAccountant", "RoundEngine", "RoundRecord", "RoundsConfig", "SERVER", "Strategy",
+    "TopologyError", "TrainReport", "UnknownNameError", "connect_ray", "load_config", "make_executor", "make_strategy",
     "register_strategy", "strategy_names", "tensor_nbytes",
 ]

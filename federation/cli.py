@@ -65,6 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    p.add_argument("--ray-address", metavar="ADDR", type=_ray_address,
+                   help="run the devices as actors on the Ray cluster at ADDR (host:port of 'ray start --head', "
+                        "ray://host:port or auto); overrides the config's ray.address and implies executor ray")
     _threads(p)
     p.set_defaults(func=run_experiment, validate=validate_run)
 
@@ -113,6 +116,25 @@ def _harden_shift(p: argparse.ArgumentParser) -> None:
             if action.dest == "seeds":
                 action.help = f"{action.help}; 1-{MAX_SEEDS} distinct seeds in [0, 2**31-1]"
     p.set_defaults(validate=validate_shift)
+
+
+def _ray_address(text: str) -> str:
+    """``--ray-address``: host:port, ray://host:port, auto or local (the config's ``ray.address`` rule)."""
+    from .config import check_ray_address
+    from .errors import ConfigError
+
+    try:
+        check_ray_address(text, "--ray-address")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(f"expected host:port, ray://host:port, 'auto' or 'local' (a port in "
+                                         f"1..65535), got {exc.value!r}") from None
+    return text
+
+
+def _with_flags(cfg: Any, args: argparse.Namespace) -> Any:
+    """``cfg`` with ``xrfed run``'s overrides: ``--ray-address`` joins that cluster with the ray executor."""
+    address = getattr(args, "ray_address", None)
+    return cfg if address is None else cfg.with_executor("ray", address=address)
 
 
 # -- validate: everything the parser cannot check, before any work ----------------------------------------------------
@@ -288,7 +310,7 @@ def validate_run(args: argparse.Namespace) -> None:
         raise _flag_error("--resume", "needs --out, the run directory to continue")
     if args.resume and not Path(args.out).is_dir():
         raise _flag_error("--resume", f"--out {args.out[:120]!r} is not an existing run directory")
-    cfg = load_config(args.config)
+    cfg = _with_flags(load_config(args.config), args)
     preflight(cfg)
     args.experiment = cfg
 
@@ -343,7 +365,7 @@ def run_experiment(args: argparse.Namespace) -> int:
     from .errors import ConfigError
     from .runner import run_experiment as run
 
-    cfg = getattr(args, "experiment", None) or load_config(args.config)
+    cfg = getattr(args, "experiment", None) or _with_flags(load_config(args.config), args)
     if args.resume and not args.out:
         raise ConfigError("--out", "--resume needs the run directory to continue")
     out = Path(args.out) if args.out else default_out_dir(cfg.name)

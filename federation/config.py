@@ -33,6 +33,8 @@ are built), then every field is checked for its *type* and its *range*:
   seconds (``guard_s``, ``deadline_s``)       [0, 3600], (0, 86 400]
   ``foundation.batch_size``                   1 .. 4096
   ``foundation.learning_rate``                (0, 1]
+  ``ray.num_cpus_per_device``                 [0, 1024] (0: automatic)    CPUs each device actor holds
+  ``ray.resources`` amounts                   (0, 1024]                   custom Ray resources per device actor
   ==========================================  ==========================  ============================================
 
 * names that become file or dataset names (device ids, avatars) are 1-64 letters, digits, ``_ . -``; the
@@ -77,7 +79,11 @@ __all__ = [
     "DPConfig",
     "ContinualConfig",
     "RoundsConfig",
+    "RayConfig",
     "ExperimentConfig",
+    "RAY_AGGREGATOR_PLACES",
+    "MAX_RAY_RESOURCE",
+    "check_ray_address",
     "load_config",
     "ranges",
 ]
@@ -566,6 +572,91 @@ class RoundsConfig:
         _choice(f"{where}.cluster_aggregation", self.cluster_aggregation, CLUSTER_AGGREGATIONS)
 
 
+#: where the aggregation runs under the Ray executor ("driver": the round engine in the ``xrfed run`` process
+#: folds the updates in as the device actors return them)
+RAY_AGGREGATOR_PLACES = ("driver",)
+#: Ray's own resources, which a device's custom ``ray.resources`` may not name (CPUs are num_cpus_per_device)
+_RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+_RAY_RESOURCE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+_RAY_ADDRESS_RE = re.compile(r"(ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]{0,252}):[0-9]{1,5}")
+#: the largest CPU share or custom-resource amount one device actor may hold
+MAX_RAY_RESOURCE = 1024.0
+_MAX_RAY_PROFILES = 64
+_MAX_RAY_RESOURCES = 8
+
+
+def check_ray_address(v: str, where: str = "ray.address") -> None:
+    """A Ray address: ``host:port`` (a ``ray start --head``), ``ray://host:port`` (Ray Client), ``auto`` (the
+    cluster this machine belongs to) or ``local``; raises a one-line :class:`ConfigError` naming ``where``."""
+    if v in ("auto", "local"):
+        return
+    m = _RAY_ADDRESS_RE.fullmatch(v)
+    if m is None or not 1 <= int(v.rsplit(":", 1)[1]) <= 65535:
+        raise _err(where, "must be host:port, ray://host:port, 'auto' or 'local' (a port in 1..65535)", v)
+
+
+@dataclass
+class RayConfig:
+    """Where and how the devices run under ``rounds.executor: ray`` (ignored by the local executor).
+
+    * ``address``: the cluster to join -- ``host:port`` of the machine that ran ``ray start --head`` (the other
+      machines ran ``ray start --address=host:port``), ``ray://host:port``, or ``auto``; None starts a local Ray
+      on this machine (``xrfed run --ray-address`` sets it and the ray executor).
+    * ``num_cpus_per_device``: the CPU share every device actor holds while it lives (0: an equal share of the
+      CPUs free in the cluster, at most 1, that packs node by node).
+    * ``resources``: per device profile, custom Ray resources its actors need, e.g. ``{meta_quest_3: {quest: 1}}``
+      puts every Quest 3 device on the nodes started with ``ray start --resources='{"quest": 8}'``.
+    * ``aggregator``: where aggregation runs; ``driver`` (the only place today) -- the round engine in the
+      ``xrfed run`` process folds updates in as the actors return them.
+
+    None of these change a learning figure: a run resumes under other executor settings (another cluster address
+    after a restart), and the same config gives the same numbers on any of them.
+    """
+
+    address: str | None = _spec(None, text="path", help="Ray cluster address (None: a local Ray)")
+    num_cpus_per_device: float = _spec(0.0, lo=0.0, hi=MAX_RAY_RESOURCE,
+                                       help="CPUs each device actor holds (0: an equal share, at most 1)")
+    resources: dict[str, dict[str, float]] = _spec(factory=dict, help="per device profile, custom Ray resources")
+    aggregator: str = _spec("driver", help="where aggregation runs: driver")
+
+    def validate(self, where: str) -> None:
+        from bridge.devices import device_names
+
+        _check_fields(self, f"{where}.")
+        if self.address is not None:
+            check_ray_address(self.address, f"{where}.address")
+        _choice(f"{where}.aggregator", self.aggregator, RAY_AGGREGATOR_PLACES)
+        if len(self.resources) > _MAX_RAY_PROFILES:
+            raise _err(f"{where}.resources", f"at most {_MAX_RAY_PROFILES} profiles (got {len(self.resources)})")
+        for prof, res in self.resources.items():
+            if not isinstance(prof, str):
+                raise _err(f"{where}.resources", "keys are device profile names", prof)
+            _choice(f"{where}.resources", prof, device_names())
+            path = f"{where}.resources.{prof}"
+            if not isinstance(res, dict) or not 1 <= len(res) <= _MAX_RAY_RESOURCES:
+                raise _err(path, f"must map 1-{_MAX_RAY_RESOURCES} Ray resource names to amounts", res)
+            for k, v in res.items():
+                if not isinstance(k, str) or not _RAY_RESOURCE_RE.fullmatch(k):
+                    raise _err(path, "resource names are 1-64 letters, digits, '_', '.', '-', starting with a "
+                                     "letter", k)
+                if k in _RAY_BUILTIN_RESOURCES:
+                    raise _err(f"{path}.{k}", "is a Ray built-in resource; set CPUs with "
+                                              f"{where}.num_cpus_per_device")
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or not (
+                        math.isfinite(v) and 0 < v <= MAX_RAY_RESOURCE):
+                    raise _err(f"{path}.{k}", f"must be a finite number in (0, {MAX_RAY_RESOURCE:g}]", v)
+
+    def device_resources(self, devices: list[DeviceConfig]) -> dict[str, dict[str, float]]:
+        """Per device id, the custom resources its profile asks for (devices of other profiles: none)."""
+        return {d.id: {k: float(v) for k, v in self.resources[d.profile].items()}
+                for d in devices if d.profile in self.resources}
+
+    def executor_options(self, devices: list[DeviceConfig]) -> dict[str, Any]:
+        """The keyword arguments of :class:`~federation.client.RayExecutor` for these devices."""
+        return {"address": self.address, "num_cpus_per_device": self.num_cpus_per_device or None,
+                "resources": self.device_resources(devices)}
+
+
 @dataclass
 class ExperimentConfig:
     """A whole experiment.
@@ -606,6 +697,7 @@ class ExperimentConfig:
     dp: DPConfig = _spec(factory=DPConfig, help="differential privacy")
     continual: ContinualConfig = _spec(factory=ContinualConfig, help="forgetting mitigation")
     attack: AttackConfig = _spec(factory=AttackConfig, help="poisoning")
+    ray: RayConfig = _spec(factory=RayConfig, help="the Ray executor: cluster address, placement")
     seed: int = _spec(0, lo=0, hi=MAX_SEED, help="the run's seed")
     seeds: list[int] | None = _spec(None, min_items=1, max_items=MAX_SEEDS, unique=True, item=_SEED,
                                     help="one run per seed")
@@ -633,6 +725,7 @@ class ExperimentConfig:
         self.dp.validate("dp")
         self.continual.validate("continual")
         self.attack.validate("attack")
+        self.ray.validate("ray")
         if self.attack.devices is not None:
             unknown = sorted(set(self.attack.devices) - set(ids))
             if unknown:
@@ -690,6 +783,19 @@ class ExperimentConfig:
         k = int(round(self.attack.fraction * len(self.devices)))
         order = np.random.default_rng(derive_seed(self.seed, "attackers")).permutation(len(self.devices))
         return [self.devices[i].id for i in sorted(order[:k])]
+
+    def experiment_dict(self) -> dict[str, Any]:
+        """The config as plain data without where it runs (``rounds.executor``, ``ray``), which changes no
+        figure: what a resumed run must match."""
+        d = self.to_dict()
+        d["rounds"]["executor"] = "local"
+        d.pop("ray", None)
+        return d
+
+    def with_executor(self, executor: str, *, address: str | None = None) -> ExperimentConfig:
+        """This experiment under another executor (and, given, Ray cluster address)."""
+        ray = self.ray if address is None else dataclasses.replace(self.ray, address=address)
+        return dataclasses.replace(self, rounds=dataclasses.replace(self.rounds, executor=executor), ray=ray)
 
     def with_seed(self, seed: int) -> ExperimentConfig:
         """This experiment with one seed (``seeds`` cleared): one run of a multi-seed experiment."""

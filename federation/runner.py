@@ -29,6 +29,11 @@ devices -- and refuses a damaged run directory with one line naming the bad file
 Then it reloads the checkpoint and drops the metrics line of a round interrupted before its checkpoint, so that
 round is re-run from the same state with the same random draws (everything is seeded from ``(seed, round)``):
 nothing is lost or counted twice.
+
+Where the devices run is not part of what a resume must match (``rounds.executor`` and the ``ray`` section change
+no figure): a run started locally continues on a Ray cluster, and a driver killed on a cluster continues with
+``xrfed run CONFIG --out RUN --resume --ray-address ADDR`` -- the device actors it lost with it are rebuilt and
+reloaded from the checkpoint.
 """
 
 from __future__ import annotations
@@ -81,6 +86,9 @@ RUN_OUTPUTS = ("config.yaml", "metrics.jsonl", "baselines.json", MIA_REFERENCE_F
                "report.html")
 #: the false-positive rate at which the audit reports the attack's true-positive rate
 MIA_FPR = 0.1
+#: seconds a run waits for Ray resources held by others (a killed driver's actors keep theirs until Ray notices
+#: the driver is gone) before it refuses a placement that the cluster could hold
+RAY_PLACEMENT_WAIT_S = 20.0
 
 
 def phase_of_round(round_idx: int, rounds: int, phases: int) -> int:
@@ -168,7 +176,13 @@ class ExperimentRunner:
     def _build(self) -> None:
         kw: dict[str, Any] = {}
         if self.cfg.rounds.executor == "ray":
-            kw["torch_threads"] = self.torch_threads
+            from .client import connect_ray
+
+            # Join (or start) Ray before the recording and the foundation checkpoint are prepared: an unreachable
+            # cluster or a version mismatch fails in seconds, with nothing written.
+            connect_ray(self.cfg.ray.address)
+            kw = {"torch_threads": self.torch_threads, "placement_wait_s": RAY_PLACEMENT_WAIT_S,
+                  **self.cfg.ray.executor_options(self.cfg.devices)}
         self.executor = make_executor(self.cfg.rounds.executor, self._factories_or_default(), **kw)
         strategy = self.cfg.aggregator.make()
         attackers = self.cfg.attackers()
@@ -345,7 +359,7 @@ class ExperimentRunner:
             if not cfg_path.is_file():
                 raise CheckpointError(f"{self.run_dir}: nothing to resume (no config.yaml)")
             saved = ExperimentConfig.from_yaml(cfg_path.read_text())
-            if saved.to_dict() != self.cfg.to_dict():
+            if saved.experiment_dict() != self.cfg.experiment_dict():  # the executor may change, nothing else
                 raise CheckpointError(f"{self.run_dir}: the run was started with a different config; "
                                       "resume it with its own config.yaml")
         else:
@@ -376,6 +390,10 @@ class ExperimentRunner:
                     return None
                 phase = phase_of_round(r, total, self.cfg.phases)
                 rec = self.engine.run_round(r, phase=phase, positions_m=self._positions(r, phase))
+                if self.engine.lost:
+                    # a device lost in this round (a Ray actor or node died) is rebuilt now, holding what the
+                    # engine gives it: the phase evaluation and the checkpoint need every device
+                    self.engine.revive(r)
                 if r == total - 1 or phase_of_round(r + 1, total, self.cfg.phases) != phase:
                     self._phase_end(phase)
                 with metrics_path.open("a") as fh:
@@ -607,13 +625,14 @@ def _run_seeds(cfg: ExperimentConfig, rd: Path, *, resume: bool, progress: bool,
     if resume:
         if not cfg_path.is_file():
             raise CheckpointError(f"{rd}: nothing to resume (no config.yaml)")
-        if ExperimentConfig.from_yaml(cfg_path.read_text()).to_dict() != cfg.to_dict():
+        if ExperimentConfig.from_yaml(cfg_path.read_text()).experiment_dict() != cfg.experiment_dict():
             raise CheckpointError(f"{rd}: the run was started with a different config; "
                                   "resume it with its own config.yaml")
     elif cfg_path.exists():
         raise CheckpointError(f"{rd} already holds a run; pass --resume or choose another --out")
     rd.mkdir(parents=True, exist_ok=True)
-    cfg_path.write_text(cfg.to_yaml())
+    if not resume:  # a resume keeps the file it was started with (it may differ in where the devices run)
+        cfg_path.write_text(cfg.to_yaml())
     for s in cfg.seeds:
         sub = rd / f"{SEED_DIR_PREFIX}{s}"
         if (sub / "summary.json").is_file():

@@ -137,3 +137,80 @@ def test_ray_that_fails_to_start_raises_executor_error(monkeypatch):
 
     with pytest.raises(ExecutorError, match=r"^cannot start a local Ray: RuntimeError: Failed to start the GCS server\.$"):
         make_executor("ray", factories())
+
+
+# -- the experiment config's Ray section and --ray-address ------------------------------------------------------------
+def experiment(**ray):
+    from federation.config import ExperimentConfig
+
+    raw: dict = {"name": "x", "devices": [{"id": "a", "profile": "meta_quest_3", "tasks": ["object_recognition"]},
+                                          {"id": "b", "profile": "hololens_2", "tasks": ["object_recognition"]}]}
+    if ray:
+        raw["ray"] = ray
+    return ExperimentConfig.from_dict(raw)
+
+
+def test_ray_config_round_trips_and_becomes_executor_options():
+    cfg = experiment(address="10.0.0.7:6379", num_cpus_per_device=0.5, resources={"meta_quest_3": {"quest": 1}})
+
+    again = type(cfg).from_yaml(cfg.to_yaml())
+
+    assert again == cfg
+    assert cfg.ray.executor_options(cfg.devices) == {
+        "address": "10.0.0.7:6379", "num_cpus_per_device": 0.5, "resources": {"a": {"quest": 1.0}}}
+    assert experiment().ray.executor_options(cfg.devices) == {"address": None, "num_cpus_per_device": None,
+                                                               "resources": {}}
+
+
+@pytest.mark.parametrize("ray, message", [
+    ({"adress": "h:1"}, r"'ray\.adress': unknown field; allowed: \['address', 'num_cpus_per_device'"),
+    ({"address": "head-node"}, r"'ray\.address': must be host:port, ray://host:port, 'auto' or 'local'"),
+    ({"address": "head:70000"}, r"'ray\.address': must be host:port.*\(got 'head:70000'\)"),
+    ({"num_cpus_per_device": -1}, r"'ray\.num_cpus_per_device': must be a finite number in \[0, 1024\]"),
+    ({"num_cpus_per_device": True}, r"'ray\.num_cpus_per_device': must be a number"),
+    ({"resources": {"pixel_9": {"quest": 1}}}, r"'ray\.resources': unknown value \(got 'pixel_9'\); allowed: "),
+    ({"resources": {"meta_quest_3": {"CPU": 1}}}, r"'ray\.resources\.meta_quest_3\.CPU': is a Ray built-in"),
+    ({"resources": {"meta_quest_3": {"quest": 0}}}, r"'ray\.resources\.meta_quest_3\.quest': must be a finite "
+                                                    r"number in \(0, 1024\]"),
+    ({"resources": {"meta_quest_3": {}}}, r"'ray\.resources\.meta_quest_3': must map 1-8 Ray resource names"),
+    ({"aggregator": "actor"}, r"'ray\.aggregator': unknown value \(got 'actor'\); allowed: \['driver'\]"),
+])
+def test_ray_config_refuses_bad_values_naming_the_field(ray, message):
+    from federation.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message) as exc:
+        experiment(**ray)
+    assert "\n" not in str(exc.value)
+
+
+def test_a_resume_may_change_where_the_devices_run_but_nothing_else():
+    import dataclasses
+
+    cfg = experiment()
+
+    moved = cfg.with_executor("ray", address="10.0.0.7:6379")
+
+    assert moved.rounds.executor == "ray" and moved.ray.address == "10.0.0.7:6379"
+    assert moved.experiment_dict() == cfg.experiment_dict()
+    assert dataclasses.replace(cfg, seed=1).experiment_dict() != cfg.experiment_dict()
+
+
+def test_ray_address_flag_is_checked_by_the_parser(capsys):
+    from bridge.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["run", __file__, "--ray-address", "head-node"])
+
+    assert exc.value.code == 2
+    assert "argument --ray-address: expected host:port, ray://host:port, 'auto' or 'local'" in capsys.readouterr().err
+
+
+def test_ray_address_flag_implies_the_ray_executor():
+    import argparse
+
+    from federation.cli import _with_flags
+
+    cfg = _with_flags(experiment(), argparse.Namespace(ray_address="ray://10.0.0.7:10001"))
+
+    assert cfg.rounds.executor == "ray" and cfg.ray.address == "ray://10.0.0.7:10001"
+    assert _with_flags(experiment(), argparse.Namespace(ray_address=None)) == experiment()
