@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 
@@ -31,6 +32,10 @@ __all__ = [
     "normalise_weights",
     "weighted_average",
     "fedavg",
+    "WeightedSums",
+    "fold_weighted",
+    "weighted_means",
+    "lora_rank_dim",
     "coordinate_median",
     "trimmed_mean",
     "krum_scores",
@@ -115,6 +120,86 @@ def fedavg(updates: Sequence[Update], weights: Sequence[float]) -> dict[str, tor
     out: dict[str, torch.Tensor] = {}
     for key, idx in _holders(updates).items():
         out[key] = weighted_average([updates[i][key] for i in idx], [weights[i] for i in idx], key=key)
+    return out
+
+
+# -- streaming (running sums: one model's worth of memory, whatever the number of devices) -----------------
+@dataclass(frozen=True)
+class WeightedSums:
+    """Running per-key weighted sums of the updates folded so far: ``sums[k] = sum_i w_i x_i[k]`` (float64) and
+    ``weights[k] = sum_i w_i`` over the updates holding ``k``, keys in first-seen order; ``count`` updates in all.
+
+    It holds one model's worth of tensors however many updates went in: what lets a server average thousands of
+    devices' updates as they arrive (:func:`fold_weighted`, then :func:`weighted_means`)."""
+
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
+    count: int = 0
+
+
+def lora_rank_dim(key: str) -> int | None:
+    """The rank dimension of a LoRA factor key (0 for ``lora_A`` [r, n], 1 for ``lora_B`` [d, r]), else None:
+    the one dimension along which HetLoRA zero-pads factors of different ranks."""
+    if "lora_A" in key:
+        return 0
+    if "lora_B" in key:
+        return 1
+    return None
+
+
+def _grow(key: str, t: torch.Tensor, shape: tuple[int, ...], dim: int | None) -> torch.Tensor:
+    """``t`` zero-padded to ``shape`` along ``dim`` only (the rank dimension), or the shape error of :func:`_stack`."""
+    if tuple(t.shape) == shape:
+        return t
+    if dim is None or t.ndim != len(shape) or not 0 <= dim < t.ndim or any(
+            a != b for i, (a, b) in enumerate(zip(t.shape, shape, strict=True)) if i != dim):
+        raise AggregationError(
+            f"tensor {key!r} has different shapes across devices: {sorted({tuple(t.shape), shape})}"
+            " (heterogeneous LoRA ranks need the exact_lora strategy)")
+    return zero_pad_to(t, shape)
+
+
+def fold_weighted(acc: WeightedSums, update: Update, weight: float, *,
+                  rank_dim: Callable[[str], int | None] | None = None) -> WeightedSums:
+    """``acc`` with ``weight * update`` added (a new :class:`WeightedSums`; neither argument is modified).
+
+    Per key: ``sums[k] = (sums[k] or zeros) + x[k] * weight`` in float64 -- the order a sequential sum over the
+    updates in fold order takes. With ``rank_dim`` (HetLoRA's factors space) a key's tensors may differ along the
+    dimension it names and the smaller one is zero-padded to the larger (:func:`pad_lora_factors`, done as the
+    updates arrive); any other shape difference raises :class:`AggregationError` naming the key.
+    """
+    w = float(weight)
+    if not (math.isfinite(w) and w >= 0):
+        raise AggregationError(f"weights must be finite and >= 0, got {weight!r}")
+    sums, weights = dict(acc.sums), dict(acc.weights)
+    for key, t in update.items():
+        x = t.detach().to(torch.float64)
+        s = sums.get(key)
+        if s is None:
+            s = torch.zeros(x.shape, dtype=torch.float64)
+        elif tuple(s.shape) != tuple(x.shape):
+            dim = rank_dim(key) if rank_dim is not None and s.ndim == x.ndim else None
+            shape = tuple(max(a, b) for a, b in zip(s.shape, x.shape, strict=False)) if dim is not None \
+                else tuple(s.shape)
+            s, x = _grow(key, s, shape, dim), _grow(key, x, shape, dim)
+        sums[key] = s + x * w
+        weights[key] = weights.get(key, 0.0) + w
+    return WeightedSums(sums, weights, acc.count + 1)
+
+
+def weighted_means(acc: WeightedSums) -> dict[str, torch.Tensor]:
+    """Per key, ``sums[k] / weights[k]``: FedAvg over the updates folded into ``acc`` (float64).
+
+    Equals :func:`fedavg` of the same updates up to float rounding (a sequential sum divided once, where
+    :func:`fedavg` normalises the weights first and contracts them with the stacked updates)."""
+    if acc.count == 0:
+        raise AggregationError("no updates to aggregate")
+    out: dict[str, torch.Tensor] = {}
+    for key, s in acc.sums.items():
+        total = acc.weights[key]
+        if total <= 0:
+            raise AggregationError(f"weights of {key!r} sum to {total}; at least one must be positive")
+        out[key] = s / total
     return out
 
 

@@ -7,7 +7,9 @@ accounting, evaluation). Every paradigm works in the strategy's common space (:m
 heterogeneous LoRA ranks are aggregated exactly everywhere and nothing is dropped:
 
 * ``centralized``: every on-time device uplinks its update; the server applies the strategy to the updates'
-  deltas, adds the result to its global state and broadcasts each device's cut.
+  deltas, adds the result to its global state and broadcasts each device's cut. The server aggregates as updates
+  arrive (:meth:`Paradigm.receive`): an averaging strategy folds each into running sums, so the server holds one
+  model's worth of sums whatever the number of devices; a robust one (``needs_all_updates``) buffers them.
 * ``semi``: devices form clusters (D2D graph components, or explicit clusters); inside a cluster the members'
   deltas are combined over D2D -- ``tree`` (default): summed exactly along a breadth-first spanning tree to a
   representative drawn anew each round (a convergecast); ``consensus``: ``d2d_rounds`` steps of sample-weighted
@@ -24,8 +26,8 @@ the summed ranks of the devices a message combines (:func:`federation.accounting
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -50,7 +52,8 @@ class RoundInputs:
 
     ``updates[d]`` are on-time device d's shared tensors (its own ranks), ``deltas[d]`` the common-space release
     (delta against the state it last received; clipped and, for local DP, noised), ``weights[d]`` its weight
-    (samples, or 1 under DP), ``compute_s[d]`` its simulated training time.
+    (samples, or 1 under DP), ``compute_s[d]`` its simulated training time. A paradigm that aggregates as
+    updates arrive keeps nothing in ``updates``/``deltas`` and its round's state in ``aggregation``/``ready_s``.
     """
 
     round_idx: int
@@ -62,6 +65,8 @@ class RoundInputs:
     compute_s: dict[str, float]
     positions_m: Mapping[str, Sequence[float]] | None
     record: RoundRecord
+    aggregation: Any = None  # the server's strategy accumulator of the round (streaming paradigms)
+    ready_s: dict[str, float] = field(default_factory=dict)  # per device: compute + upload time (s)
 
 
 class Paradigm:
@@ -74,6 +79,15 @@ class Paradigm:
     communicates: ClassVar[bool] = True
     #: the strategy must be an averaging one (gossip computes weighted means, nothing else)
     needs_averaging: ClassVar[bool] = False
+
+    def start(self, engine: RoundEngine, inp: RoundInputs) -> None:
+        """Called once before the round's first update arrives (nothing by default)."""
+
+    def receive(self, engine: RoundEngine, inp: RoundInputs, d: str, update: Mapping[str, torch.Tensor],
+                release: dict[str, torch.Tensor]) -> None:
+        """One on-time device's update as it arrives (in call order; ``inp.weights[d]``/``compute_s[d]`` are set):
+        ``update`` its own shared tensors, ``release`` its common-space delta. Kept for :meth:`run` by default."""
+        inp.updates[d], inp.deltas[d] = dict(update), release
 
     def run(self, engine: RoundEngine, inp: RoundInputs) -> float:
         raise TypeError(f"{type(self).__name__} must implement run")
@@ -89,27 +103,35 @@ class Paradigm:
 
 
 class Centralized(Paradigm):
+    """Every update goes up to the server as it arrives and is folded into the round's aggregation at once."""
+
     name = "centralized"
 
+    def start(self, engine, inp):
+        inp.aggregation = engine.strategy.accumulator(engine.aggregation_context(inp.round_idx))
+
+    def receive(self, engine, inp, d, update, release):
+        # Without DP the device sends its factors (the server knows what it broadcast, so it forms the delta);
+        # a DP release is the clipped (noised) common-space delta itself.
+        nbytes = self._release_nbytes(engine, d, update, release)
+        engine.ledger.record(inp.round_idx, LinkType.UPLINK, d, SERVER, nbytes)
+        inp.ready_s[d] = inp.compute_s[d] + transfer_time_s(nbytes, engine.profiles[d].uplink_mbps)
+        inp.aggregation.add(engine.contribution(d, inp.round_idx, release, inp.weights[d]))
+
     def run(self, engine, inp):
-        contribs = []
-        finish = []
-        for d in inp.on_time:
-            # Without DP the device sends its factors (the server knows what it broadcast, so it forms the delta);
-            # a DP release is the clipped (noised) common-space delta itself.
-            nbytes = self._release_nbytes(engine, d, inp)
-            engine.ledger.record(inp.round_idx, LinkType.UPLINK, d, SERVER, nbytes)
-            finish.append(inp.compute_s[d] + transfer_time_s(nbytes, engine.profiles[d].uplink_mbps))
-            contribs.append(engine.contribution(d, inp.round_idx, inp.deltas[d], inp.weights[d]))
-        down = self._server_aggregate(engine, inp, contribs)
-        return max(finish) + down
+        result = inp.aggregation.result()
+        inp.record.diagnostics.update(result.diagnostics)
+        engine.apply_to_global(result.tensors)
+        down = engine.broadcast(inp.round_idx, inp.online)
+        return max(inp.ready_s[d] for d in inp.on_time) + down
 
     @staticmethod
-    def _release_nbytes(engine: RoundEngine, d: str, inp: RoundInputs) -> int:
+    def _release_nbytes(engine: RoundEngine, d: str, update: Mapping[str, torch.Tensor],
+                        release: Mapping[str, torch.Tensor]) -> int:
         if engine.dp is None:
-            return tensor_nbytes(inp.updates[d])
-        bounds = None if engine.dp.mode == "local" else {k: 2 * engine.key_rank(d, k) for k in inp.deltas[d]}
-        return common_nbytes(inp.deltas[d], bounds)
+            return tensor_nbytes(update)
+        bounds = None if engine.dp.mode == "local" else {k: 2 * engine.key_rank(d, k) for k in release}
+        return common_nbytes(release, bounds)
 
 
 class SemiDecentralized(Paradigm):

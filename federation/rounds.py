@@ -14,7 +14,9 @@ Per round:
 3. devices whose simulated compute plus upload time exceeds ``deadline_s`` are stragglers: their work is spent
    and counted, their update dropped;
 4. the paradigm combines the on-time deltas (server aggregate + broadcast, cluster trees/consensus, gossip, or
-   nothing) -- every message goes through the :class:`~federation.accounting.CommLedger`;
+   nothing) -- every message goes through the :class:`~federation.accounting.CommLedger`. Updates reach the
+   paradigm one by one, in call order, as they are fetched (:meth:`Paradigm.receive`): the centralized server folds
+   each into running sums and drops it, so its memory does not grow with the number of devices;
 5. DP accounting covers every paradigm: central noise with the sampled-Gaussian RDP accountant, local noise per
    device (sensitivity 2 x clip, no amplification);
 6. every online device evaluates, on its held-out data of the phase, the model it now runs (global shared
@@ -22,6 +24,19 @@ Per round:
 
 All randomness derives from ``(seed, round, ...)`` (:func:`bridge.seeding.derive_seed`), so a resumed run draws
 exactly what an uninterrupted one would.
+
+Lost devices: every call into the devices tolerates loss (:class:`~federation.client.DeviceLost`, e.g. a Ray actor
+whose process died). A lost device is a ``dropout`` for the round -- not trained, not aggregated, not evaluated --
+and the round completes with the others. At the start of the next round the executor rebuilds it
+(:meth:`~federation.client.Executor.revive`) and the engine re-installs what it should hold (see
+:meth:`RoundEngine.revive`).
+
+Driver memory: nothing is kept per device at model size where it can be derived. Templates are meta tensors
+(shapes and dtypes, no storage) shared by every device with the same key set; what each device last received is a
+dict of references to tensors shared by every device that received the same broadcast (one decoded payload per
+template, LoRA scale and broadcast). What stays per device at model size: the releases a non-streaming paradigm
+(semi, decentralized, local) or a robust aggregator needs all at once, and the states of the decentralized and
+local paradigms, where every device holds a model of its own.
 """
 
 from __future__ import annotations
@@ -40,17 +55,27 @@ from bridge.seeding import derive_seed
 from . import aggregate as agg
 from . import topology as topo
 from .accounting import SERVER, CommLedger, common_nbytes, tensor_nbytes, transfer_time_s
-from .client import Executor
+from .client import DeviceLost, Executor
 from .config import AttackConfig, DPConfig, RoundsConfig
 from .messages import ClientUpdate, EvalReport, LinkType, TrainReport
 from .paradigms import Paradigm, RoundInputs, make_paradigm
 from .privacy import RdpAccountant
 from .strategies import AggregationContext, DifferentialPrivacy, Strategy
 
-__all__ = ["DeviceRoundStats", "RoundRecord", "RoundEngine", "DEFAULT_RADIO_RANGE_M"]
+__all__ = ["DeviceRoundStats", "RoundRecord", "RoundEngine", "DEFAULT_RADIO_RANGE_M", "FETCH_WINDOW"]
 
 #: D2D range when neither the config nor the scenario gives one (Wi-Fi Direct indoors, a room or two)
 DEFAULT_RADIO_RANGE_M = 8.0
+#: updates asked for at once: at most this many wait (early arrivals) so that they are folded in call order -- the
+#: same sums, in the same float order, on every executor -- without the server holding every update
+FETCH_WINDOW = 16
+
+_Calls = list[tuple[str, tuple[Any, ...], dict[str, Any]]]
+
+
+def _meta(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Shapes and dtypes only (meta tensors: no storage) -- all a template is read for."""
+    return {k: torch.empty(tuple(t.shape), dtype=t.dtype, device="meta") for k, t in state.items()}
 
 
 @dataclass
@@ -62,7 +87,7 @@ class DeviceRoundStats:
     data; ``personalization_gain`` = balanced accuracy of the device's model minus the global model's.
     """
 
-    status: str  # participant | missed_deadline | not_sampled | offline | low_battery
+    status: str  # participant | missed_deadline | not_sampled | offline | low_battery | dropout (device lost)
     accuracy: float | None = None
     balanced_accuracy: float | None = None
     global_accuracy: float | None = None
@@ -149,31 +174,112 @@ class RoundEngine:
         self.local_accountants: dict[str, RdpAccountant] = {d: RdpAccountant() for d in self.ids}  # local DP
         self.battery_j = {d: (None if p.battery_wh is None else p.battery_wh * 3600.0)
                           for d, p in self.profiles.items()}
-        self.templates: dict[str, dict[str, torch.Tensor]] = {}  # each device's key/shape/dtype set
-        self.received: dict[str, dict[str, torch.Tensor]] = {}  # the shared state each device last received
+        # each device's key/shape/dtype set: meta tensors, one dict shared by every device with the same set
+        self.templates: dict[str, dict[str, torch.Tensor]] = {}
+        # the shared state each device last received: references to tensors shared by every device that received
+        # the same (never modified in place: a new dict replaces a device's entry)
+        self.received: dict[str, dict[str, torch.Tensor]] = {}
         self.global_state: dict[str, torch.Tensor] = {}  # the server's model, in the strategy's common space
         self._holders: dict[str, int] | None = None
+        self._template_pool: dict[tuple[Any, ...], dict[str, torch.Tensor]] = {}
+        self._encoded: dict[tuple[int, float], tuple[Any, dict[str, torch.Tensor]]] = {}  # per round, see encode_received
+        self.lost: dict[str, str] = {}  # devices lost in the current round -> reason
 
     # -- setup -------------------------------------------------------------------------------------------
     def initial_sync(self) -> None:
         """Give every device the same starting shared state (the first holder's value per key and shape).
 
         This is deployment, not a round: it is not charged to the ledger. It records each device's key set (the
-        template its broadcasts are cut to) and the server's starting global state."""
-        states = self.executor.map("shared_state", [(d, (), {}) for d in self.ids])
+        template its broadcasts are cut to) and the server's starting global state.
+
+        Streamed: the devices' states are read in call order and dropped; a device's synced state is a function of
+        its template (the first holder's value per key and shape), so one dict serves every device with that
+        template, and the global state comes from one device per template and LoRA scale."""
         first: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
-        for s in states:
-            for k, t in s.items():
-                first.setdefault((k, tuple(t.shape)), t)
-        synced = {d: {k: first[(k, tuple(t.shape))].clone() for k, t in s.items()}
-                  for d, s in zip(self.ids, states, strict=True)}
-        self.executor.map("load_shared_state", [(d, (synced[d],), {}) for d in self.ids])
-        self.templates = {d: {k: t.detach().clone() for k, t in s.items()} for d, s in synced.items()}
-        self.received = {d: dict(s) for d, s in self.templates.items()}
+        for d, state in self._in_order("shared_state", self.ids, tolerate_loss=False):
+            for k, t in state.items():
+                if (k, tuple(t.shape)) not in first:
+                    first[(k, tuple(t.shape))] = t.detach().clone()
+            self.templates[d] = self._intern_template(state)
+        synced: dict[int, dict[str, torch.Tensor]] = {}
+        for tpl in self.templates.values():
+            synced.setdefault(id(tpl), {k: first[(k, tuple(t.shape))] for k, t in tpl.items()})
+        self.received = {d: synced[id(self.templates[d])] for d in self.ids}
+        self.executor.map("load_shared_state", [(d, (self.received[d],), {}) for d in self.ids])
+        reps: dict[tuple[int, float], str] = {}
+        for d in self.ids:  # first-seen order: global_state takes the first device's value of each key
+            reps.setdefault((id(self.templates[d]), float(self.info[d]["lora_scale"])), d)
         self.global_state = {}
-        for state in self.strategy.align([self.encode(d, synced[d]) for d in self.ids]):
+        for state in self.strategy.align([self.encode(d, self.received[d]) for d in reps.values()]):
             for k, v in state.items():
                 self.global_state.setdefault(k, v)
+
+    def _intern_template(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The shared meta-tensor template of a key/shape/dtype set."""
+        sig = tuple((k, tuple(t.shape), t.dtype) for k, t in state.items())
+        return self._template_pool.setdefault(sig, _meta(state))
+
+    # -- calls into the devices (lost devices tolerated) --------------------------------------------------------
+    def _call(self, method: str, calls: _Calls) -> dict[str, Any]:
+        """``executor.map`` tolerating lost devices: results of the devices still there, in call order; the lost
+        ones are noted in :attr:`lost` (a dropout this round) and skipped by every later call of the round."""
+        calls = [c for c in calls if c[0] not in self.lost]
+        out: dict[str, Any] = {}
+        for (d, _, _), res in zip(calls, self.executor.map(method, calls, tolerate_loss=True), strict=True):
+            if isinstance(res, DeviceLost):
+                self.lost[d] = res.reason
+            else:
+                out[d] = res
+        return out
+
+    def _in_order(self, method: str, ids: Sequence[str], *, window: int = FETCH_WINDOW,
+                  tolerate_loss: bool = True) -> Any:
+        """Yield ``(device, result)`` of a no-argument call in call order, asking ``window`` devices at a time.
+
+        Results are taken as they finish (:meth:`~federation.client.Executor.imap`) and wait only for their
+        predecessors in the window, so at most ``window`` of them are held. Lost devices are noted and skipped."""
+        ids = [d for d in ids if d not in self.lost]
+        for start in range(0, len(ids), window):
+            chunk = ids[start:start + window]
+            early: dict[int, Any] = {}
+            nxt = 0
+            for i, res in self.executor.imap(method, [(d, (), {}) for d in chunk], tolerate_loss=tolerate_loss):
+                early[i] = res
+                while nxt in early:
+                    got = early.pop(nxt)
+                    if isinstance(got, DeviceLost):
+                        self.lost[chunk[nxt]] = got.reason
+                    else:
+                        yield chunk[nxt], got
+                    nxt += 1
+
+    def revive(self, round_idx: int) -> list[str]:
+        """Rebuild the devices lost since the last round and re-install what each should hold; returns their ids.
+
+        A rebuilt device comes fresh from its factory (its training and personal modules are lost). Under a server
+        paradigm it receives the global model cut to its template, charged as a downlink of this round (a device
+        rejoining downloads the model); otherwise (no server) the state the engine last gave it is restored, as
+        deployment is, without a message."""
+        revived = [d for d in self.executor.revive() if d in self.received]
+        if not revived:
+            return []
+        calls: _Calls = []
+        payloads: dict[tuple[int, float], dict[str, torch.Tensor]] = {}
+        for d in revived:
+            if self.paradigm.uses_server and self.global_state:
+                payload = self._cut(d, payloads)
+                self.ledger.record(round_idx, LinkType.DOWNLINK, SERVER, d, tensor_nbytes(payload))
+                self.received[d] = {**self.received[d], **payload}
+            calls.append((d, (self.received[d],), {}))
+        self._call("load_shared_state", calls)
+        return revived
+
+    def _cut(self, d: str, cache: dict[tuple[int, float], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Device d's cut of the global state, decoded once per template and LoRA scale (``cache``)."""
+        key = (id(self.templates[d]), float(self.info[d]["lora_scale"]))
+        if key not in cache:
+            cache[key] = self.strategy.decode(self.global_state, self.templates[d], key[1])
+        return cache[key]
 
     # -- helpers used by the paradigms --------------------------------------------------------------------
     def rng(self, round_idx: int, salt: int = 0) -> np.random.Generator:
@@ -204,9 +310,19 @@ class RoundEngine:
         return self.strategy.align(self.strategy.filtered(
             [self.contribution(d, inp.round_idx, inp.deltas[d], inp.weights[d]) for d in members]))
 
+    def encode_received(self, d: str) -> dict[str, torch.Tensor]:
+        """:meth:`encode` of what device ``d`` last received, computed once per round for every device that received
+        the same (the cache is emptied at the start of each round)."""
+        key = (id(self.received[d]), float(self.info[d]["lora_scale"]))
+        hit = self._encoded.get(key)
+        if hit is None or hit[0] is not self.received[d]:
+            hit = (self.received[d], self.encode(d, self.received[d]))
+            self._encoded[key] = hit
+        return hit[1]
+
     def local_state(self, d: str, inp: RoundInputs) -> dict[str, torch.Tensor]:
         """Device ``d``'s state after its round, as the world sees it: what it received plus its release."""
-        base = self.encode(d, self.received[d])
+        base = self.encode_received(d)
         return {k: base[k] + v for k, v in inp.deltas[d].items()}
 
     def _holder_counts(self) -> dict[str, int]:
@@ -238,31 +354,43 @@ class RoundEngine:
             self.global_state[k] = g + v
 
     def broadcast(self, round_idx: int, receivers: Sequence[str]) -> float:
-        """Downlink each receiver's cut of the global state; returns the slowest downlink time (s)."""
-        payloads: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        """Downlink each receiver's cut of the global state; returns the slowest downlink time (s).
+
+        The cut is decoded once per template and LoRA scale and shared by every receiver of it (the driver holds
+        one payload per kind of device, not one per device)."""
+        calls: _Calls = []
         slowest = 0.0
+        cuts: dict[tuple[int, float], dict[str, torch.Tensor]] = {}
+        nbytes_of: dict[int, int] = {}
+        merged: dict[tuple[int, int], tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = {}
         for d in receivers:
-            payload = self.strategy.decode(self.global_state, self.templates[d], float(self.info[d]["lora_scale"]))
-            nbytes = tensor_nbytes(payload)
+            if d in self.lost:
+                continue
+            payload = self._cut(d, cuts)
+            nbytes = nbytes_of.setdefault(id(payload), tensor_nbytes(payload))
             self.ledger.record(round_idx, LinkType.DOWNLINK, SERVER, d, nbytes)
             slowest = max(slowest, transfer_time_s(nbytes, self.profiles[d].uplink_mbps))
-            payloads.append((d, (payload,), {}))
-            self.received[d] = {**self.received[d], **{k: v.detach().clone() for k, v in payload.items()}}
-        self.executor.map("load_shared_state", payloads)
+            calls.append((d, (payload,), {}))
+            old = self.received[d]
+            mk = (id(old), id(payload))
+            if mk not in merged:  # the old dict is kept alive beside the merge, so its id is not reused meanwhile
+                merged[mk] = (old, {**old, **payload})
+            self.received[d] = merged[mk][1]
+        self._call("load_shared_state", calls)
         return slowest
 
     def install(self, round_idx: int, states: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
         """Devices take their own (consensus) common-space states, cut to their ranks (no message: local)."""
-        calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        calls: _Calls = []
         for d, common in states.items():
             payload = self.strategy.decode(common, self.templates[d], float(self.info[d]["lora_scale"]))
             calls.append((d, (payload,), {}))
             self.received[d] = {**self.received[d], **{k: v.detach().clone() for k, v in payload.items()}}
-        self.executor.map("load_shared_state", calls)
+        self._call("load_shared_state", calls)
 
     def keep_own(self, ids: Sequence[str], updates: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
         """Local-only: each device's own trained tensors become its global model."""
-        self.executor.map("load_shared_state", [(d, (dict(updates[d]),), {}) for d in ids])
+        self._call("load_shared_state", [(d, (dict(updates[d]),), {}) for d in ids])
         for d in ids:
             self.received[d] = {k: v.detach().clone() for k, v in updates[d].items()}
 
@@ -345,7 +473,7 @@ class RoundEngine:
         """Device d's common-space delta against what it last received (clipped/noised under DP), and its norm."""
         from .privacy import update_norm
 
-        new, old = self.encode(d, update), self.encode(d, self.received[d])
+        new, old = self.encode(d, update), self.encode_received(d)
         delta = {k: v - old[k] for k, v in new.items()}
         if self.attack is not None and d in self.attackers:  # a poisoning device (update attacks)
             factor = -1.0 if self.attack.kind == "sign_flip" else float(self.attack.scale)
@@ -361,19 +489,23 @@ class RoundEngine:
         if not self.templates:
             self.initial_sync()
         self.ledger.drop_round(round_idx)
+        self.lost = {}
+        self._encoded = {}
         rng = self.rng(round_idx)
         stats: dict[str, DeviceRoundStats] = {}
         online, sampled = self._select(rng, stats)
+        self.revive(round_idx)
 
-        self.executor.map("set_phase", [(d, (phase,), {}) for d in self.ids])
-        reports: list[TrainReport] = self.executor.map(
+        self._call("set_phase", [(d, (phase,), {}) for d in self.ids])
+        reports: dict[str, TrainReport] = self._call(
             "local_train", [(d, (), {"steps": self.cfg.local_steps, "seed": self.device_seed(round_idx, d)})
                             for d in sampled])
-        raw = self.executor.map("shared_state", [(d, (), {}) for d in sampled])
         inp = RoundInputs(round_idx, [], online, {}, {}, {}, {}, positions_m,
                           RoundRecord(round_idx, self.cfg.paradigm, phase, stats, {}, 0.0, 0.0))
+        self.paradigm.start(self, inp)
         finish_s: dict[str, float] = {}
-        for d, rep, upd in zip(sampled, reports, raw, strict=True):
+        for d, upd in self._in_order("shared_state", list(reports)):
+            rep = reports[d]
             prof = self.profiles[d]
             compute_s = rep.compute_gflop / prof.gflops_sustained
             compute_j = prof.compute_joules(rep.flops)
@@ -389,10 +521,12 @@ class RoundEngine:
                 active_modules=len({m for k in upd for m in (agg.key_modality(k), agg.key_task(k)) if m}))
             if not late:
                 inp.on_time.append(d)
-                inp.updates[d], inp.deltas[d] = dict(upd), release
                 inp.weights[d] = 1.0 if self.dp is not None else float(max(1, int(rep.num_samples)))
                 inp.compute_s[d] = compute_s
+                self.paradigm.receive(self, inp, d, upd, release)
+            del upd, release  # a streaming paradigm has folded them: nothing of this device's update stays
 
+        inp.online = [d for d in online if d not in self.lost]
         record = inp.record
         if inp.on_time:
             record.round_latency_s = self.paradigm.run(self, inp)
@@ -401,7 +535,12 @@ class RoundEngine:
         self._account_privacy(inp.on_time)
         record.epsilon = self.epsilon()
 
-        self._evaluate(online, stats)
+        self._evaluate([d for d in online if d not in self.lost], stats)
+        for d in self.lost:  # a device lost anywhere in the round is a dropout of the round
+            if d not in stats or stats[d].status != "offline":
+                stats[d] = DeviceRoundStats("dropout", battery_frac=self._battery_frac(d))
+        if self.lost:
+            record.diagnostics["dropouts"] = float(len(self.lost))
         totals = self.ledger.device_totals(round_idx)
         for d, s in stats.items():
             t = totals.get(d, {})
@@ -415,11 +554,12 @@ class RoundEngine:
 
     def _evaluate(self, online: Sequence[str], stats: dict[str, DeviceRoundStats]) -> None:
         """Everyone online evaluates the model it now runs and, when it has personal modules, the global one."""
-        evals: list[EvalReport] = self.executor.map("evaluate", [(d, (), {}) for d in online])
-        personal = [d for d in online if self.info[d].get("personal", True)]
-        gevals = dict(zip(personal, self.executor.map("evaluate_global", [(d, (), {}) for d in personal]),
-                          strict=True))
-        for d, ev in zip(online, evals, strict=True):
+        evals: dict[str, EvalReport] = self._call("evaluate", [(d, (), {}) for d in online])
+        personal = [d for d in evals if self.info[d].get("personal", True)]
+        gevals: dict[str, EvalReport] = self._call("evaluate_global", [(d, (), {}) for d in personal])
+        for d, ev in evals.items():
+            if d in self.lost:  # lost during evaluate_global: a dropout, no figures
+                continue
             s = stats[d]
             g = gevals.get(d, ev)
             s.accuracy, s.balanced_accuracy = _finite(ev.mean_accuracy), _finite(ev.macro_balanced_accuracy)
@@ -459,10 +599,12 @@ class RoundEngine:
                   "local_accountants": {d: a.state_dict() for d, a in self.local_accountants.items()},
                   "ledger": self.ledger.to_rows()}
         tensors: dict[str, torch.Tensor] = {}
-        for kind, states in (("received", self.received), ("template", self.templates)):
-            for d, st in states.items():
-                for k, t in st.items():
-                    tensors[f"{kind}/{d}/{k}"] = t.detach().clone()  # safetensors refuses shared storage
+        for d, st in self.received.items():
+            for k, t in st.items():
+                tensors[f"received/{d}/{k}"] = t.detach().clone()  # safetensors refuses shared storage
+        for d, st in self.templates.items():  # a template is read for its shapes and dtypes only
+            for k, t in st.items():
+                tensors[f"template/{d}/{k}"] = torch.zeros(tuple(t.shape), dtype=t.dtype)
         for k, t in self.global_state.items():
             tensors[f"global/-/{k}"] = t.detach().clone()
         return header, tensors
@@ -474,12 +616,22 @@ class RoundEngine:
                                   for d, s in header.get("local_accountants", {}).items()} or \
             {d: RdpAccountant() for d in self.ids}
         self.ledger.load_rows(list(header["ledger"]))
-        self.received = {d: {} for d in self.ids}
-        self.templates = {d: {} for d in self.ids}
+        received: dict[str, dict[str, torch.Tensor]] = {d: {} for d in self.ids}
+        templates: dict[str, dict[str, torch.Tensor]] = {d: {} for d in self.ids}
         self.global_state = {}
+        pool: dict[tuple[Any, ...], torch.Tensor] = {}  # equal tensors of different devices become one
         for name, t in tensors.items():
             kind, d, k = name.split("/", 2)
             if kind == "global":
                 self.global_state[k] = t
+            elif kind == "received":
+                sig = (k, tuple(t.shape), t.dtype, t.detach().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+                received[d][k] = pool.setdefault(sig, t)
             else:
-                (self.received if kind == "received" else self.templates)[d][k] = t
+                templates[d][k] = t
+        del pool
+        self.templates = {d: self._intern_template(st) for d, st in templates.items()}
+        dicts: dict[tuple[tuple[str, int], ...], dict[str, torch.Tensor]] = {}
+        self.received = {d: dicts.setdefault(tuple((k, id(t)) for k, t in st.items()), st)
+                         for d, st in received.items()}
+        self._holders = None

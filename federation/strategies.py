@@ -13,6 +13,12 @@ states shape-compatible, ``filtered`` applies modality-aware (an encoder among t
 and task-aware (a head among the devices that run its task) partial aggregation -- personal keys never count -- and
 ``aggregate`` reduces the round's contributions -- the maths are the pure functions of :mod:`federation.aggregate`.
 
+Aggregation streams: :meth:`Strategy.accumulator` opens a round's aggregation, ``add`` folds one contribution in
+as it arrives and ``result`` closes it. Averaging strategies keep running weighted sums (one model's worth of
+memory whatever the number of devices: :func:`federation.aggregate.fold_weighted`); robust ones
+(``needs_all_updates``: median, trimmed mean, Krum) must see every update and buffer them until ``result``.
+``aggregate(updates)`` is the same fold over a list, so a streamed round and a batch call agree bit for bit.
+
 :class:`DifferentialPrivacy` wraps any strategy, as Flower's DP strategies wrap theirs: it clips every device's
 update before anything mixes it and adds Gaussian noise, on the server (``central``: needs an averaging strategy,
 whose sum has sensitivity ``clip_norm``) or on the device itself (``local``: any strategy, any paradigm,
@@ -25,7 +31,7 @@ import inspect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -36,6 +42,7 @@ from .messages import ClientUpdate
 __all__ = [
     "AggregateResult",
     "AggregationContext",
+    "Accumulator",
     "Strategy",
     "FedAvg",
     "FedIT",
@@ -80,11 +87,16 @@ class Strategy:
     """Base class: encode into the common space, filter (partial aggregation), weight by samples, reduce.
 
     Subclasses implement ``_reduce(tensors, weights) -> dict``. ``averaging`` marks strategies whose result is
-    the weighted mean of the contributions: D2D gossip computes exactly that, and central DP can noise its sum.
+    the weighted mean of the contributions: D2D gossip computes exactly that, central DP can noise its sum, and
+    the server folds each contribution into running sums as it arrives. ``needs_all_updates`` marks strategies
+    that must see every update before reducing (robust statistics): their accumulator buffers the round.
     """
 
     name = "abstract"
     averaging = False
+    #: True: the reduction needs every update at once (the accumulator buffers them: memory grows as devices x
+    #: model size); False: contributions are folded into running sums as they arrive
+    needs_all_updates: ClassVar[bool] = True
     default_lora = "product"
 
     def __init__(self, *, modality_aware: bool = True, task_aware: bool = True, lora: str | None = None):
@@ -126,11 +138,28 @@ class Strategy:
                                        modality_aware=self.modality_aware, task_aware=self.task_aware)[0])
 
     # -- reduction ---------------------------------------------------------------------------------------
+    def accumulator(self, context: AggregationContext | None = None) -> Accumulator:
+        """A round's aggregation, to be fed contribution by contribution (see :class:`Accumulator`)."""
+        if self.needs_all_updates:
+            return _Buffered(self, context)
+        return _RunningMean(self, context)
+
     def aggregate(self, updates: Sequence[ClientUpdate],
                   context: AggregationContext | None = None) -> AggregateResult:
-        """Reduce the round's contributions (common-space tensors, weighted by ``num_samples``)."""
-        tensors = self.align(self.filtered(updates))
-        weights = [float(u.num_samples) for u in updates]
+        """Reduce the round's contributions (common-space tensors, weighted by ``num_samples``): the
+        :meth:`accumulator` fed the list in order."""
+        acc = self.accumulator(context)
+        for u in updates:
+            acc.add(u)
+        return acc.result()
+
+    def _rank_dim(self, key: str) -> int | None:
+        """Where running sums may zero-pad (the rank dimension of LoRA factors in the factors space)."""
+        return agg.lora_rank_dim(key) if self.lora == "factors" else None
+
+    def _reduce_all(self, tensors: list[dict[str, torch.Tensor]], weights: list[float]) -> AggregateResult:
+        """The batch reduction over every contribution's filtered tensors (buffering strategies)."""
+        tensors = self.align(tensors)
         present = [i for i, t in enumerate(tensors) if t]
         if not present:
             return AggregateResult({})
@@ -154,6 +183,7 @@ class FedAvg(Strategy):
 
     name = "fedavg"
     averaging = True
+    needs_all_updates = False
     default_lora = "factors"
 
     def _reduce(self, tensors, weights):
@@ -229,9 +259,9 @@ class Krum(Strategy):
             raise ConfigError("aggregator.num_selected", "must be an integer >= 1", value=num_selected)
         self.num_byzantine, self.num_selected = num_byzantine, num_selected
 
-    def aggregate(self, updates, context=None):
-        res = super().aggregate(updates, context)
-        res.diagnostics["krum_guarantee_holds"] = float(len(updates) > 2 * self.num_byzantine + 2)
+    def _reduce_all(self, tensors, weights):
+        res = super()._reduce_all(tensors, weights)
+        res.diagnostics["krum_guarantee_holds"] = float(len(tensors) > 2 * self.num_byzantine + 2)
         return res
 
     def _reduce(self, tensors, weights):
@@ -272,6 +302,7 @@ class DifferentialPrivacy(Strategy):
             raise ConfigError("dp.noise_multiplier", "must be a number >= 0", value=noise_multiplier)
         self.clip_norm, self.noise_multiplier, self.mode = float(clip_norm), float(noise_multiplier), mode
         self.averaging = inner.averaging
+        self.needs_all_updates = inner.needs_all_updates if mode == "local" else False  # type: ignore[misc]
 
     # the common space is the inner strategy's
     def encode(self, tensors, lora_scale=1.0):
@@ -307,24 +338,104 @@ class DifferentialPrivacy(Strategy):
                        for k, v in clipped.items()}
         return clipped, norm
 
-    def aggregate(self, updates, context=None):
+    def accumulator(self, context=None):
         if self.mode == "local":
-            return self.inner.aggregate(updates, context)
-        from .privacy import dp_average
-
+            return self.inner.accumulator(context)
         ctx = context or AggregationContext()
         if ctx.generator is None:
             raise ConfigError("dp.mode", "central DP needs the server's noise generator", value=self.mode)
-        tensors = self.align(self.filtered(updates))
-        # each contribution is the mean of its devices' clipped updates; its weight is their number
-        sums = [{k: v * float(u.num_samples) for k, v in t.items()} for t, u in zip(tensors, updates, strict=True)]
-        noisy = dp_average(sums, clip_norm=self.clip_norm, noise_multiplier=self.noise_multiplier,
-                           expected_counts=ctx.expected_counts, generator=ctx.generator)
-        return AggregateResult(noisy, {"dp_noise_std": self.noise_std})
+        return _NoisySum(self, ctx)
+
+    def _rank_dim(self, key):
+        return self.inner._rank_dim(key)
 
     def config(self) -> dict[str, Any]:
         return {"inner": self.inner.name, **self.inner.config(), "clip_norm": self.clip_norm,
                 "noise_multiplier": self.noise_multiplier, "mode": self.mode}
+
+
+# -- a round's aggregation in progress -----------------------------------------------------------------------
+class Accumulator:
+    """A round's aggregation in progress: ``add`` each contribution as it arrives, then ``result`` once.
+
+    ``held_updates`` is how many contributions it keeps in memory (0 for running sums): the server's memory of a
+    round grows with it."""
+
+    def __init__(self, strategy: Strategy, context: AggregationContext | None):
+        self.strategy, self.context = strategy, context
+        self.count = 0
+
+    @property
+    def held_updates(self) -> int:
+        return 0
+
+    def add(self, update: ClientUpdate) -> None:
+        raise TypeError(f"{type(self).__name__} must implement add")
+
+    def result(self) -> AggregateResult:
+        raise TypeError(f"{type(self).__name__} must implement result")
+
+    def _filtered(self, update: ClientUpdate) -> dict[str, torch.Tensor]:
+        self.count += 1
+        return self.strategy.filtered([update])[0]  # the partial filter acts on each update alone
+
+
+class _Buffered(Accumulator):
+    """Keeps every filtered contribution; reduces them all at the end (robust aggregators)."""
+
+    def __init__(self, strategy, context):
+        super().__init__(strategy, context)
+        self._tensors: list[dict[str, torch.Tensor]] = []
+        self._weights: list[float] = []
+
+    @property
+    def held_updates(self) -> int:
+        return len(self._tensors)
+
+    def add(self, update):
+        self._tensors.append(self._filtered(update))
+        self._weights.append(float(update.num_samples))
+
+    def result(self):
+        return self.strategy._reduce_all(self._tensors, self._weights)
+
+
+class _RunningMean(Accumulator):
+    """Folds each contribution into running weighted sums (:func:`federation.aggregate.fold_weighted`); the
+    result is their per-key weighted mean."""
+
+    def __init__(self, strategy, context):
+        super().__init__(strategy, context)
+        self.sums = agg.WeightedSums()
+
+    def add(self, update):
+        tensors = self._filtered(update)
+        if tensors:  # a contribution the filter emptied counts for nothing (as in the batch reduction)
+            self.sums = agg.fold_weighted(self.sums, tensors, float(update.num_samples),
+                                          rank_dim=self.strategy._rank_dim)
+
+    def result(self):
+        return AggregateResult(agg.weighted_means(self.sums) if self.sums.count else {})
+
+
+class _NoisySum(_RunningMean):
+    """Central DP: the running sum of the clipped contributions (each weighted by the number of devices it
+    averages), Gaussian noise added once at the end, divided by the expected counts (DP-FedAvg)."""
+
+    def add(self, update):
+        tensors = self._filtered(update)
+        # unlike the mean, an emptied contribution still folds (nothing), as dp_average's sum of empty dicts does
+        self.sums = agg.fold_weighted(self.sums, tensors, float(update.num_samples),
+                                      rank_dim=self.strategy._rank_dim)
+
+    def result(self):
+        from .privacy import dp_average
+
+        dp = self.strategy
+        assert isinstance(dp, DifferentialPrivacy) and self.context is not None and self.context.generator is not None
+        noisy = dp_average([self.sums.sums], clip_norm=dp.clip_norm, noise_multiplier=dp.noise_multiplier,
+                           expected_counts=self.context.expected_counts, generator=self.context.generator)
+        return AggregateResult(noisy, {"dp_noise_std": dp.noise_std})
 
 
 _STRATEGIES: dict[str, type[Strategy]] = {

@@ -145,3 +145,64 @@ def test_naive_lora_error_matches_cross_covariance():
     same = agg.naive_lora_error([u0, {**u1, "x.lora_A.w": torch.tensor([[3.0]])}], [1, 1])
     assert same["abs_fro"] == pytest.approx(0.0, abs=1e-12)
     assert math.isfinite(same["rel"])
+
+
+# -- streaming: running weighted sums -------------------------------------------------------------------------
+def test_fold_weighted_sums_per_key_and_leaves_inputs_alone():
+    # Prepare: device 0 (weight 1) holds a and b, device 1 (weight 3) holds a only
+    u0, u1 = {"a": t(0.0, 4.0), "b": t(10.0)}, {"a": t(4.0, 0.0)}
+    # Execute
+    acc0 = agg.WeightedSums()
+    acc1 = agg.fold_weighted(acc0, u0, 1.0)
+    acc2 = agg.fold_weighted(acc1, u1, 3.0)
+    # Assert: sums 1*[0,4] + 3*[4,0] = [12, 4] over weight 4; b only from device 0
+    assert acc0.count == 0 and acc1.count == 1 and acc2.count == 2
+    assert torch.equal(acc2.sums["a"], torch.tensor([12.0, 4.0], dtype=torch.float64))
+    assert acc2.weights == {"a": 4.0, "b": 1.0}
+    means = agg.weighted_means(acc2)
+    assert torch.equal(means["a"], torch.tensor([3.0, 1.0], dtype=torch.float64))
+    assert torch.equal(means["b"], torch.tensor([10.0], dtype=torch.float64))
+    assert set(acc1.sums) == {"a", "b"} and torch.equal(acc1.sums["a"], torch.tensor([0.0, 4.0], dtype=torch.float64))
+
+
+def test_fold_weighted_pads_lora_factors_along_the_rank_only():
+    # rank 1 then rank 2: A [r, 2] grows by rows, B [2, r] by columns (HetLoRA's zero padding)
+    a1, b1 = torch.tensor([[1.0, 2.0]]), torch.tensor([[1.0], [1.0]])
+    a2, b2 = torch.tensor([[3.0, 3.0], [5.0, 5.0]]), torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    acc = agg.fold_weighted(agg.WeightedSums(), {"x.lora_A.w": a1, "x.lora_B.w": b1}, 1.0, rank_dim=agg.lora_rank_dim)
+    acc = agg.fold_weighted(acc, {"x.lora_A.w": a2, "x.lora_B.w": b2}, 1.0, rank_dim=agg.lora_rank_dim)
+    means = agg.weighted_means(acc)
+    assert torch.equal(means["x.lora_A.w"], torch.tensor([[2.0, 2.5], [2.5, 2.5]], dtype=torch.float64))
+    assert torch.equal(means["x.lora_B.w"], torch.tensor([[1.0, 1.0], [2.0, 2.0]], dtype=torch.float64))
+    # the same padding as the batch convention
+    padded = agg.pad_lora_factors([{"x.lora_A.w": a1, "x.lora_B.w": b1}, {"x.lora_A.w": a2, "x.lora_B.w": b2}])
+    assert torch.equal(means["x.lora_A.w"], agg.fedavg(padded, [1, 1])["x.lora_A.w"].double())
+
+
+def test_fold_weighted_refuses_other_shape_differences_and_bad_weights():
+    acc = agg.fold_weighted(agg.WeightedSums(), {"w": torch.zeros(2)}, 1.0)
+    with pytest.raises(AggregationError, match="'w' has different shapes"):
+        agg.fold_weighted(acc, {"w": torch.zeros(3)}, 1.0)
+    lora = agg.fold_weighted(agg.WeightedSums(), {"q.lora_A.w": torch.zeros(1, 2)}, 1.0, rank_dim=agg.lora_rank_dim)
+    with pytest.raises(AggregationError, match="'q.lora_A.w' has different shapes"):  # only the rank may differ
+        agg.fold_weighted(lora, {"q.lora_A.w": torch.zeros(1, 3)}, 1.0, rank_dim=agg.lora_rank_dim)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(AggregationError, match="finite and >= 0"):
+            agg.fold_weighted(acc, {"w": torch.zeros(2)}, bad)
+    with pytest.raises(AggregationError, match="no updates"):
+        agg.weighted_means(agg.WeightedSums())
+    with pytest.raises(AggregationError, match="'w' sum to 0"):
+        agg.weighted_means(agg.fold_weighted(agg.WeightedSums(), {"w": torch.zeros(2)}, 0.0))
+
+
+def test_running_means_equal_fedavg_to_rounding():
+    # the sequential sum divided once vs normalised weights contracted with the stack: same value, float rounding
+    g = torch.Generator().manual_seed(0)
+    ups = [{"w": torch.randn(64, 32, generator=g, dtype=torch.float64)} for _ in range(200)]
+    ws = [float(w) for w in torch.randint(1, 500, (200,), generator=g)]
+    acc = agg.WeightedSums()
+    for u, w in zip(ups, ws, strict=True):
+        acc = agg.fold_weighted(acc, u, w)
+    got, want = agg.weighted_means(acc)["w"], agg.fedavg(ups, ws)["w"]
+    err = float((got - want).abs().max())
+    assert err <= 64 * torch.finfo(torch.float64).eps * float(want.abs().max())

@@ -1,10 +1,14 @@
+from collections import Counter
+from functools import partial
+
 import pytest
 import torch
 
 from federation import aggregate as agg
 from federation.accounting import tensor_nbytes
-from federation.client import LocalExecutor
+from federation.client import DeviceLost, LocalExecutor
 from federation.config import DPConfig, RoundsConfig
+from federation.errors import ExecutorError
 from federation.rounds import RoundEngine
 from federation.strategies import make_strategy
 from federation.synthetic import SyntheticClient
@@ -199,3 +203,98 @@ def test_semi_cluster_split_when_its_bridge_sits_out():
     rec = eng.run_round(0, positions_m=pos)
     assert rec.clusters == [["d0"], ["d2"]]
     assert rec.links["uplink"]["messages"] == 2 and rec.links["d2d"]["messages"] == 0
+
+
+# -- lost devices -------------------------------------------------------------------------------------------
+class LosingExecutor(LocalExecutor):
+    """The executor interface with devices that get lost: ``lose[(method, device)] = n`` loses ``device`` on its
+    n-th ``method`` call; a lost device answers :class:`DeviceLost` (an error without ``tolerate_loss``) until
+    :meth:`revive` rebuilds it from its factory. ``log`` lists the calls that reached a device."""
+
+    def __init__(self, factories, lose):
+        self.factories = factories
+        super().__init__([f() for f in factories.values()])
+        self.lose, self.dead, self.log = dict(lose), set(), []
+        self.seen: Counter[tuple[str, str]] = Counter()
+
+    def imap(self, method, calls, *, tolerate_loss=False):
+        for i, (dev, args, kwargs) in enumerate(calls):
+            self.seen[(method, dev)] += 1
+            if self.lose.get((method, dev)) == self.seen[(method, dev)]:
+                self.dead.add(dev)
+            if dev in self.dead:
+                if not tolerate_loss:
+                    raise ExecutorError(f"device {dev} is lost")
+                yield i, DeviceLost(dev, "killed by the test")
+                continue
+            self.log.append((method, dev, args))
+            yield i, getattr(self.clients[dev], method)(*args, **kwargs)
+
+    def revive(self):
+        back = sorted(self.dead)
+        for d in back:
+            self.clients[d] = self.factories[d]()
+        self.dead.clear()
+        return back
+
+
+def losing(lose, n=4, strategy="fedavg", **cfg):
+    factories = {f"d{i}": partial(SyntheticClient, f"d{i}", "meta_quest_3", seed=i) for i in range(n)}
+    ex = LosingExecutor(factories, lose)
+    return RoundEngine(ex, make_strategy(strategy), RoundsConfig(**cfg), seed=0), ex
+
+
+def test_device_lost_in_training_is_a_dropout_and_comes_back_with_the_global_model():
+    # Prepare: d1 is lost during its first local training
+    eng, ex = losing({("local_train", "d1"): 1}, local_steps=2)
+    # Execute: round 0 completes without it
+    rec0 = eng.run_round(0)
+    # Assert: a dropout, not aggregated, not broadcast to, not evaluated
+    assert rec0.devices["d1"].status == "dropout" and rec0.devices["d1"].accuracy is None
+    assert rec0.counts == {"participant": 3, "dropout": 1}
+    assert rec0.links["uplink"]["messages"] == 3 and rec0.links["downlink"]["messages"] == 3
+    # the aggregate is exactly the one of the three others
+    others = engine([SyntheticClient(f"d{i}", "meta_quest_3", seed=i) for i in (0, 2, 3)], local_steps=2)
+    others.run_round(0)
+    assert all(torch.equal(eng.global_state[k], v) for k, v in others.global_state.items())
+    g0 = {k: v.clone() for k, v in eng.global_state.items()}
+    # next round: rebuilt fresh, it gets the global model cut to its template before training (a downlink)
+    ex.log.clear()
+    rec1 = eng.run_round(1)
+    assert rec1.counts == {"participant": 4}
+    assert rec1.links["downlink"]["messages"] == 4 + 1
+    calls = [(m, a) for m, d, a in ex.log if d == "d1"]
+    assert [m for m, _ in calls[:3]] == ["load_shared_state", "set_phase", "local_train"]
+    want = eng.strategy.decode(g0, eng.templates["d1"], eng.info["d1"]["lora_scale"])
+    got = calls[0][1][0]
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_device_lost_while_handing_its_update_or_evaluating():
+    # d3 is lost fetching its update (its first shared_state call is the initial sync), d2 while evaluating
+    eng, _ = losing({("shared_state", "d3"): 2, ("evaluate", "d2"): 1}, local_steps=1)
+    rec = eng.run_round(0)
+    assert rec.devices["d3"].status == rec.devices["d2"].status == "dropout"
+    assert rec.counts == {"participant": 2, "dropout": 2}
+    assert rec.links["uplink"]["messages"] == 3  # d2's update arrived before it was lost
+    assert rec.diagnostics["dropouts"] == 2.0
+    assert eng.run_round(1).counts == {"participant": 4}
+
+
+def test_semi_and_gossip_skip_a_lost_device():
+    eng, _ = losing({("local_train", "d1"): 1}, paradigm="semi", local_steps=1,
+                    clusters=[["d0", "d1", "d2", "d3"]])
+    rec = eng.run_round(0)
+    assert rec.clusters == [["d0", "d2", "d3"]]
+    assert rec.links["d2d"]["messages"] == 2 and rec.links["uplink"]["messages"] == 1
+    eng, _ = losing({("local_train", "d1"): 1}, paradigm="decentralized", local_steps=1, gossip_steps=2)
+    rec = eng.run_round(0)
+    assert rec.devices["d1"].status == "dropout"
+    assert rec.links["d2d"]["messages"] == 3 * 2 * 2  # complete graph of the 3 others, 2 steps
+
+
+def test_engine_without_tolerated_loss_would_fail():
+    # the fake executor raises unless the caller tolerates loss: the engine's initial sync does not (deployment)
+    eng, _ = losing({("shared_state", "d0"): 1})
+    with pytest.raises(ExecutorError, match="d0 is lost"):
+        eng.run_round(0)

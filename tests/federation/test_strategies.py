@@ -4,7 +4,7 @@ import torch
 from federation import aggregate as agg
 from federation.errors import ConfigError, UnknownNameError
 from federation.messages import ClientUpdate
-from federation.strategies import DifferentialPrivacy, make_strategy, strategy_names
+from federation.strategies import AggregationContext, DifferentialPrivacy, make_strategy, strategy_names
 
 
 def upd(dev, tensors, n=1.0, mods=(), tasks=()):
@@ -102,3 +102,46 @@ def test_local_dp_noises_each_release_and_keeps_any_strategy():
     assert rel["w"].std().item() == pytest.approx(2.0, rel=0.05)
     with pytest.raises(ConfigError, match="noise generator"):
         dp.device_release({"w": torch.zeros(2, dtype=torch.float64)})
+
+
+def test_averaging_strategies_stream_and_robust_ones_say_they_buffer():
+    # Prepare: six updates (one an outlier) of the same key
+    ups = [upd(f"d{i}", {"w": torch.tensor([float(i)], dtype=torch.float64)}, 1 + i) for i in range(6)]
+    for name in ("fedavg", "fedit", "exact_lora", "median", "trimmed_mean", "krum"):
+        s = make_strategy(name)
+        acc = s.accumulator()
+        for u in ups:
+            acc.add(u)
+        # Assert: averaging folds (holds nothing), robust keeps every update; aggregate() is this same fold
+        assert s.needs_all_updates == (not s.averaging), name
+        assert acc.held_updates == (6 if s.needs_all_updates else 0), name
+        assert torch.equal(acc.result().tensors["w"], s.aggregate(ups).tensors["w"]), name
+    # hand-computed: sum_i (1 + i) i / sum_i (1 + i) = 70 / 21
+    assert make_strategy("fedavg").aggregate(ups).tensors["w"].item() == pytest.approx(70 / 21, rel=1e-15)
+    dp_central = DifferentialPrivacy(make_strategy("fedavg"), clip_norm=1.0, noise_multiplier=0.0)
+    dp_local = DifferentialPrivacy(make_strategy("median"), clip_norm=1.0, noise_multiplier=0.0, mode="local")
+    assert not dp_central.needs_all_updates and dp_local.needs_all_updates
+
+
+def test_central_dp_streamed_sum_is_bit_identical_to_the_batch_sum():
+    # the running sum adds the clipped updates in the order dp_average did: same bits, same noise draws
+    from federation.privacy import dp_average
+
+    g = torch.Generator().manual_seed(1)
+    tensors = [{"w": torch.randn(5, generator=g, dtype=torch.float64) * 0.1} for _ in range(7)]
+    dp = DifferentialPrivacy(make_strategy("exact_lora"), clip_norm=1.0, noise_multiplier=0.7)
+    got = dp.aggregate([upd(f"d{i}", t) for i, t in enumerate(tensors)],
+                       AggregationContext({"w": 7.0}, torch.Generator().manual_seed(3)))
+    want = dp_average([{k: v * 1.0 for k, v in t.items()} for t in tensors], clip_norm=1.0, noise_multiplier=0.7,
+                      expected_counts={"w": 7.0}, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(got.tensors["w"], want["w"])
+
+
+def test_fedit_streams_mixed_ranks_with_zero_padding():
+    s = make_strategy("fedit")
+    a = {"x.lora_A.w": torch.tensor([[2.0, 2.0]]), "x.lora_B.w": torch.tensor([[1.0], [1.0]])}  # rank 1
+    b = {"x.lora_A.w": torch.ones(2, 2), "x.lora_B.w": torch.ones(2, 2)}  # rank 2
+    res = s.aggregate([upd("a", s.encode(a)), upd("b", s.encode(b))])
+    # rank rows/columns a lacks count as zeros: A = [[1.5, 1.5], [0.5, 0.5]], B = [[1, .5], [1, .5]]
+    assert torch.equal(res.tensors["x.lora_A.w"], torch.tensor([[1.5, 1.5], [0.5, 0.5]], dtype=torch.float64))
+    assert torch.equal(res.tensors["x.lora_B.w"], torch.tensor([[1.0, 0.5], [1.0, 0.5]], dtype=torch.float64))
