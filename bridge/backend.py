@@ -88,6 +88,8 @@ class SimBackend(abc.ABC):
 
     #: registry name of the backend ("embedded", "unity", "zmq", ...)
     name: str = "abstract"
+    #: whether ``reset(seed=s)`` replays the same episode for the same ``s`` (a one-way stream cannot)
+    deterministic: bool = True
 
     def __init__(self) -> None:
         self._state = BackendState.UNOPENED

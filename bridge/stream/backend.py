@@ -58,6 +58,7 @@ class ZmqBackend(SimBackend):
     """
 
     name = "zmq"
+    deterministic = False  # the remote scene cannot be restarted from here: a seed replays nothing
 
     def __init__(self, endpoint: str | Sequence[str] | None = None, *, bind: str | None = None, mode: str = "lossless",
                  devices: Sequence[str | DeviceInfo] | None = None, channel: str = "frame", timeout_s: float = 10.0,
