@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +62,7 @@ from .paradigms import Paradigm, RoundInputs, make_paradigm
 from .privacy import RdpAccountant
 from .strategies import AggregationContext, DifferentialPrivacy, Strategy
 
-__all__ = ["DeviceRoundStats", "RoundRecord", "RoundEngine", "DEFAULT_RADIO_RANGE_M", "FETCH_WINDOW"]
+__all__ = ["DeviceRoundStats", "RoundRecord", "RoundEngine", "DEFAULT_RADIO_RANGE_M", "FETCH_WINDOW", "select_devices"]
 
 #: D2D range when neither the config nor the scenario gives one (Wi-Fi Direct indoors, a room or two)
 DEFAULT_RADIO_RANGE_M = 8.0
@@ -151,6 +151,34 @@ class RoundRecord:
 def _finite(x: float) -> float | None:
     return None if x is None or math.isnan(x) else float(x)
 
+
+
+def select_devices(rng: np.random.Generator, ids: Sequence[str], cfg: RoundsConfig,
+                   battery_frac: Callable[[str], float | None],
+                   stats: dict[str, DeviceRoundStats]) -> tuple[list[str], list[str]]:
+    """A round's devices, draw for draw: who is online (``cfg.availability``), who is too low on battery
+    (``cfg.min_battery_frac``), who of the rest is sampled (``cfg.participation``; at least one). Fills ``stats``
+    for the devices that sit the round out; returns (online, sampled). Every engine that must reproduce xrfed's rounds
+    (the Flower strategy) calls this with the round's generator (:meth:`RoundEngine.rng`)."""
+    online: list[str] = []
+    for d in ids:
+        is_online = rng.random() < cfg.availability
+        frac = battery_frac(d)
+        if not is_online:
+            stats[d] = DeviceRoundStats("offline", battery_frac=frac)
+        elif frac is not None and frac < cfg.min_battery_frac:
+            stats[d] = DeviceRoundStats("low_battery", battery_frac=frac)
+            online.append(d)
+        else:
+            online.append(d)
+    eligible = [d for d in online if d not in stats]
+    sampled = [d for d in eligible if rng.random() < cfg.participation]
+    if not sampled and eligible:  # a round with nobody is pointless; take one device
+        sampled = [eligible[int(rng.integers(len(eligible)))]]
+    for d in eligible:
+        if d not in sampled:
+            stats[d] = DeviceRoundStats("not_sampled", battery_frac=battery_frac(d))
+    return online, sampled
 
 class RoundEngine:
     """Runs rounds over the devices behind ``executor`` with one paradigm, strategy and (optional) DP."""
@@ -448,25 +476,7 @@ class RoundEngine:
 
     # -- the round ---------------------------------------------------------------------------------------------
     def _select(self, rng: np.random.Generator, stats: dict[str, DeviceRoundStats]) -> tuple[list[str], list[str]]:
-        online: list[str] = []
-        for d in self.ids:
-            is_online = rng.random() < self.cfg.availability
-            frac = self._battery_frac(d)
-            if not is_online:
-                stats[d] = DeviceRoundStats("offline", battery_frac=frac)
-            elif frac is not None and frac < self.cfg.min_battery_frac:
-                stats[d] = DeviceRoundStats("low_battery", battery_frac=frac)
-                online.append(d)
-            else:
-                online.append(d)
-        eligible = [d for d in online if d not in stats]
-        sampled = [d for d in eligible if rng.random() < self.cfg.participation]
-        if not sampled and eligible:  # a round with nobody is pointless; take one device
-            sampled = [eligible[int(rng.integers(len(eligible)))]]
-        for d in eligible:
-            if d not in sampled:
-                stats[d] = DeviceRoundStats("not_sampled", battery_frac=self._battery_frac(d))
-        return online, sampled
+        return select_devices(rng, self.ids, self.cfg, self._battery_frac, stats)
 
     def _release(self, d: str, round_idx: int, update: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
                                                                                              float]:

@@ -133,7 +133,9 @@ def run_simulation(config: ExperimentConfig | str | Path, *, devices: str = "age
     done: list[Any] = []
     server = make_server_app(cfg, sink=done.append, node_wait_s=60.0)
     client = make_client_app(factories, config=cfg if factories is None else None, devices=devices)
-    backend = {"init_args": {"num_cpus": int(num_cpus), "log_to_driver": verbose,
+    # address "local": a Ray of its own, never a cluster another process started on this machine (ray.init()
+    # without an address joins the one recorded in /tmp/ray and then refuses num_cpus)
+    backend = {"init_args": {"address": "local", "num_cpus": int(num_cpus), "log_to_driver": verbose,
                              "logging_level": logging.INFO if verbose else logging.ERROR},
                "client_resources": {"num_cpus": float(client_cpus), "num_gpus": 0.0}}
     t0 = time.perf_counter()

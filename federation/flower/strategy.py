@@ -53,7 +53,7 @@ from ..config import DPConfig, ExperimentConfig, RoundsConfig
 from ..errors import AggregationError, ConfigError
 from ..messages import ClientUpdate, LinkType
 from ..privacy import RdpAccountant, update_norm
-from ..rounds import DeviceRoundStats, RoundRecord
+from ..rounds import DeviceRoundStats, RoundRecord, select_devices
 from ..runner import phase_of_round
 from ..strategies import AggregationContext, DifferentialPrivacy, Strategy, make_strategy
 from .records import ARRAYS, CONFIG, DEVICE, FlowerError, from_array_record, spec_of, to_array_record
@@ -463,26 +463,8 @@ class XrfedStrategy(_FlowerStrategy):
         return AggregationContext({k: q * n for k, n in self._holder_counts().items()}, gen)
 
     def _select(self, rng: np.random.Generator, stats: dict[str, DeviceRoundStats]) -> tuple[list[str], list[str]]:
-        """RoundEngine's selection, draw for draw: availability, battery, participation (at least one device)."""
-        online: list[str] = []
-        for d in self.ids:
-            is_online = rng.random() < self.cfg.availability
-            frac = self._battery_frac(d)
-            if not is_online:
-                stats[d] = DeviceRoundStats("offline", battery_frac=frac)
-            elif frac is not None and frac < self.cfg.min_battery_frac:
-                stats[d] = DeviceRoundStats("low_battery", battery_frac=frac)
-                online.append(d)
-            else:
-                online.append(d)
-        eligible = [d for d in online if d not in stats]
-        sampled = [d for d in eligible if rng.random() < self.cfg.participation]
-        if not sampled and eligible:
-            sampled = [eligible[int(rng.integers(len(eligible)))]]
-        for d in eligible:
-            if d not in sampled:
-                stats[d] = DeviceRoundStats("not_sampled", battery_frac=self._battery_frac(d))
-        return online, sampled
+        """RoundEngine's selection, draw for draw (the same function)."""
+        return select_devices(rng, self.ids, self.cfg, self._battery_frac, stats)
 
     def _battery_frac(self, d: str) -> float | None:
         b, p = self.battery_j.get(d), self.info[d]["profile"]
