@@ -33,7 +33,8 @@ are built), then every field is checked for its *type* and its *range*:
   seconds (``guard_s``, ``deadline_s``)       [0, 3600], (0, 86 400]
   ``foundation.batch_size``                   1 .. 4096
   ``foundation.learning_rate``                (0, 1]
-  ``ray.num_cpus_per_device``                 [0, 1024] (0: automatic)    CPUs each device actor holds
+  ``ray.num_cpus_per_device``                 [0, 1024] (0: automatic)    CPUs an actor holds per device it hosts
+  ``ray.devices_per_actor``                   0 .. 256 (0: automatic)     devices one actor process hosts
   ``ray.resources`` amounts                   (0, 1024]                   custom Ray resources per device actor
   ==========================================  ==========================  ============================================
 
@@ -602,8 +603,15 @@ class RayConfig:
     * ``address``: the cluster to join -- ``host:port`` of the machine that ran ``ray start --head`` (the other
       machines ran ``ray start --address=host:port``), ``ray://host:port``, or ``auto``; None starts a local Ray
       on this machine (``xrfed run --ray-address`` sets it and the ray executor).
-    * ``num_cpus_per_device``: the CPU share every device actor holds while it lives (0: an equal share of the
-      CPUs free in the cluster, at most 1, that packs node by node).
+    * ``num_cpus_per_device``: the CPUs an actor holds while it lives, per device it hosts (0: every actor an
+      equal share of the CPUs free in the cluster, at most 1 -- it runs one call at a time -- that packs node by
+      node).
+    * ``devices_per_actor``: how many devices one actor process hosts (an actor is a whole Python + torch
+      process, ~370 MiB). 0 is automatic: one actor per free CPU of each node, no more than half the node's memory
+      holds at ~512 MiB per actor, the devices dealt evenly over them (with an explicit
+      ``num_cpus_per_device``, no more per actor than fit one node's CPUs); 1 is an actor per device. Calls to
+      the devices of one actor run one after another; devices whose profiles ask for different ``resources``
+      never share an actor.
     * ``resources``: per device profile, custom Ray resources its actors need, e.g. ``{meta_quest_3: {quest: 1}}``
       puts every Quest 3 device on the nodes started with ``ray start --resources='{"quest": 8}'``.
     * ``aggregator``: where aggregation runs; ``driver`` (the only place today) -- the round engine in the
@@ -618,6 +626,9 @@ class RayConfig:
                                        help="CPUs each device actor holds (0: an equal share, at most 1)")
     resources: dict[str, dict[str, float]] = _spec(factory=dict, help="per device profile, custom Ray resources")
     aggregator: str = _spec("driver", help="where aggregation runs: driver")
+    devices_per_actor: int = _spec(0, lo=0, hi=MAX_DEVICES,
+                                   help="devices one actor process hosts (0: automatic -- an actor per free CPU "
+                                        "within a memory budget; 1: an actor per device)")
 
     def validate(self, where: str) -> None:
         from bridge.devices import device_names
@@ -654,7 +665,7 @@ class RayConfig:
     def executor_options(self, devices: list[DeviceConfig]) -> dict[str, Any]:
         """The keyword arguments of :class:`~federation.client.RayExecutor` for these devices."""
         return {"address": self.address, "num_cpus_per_device": self.num_cpus_per_device or None,
-                "resources": self.device_resources(devices)}
+                "resources": self.device_resources(devices), "devices_per_actor": self.devices_per_actor or None}
 
 
 @dataclass

@@ -49,6 +49,7 @@ def test_bench_scale_smallest_run_writes_every_figure(tmp_path):
     assert pred == pytest.approx(fit["coefficient"] * 10_000 ** fit["exponent"])
     assert res["targets"]["local"]["round_time_exponent"] == pytest.approx(want)
     assert res["ray_over_local"] is None and res["targets"]["ray_over_local"] is None
+    assert res["targets"]["local"]["driver_memory_target_applies"] is False  # its devices live in the driver
     assert out.with_suffix(".png").stat().st_size > 0
 
 
@@ -57,3 +58,22 @@ def test_bench_scale_flags_are_range_checked():
         parse("--devices", "1")
     with pytest.raises(SystemExit):
         parse("--ray-memory-fraction", "2")
+
+
+def test_bench_scale_ray_points_host_several_devices_per_actor(tmp_path, ray_local):
+    out = tmp_path / "scale.json"
+    args = parse("--json", str(out), "--devices", "4", "--executors", "local", "ray", "--strategies", "fedavg",
+                 "--rounds", "1", "--width", "8", "--rank", "2", "--devices-per-actor", "2", "--in-process")
+
+    assert bs.run_scale_bench(args) == 0
+
+    res = json.loads(out.read_text())
+    ray_point = next(p for p in res["points"] if p["executor"] == "ray")
+    assert ray_point["devices_per_actor"] == [2, 2] and len(ray_point["actors"]) == 2  # two processes, not four
+    assert all(a["rss_bytes"] > 0 for a in ray_point["actors"])
+    (r,) = ray_point["rounds"]
+    assert r["participants"] == 4 and r["uplink_bytes"] == 4 * ray_point["update_bytes"]
+    ratio = res["ray_over_local"]
+    assert ratio["devices"] == 4 and ratio["ratio"] == pytest.approx(
+        res["series"]["ray/fedavg"]["4"]["round_wall_s"] / res["series"]["local/fedavg"]["4"]["round_wall_s"])
+    assert res["targets"]["ray"]["driver_memory_target_applies"] is True

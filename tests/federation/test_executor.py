@@ -5,7 +5,14 @@ import types
 import pytest
 import torch
 
-from federation.client import LocalExecutor, RayExecutor, make_executor
+from federation.client import (
+    ACTOR_FOOTPRINT_BYTES,
+    LocalExecutor,
+    RayExecutor,
+    _auto_actor_count,
+    _plan_groups,
+    make_executor,
+)
 from federation.config import RoundsConfig
 from federation.errors import ExecutorError, UnknownNameError
 from federation.rounds import RoundEngine
@@ -118,6 +125,37 @@ def test_ray_executor_devices_that_do_not_fit_the_free_cpus_raise_instead_of_wai
         make_executor("ray", factories(3), num_cpus_per_device=free)
 
 
+# -- device groups: several devices per actor process ------------------------------------------------------------
+def test_groups_deal_devices_round_robin_and_keep_resource_kinds_apart():
+    devices = [f"d{i}" for i in range(7)]
+    quest = {"d1": {"quest": 1}, "d4": {"quest": 1}, "d5": {"quest": 2}}
+
+    plain = _plan_groups(devices, {}, 3)
+    mixed = _plan_groups(devices, quest, 3)
+
+    assert plain == [("d0", "d3", "d6"), ("d1", "d4"), ("d2", "d5")]  # 3 actors, sizes within one
+    assert mixed == [("d0", "d3"), ("d2", "d6"), ("d1", "d4"), ("d5",)]  # a quest x 2 device is a kind of its own
+    assert _plan_groups(devices, {}, 1) == [(d,) for d in devices]
+    assert _plan_groups(devices, {}, 100) == [tuple(devices)]
+
+
+def test_automatic_rule_is_an_actor_per_free_cpu_within_the_memory_budget():
+    roomy = 64 * ACTOR_FOOTPRINT_BYTES
+
+    assert _auto_actor_count({"a": {"CPU": 2.0, "memory": roomy}}, 256) == 2
+    assert _auto_actor_count({"a": {"CPU": 2.0, "memory": roomy}, "b": {"CPU": 4.5, "memory": roomy}}, 256) == 6
+    assert _auto_actor_count({"a": {"CPU": 2.0, "memory": roomy}}, 1) == 1  # never more actors than devices
+    assert _auto_actor_count({"a": {"CPU": 64.0, "memory": 8 * ACTOR_FOOTPRINT_BYTES}}, 256) == 4  # half of memory
+    assert _auto_actor_count({"a": {"CPU": 0.5}}, 8) == 1  # at least one
+
+
+@pytest.mark.parametrize("bad", [0, -2, 2.5, True, 5000])
+def test_ray_executor_refuses_a_bad_devices_per_actor(bad):
+    with pytest.raises(ExecutorError, match=r"^devices_per_actor: expected an integer in 1\.\.4096 \(None: "
+                                            rf"automatic\), got {bad!r}$"):
+        RayExecutor(factories(), devices_per_actor=bad)
+
+
 def test_ray_executor_unreachable_address_raises_executor_error():
     port = closed_loopback_port()
     with pytest.raises(ExecutorError, match=rf"^cannot reach a Ray cluster at '127\.0\.0\.1:{port}': Connection refused$"):
@@ -157,9 +195,11 @@ def test_ray_config_round_trips_and_becomes_executor_options():
 
     assert again == cfg
     assert cfg.ray.executor_options(cfg.devices) == {
-        "address": "10.0.0.7:6379", "num_cpus_per_device": 0.5, "resources": {"a": {"quest": 1.0}}}
-    assert experiment().ray.executor_options(cfg.devices) == {"address": None, "num_cpus_per_device": None,
-                                                               "resources": {}}
+        "address": "10.0.0.7:6379", "num_cpus_per_device": 0.5, "resources": {"a": {"quest": 1.0}},
+        "devices_per_actor": None}
+    assert experiment(devices_per_actor=4).ray.executor_options(cfg.devices) == {
+        "address": None, "num_cpus_per_device": None, "resources": {}, "devices_per_actor": 4}
+    assert type(cfg).from_yaml(experiment(devices_per_actor=4).to_yaml()).ray.devices_per_actor == 4
 
 
 @pytest.mark.parametrize("ray, message", [
@@ -174,6 +214,8 @@ def test_ray_config_round_trips_and_becomes_executor_options():
                                                     r"number in \(0, 1024\]"),
     ({"resources": {"meta_quest_3": {}}}, r"'ray\.resources\.meta_quest_3': must map 1-8 Ray resource names"),
     ({"aggregator": "actor"}, r"'ray\.aggregator': unknown value \(got 'actor'\); allowed: \['driver'\]"),
+    ({"devices_per_actor": -1}, r"'ray\.devices_per_actor': must be an integer in \[0, 256\] \(got -1\)"),
+    ({"devices_per_actor": 2.5}, r"'ray\.devices_per_actor': must be an integer in \[0, 256\]"),
 ])
 def test_ray_config_refuses_bad_values_naming_the_field(ray, message):
     from federation.errors import ConfigError

@@ -105,17 +105,26 @@ def probe_factories(n: int = 3) -> dict:
 
 @pytest.fixture(scope="module")
 def spread(cluster):
-    """Three device actors spread over both nodes (0.25 CPU each)."""
-    ex = make_executor("ray", probe_factories(), num_cpus_per_device=0.25)
+    """Three device actors spread over both nodes (0.25 CPU each, an actor per device)."""
+    ex = make_executor("ray", probe_factories(), num_cpus_per_device=0.25, devices_per_actor=1)
     yield ex
     ex.close()
 
 
 @pytest.fixture(scope="module")
 def pinned(cluster):
-    """Three device actors that need ``xr_head``: all on the head node (Ray on one node)."""
-    ex = make_executor("ray", probe_factories(), num_cpus_per_device=0.25,
+    """Three device actors that need ``xr_head``: all on the head node (Ray on one node), an actor per device."""
+    ex = make_executor("ray", probe_factories(), num_cpus_per_device=0.25, devices_per_actor=1,
                        resources={d: {HEAD_RESOURCE: 1} for d in probe_factories()})
+    yield ex
+    ex.close()
+
+
+@pytest.fixture(scope="module")
+def grouped(cluster):
+    """Four devices in two actors of two (d0 + d2, d1 + d3), 0.1 CPU per device (the head's 2 CPUs also hold
+    ``pinned`` and part of ``spread``)."""
+    ex = make_executor("ray", probe_factories(4), num_cpus_per_device=0.1, devices_per_actor=2)
     yield ex
     ex.close()
 
@@ -140,12 +149,36 @@ def test_actors_spread_over_both_nodes_or_follow_a_custom_resource(cluster, spre
     assert set(where_pinned.values()) == {head}
 
 
-def test_same_figures_in_process_on_one_ray_node_and_on_two(spread, pinned, one_torch_thread):
-    local = run_rounds(make_executor("local", probe_factories()))
+def test_groups_spread_over_both_nodes_and_custom_resources_keep_their_own_actors(cluster, grouped):
+    import ray
 
-    one_node, two_nodes = run_rounds(pinned), run_rounds(spread)
+    head, worker = node_ids(ray)
+    pids = dict(zip(grouped.device_ids, grouped.map("pid", [(d, (), {}) for d in grouped.device_ids]), strict=True))
+    # two devices need xr_head, two need nothing: an actor never mixes them, even with room for all four
+    mixed = make_executor("ray", probe_factories(4), num_cpus_per_device=0.05, devices_per_actor=4,
+                          resources={"d1": {HEAD_RESOURCE: 1}, "d3": {HEAD_RESOURCE: 1}})
+    try:
+        mixed_pids = mixed.map("pid", [(d, (), {}) for d in mixed.device_ids])
+        mixed_nodes = mixed.nodes()
+    finally:
+        mixed.close()
+
+    assert grouped.groups == (("d0", "d2"), ("d1", "d3"))
+    assert pids["d0"] == pids["d2"] != pids["d1"] == pids["d3"]  # one process per group
+    assert set(grouped.nodes().values()) == {head, worker}
+    assert mixed_pids[0] == mixed_pids[2] != mixed_pids[1] == mixed_pids[3]
+    assert mixed_nodes["d1"] == mixed_nodes["d3"] == head
+
+
+def test_same_figures_in_process_on_one_ray_node_and_on_two(spread, pinned, grouped, one_torch_thread):
+    local = run_rounds(make_executor("local", probe_factories()))
+    local4 = run_rounds(make_executor("local", probe_factories(4)))
+
+    one_node, two_nodes, in_groups = run_rounds(pinned), run_rounds(spread), run_rounds(grouped)
 
     assert one_node == local and two_nodes == local  # losses, accuracies, bytes, energy: every float equal
+    assert in_groups == local4  # two devices per actor process, the same floats as one per process
+    assert [rec["counts"] for rec in local4] == [{"participant": 4}] * 2
     assert [rec["counts"] for rec in local] == [{"participant": 3}] * 2  # not vacuous: all trained and sent
     assert all(d["bytes_sent"] > 0 and d["train_loss"] > 0 for rec in local for d in rec["devices"].values())
     assert local[0]["devices"]["d0"] != local[1]["devices"]["d0"]
@@ -187,6 +220,31 @@ def test_killed_device_actor_yields_device_lost_and_revive_rebuilds_it(spread):
     assert new_pid != pids["d0"] and spread.call("d0", "pause", 0.0) == 0.0
 
 
+def test_killed_group_actor_loses_all_its_devices_and_revive_rebuilds_the_group(grouped):
+    ids = grouped.device_ids
+    pids = dict(zip(ids, grouped.map("pid", [(d, (), {}) for d in ids]), strict=True))
+    # d0 and d2 share an actor: d2's call waits behind d0's; d1 and d3 run in the other actor
+    calls: list[tuple[str, tuple[float], dict]] = [("d0", (30.0,), {}), ("d1", (0.0,), {}), ("d3", (0.0,), {}),
+                                                   ("d2", (0.0,), {})]
+    results = grouped.imap("pause", calls, tolerate_loss=True)
+    first = sorted([next(results), next(results)])
+
+    os.kill(pids["d0"], signal.SIGKILL)  # the group's process dies mid-call
+    t0 = time.monotonic()
+    rest = sorted([next(results), next(results)], key=lambda r: r[0])
+
+    assert first == [(1, 0.0), (2, 0.0)]
+    assert [i for i, _ in rest] == [0, 3] and all(isinstance(r, DeviceLost) for _, r in rest)
+    assert [r.device_id for _, r in rest] == ["d0", "d2"] and time.monotonic() - t0 < 20
+    assert sorted(grouped.lost) == ["d0", "d2"]
+    assert grouped.map("pid", [("d2", (), {}), ("d3", (), {})], tolerate_loss=True)[1] == pids["d3"]
+
+    assert grouped.revive() == ["d0", "d2"]
+    assert grouped.lost == {}
+    new = grouped.map("pid", [(d, (), {}) for d in ids])
+    assert new[0] == new[2] != pids["d0"] and new[1] == new[3] == pids["d1"]
+
+
 def test_a_device_error_is_not_a_lost_device(spread):
     with pytest.raises(ExecutorError, match=r"^Ray call 'pause' failed: TypeError: "):
         spread.map("pause", [("d1", ("soon",), {})], tolerate_loss=True)
@@ -211,7 +269,7 @@ def test_round_engine_counts_a_dead_actor_as_a_dropout_and_revives_it(pinned):
 
     assert crashed["devices"]["d0"]["status"] == "dropout"
     assert [crashed["devices"][d]["status"] for d in ("d1", "d2")] == ["participant"] * 2
-    assert after["counts"] == {"participant": 3}  # revived at the start of round 1, with the global model
+    assert after["counts"] == {"participant": 3}, pinned.lost  # revived at the start of round 1, with the global model
     assert pinned.lost == {}
 
 
@@ -399,7 +457,7 @@ def test_xrfed_run_survives_a_device_actor_that_dies_mid_round(cluster, tmp_path
     devices = [DeviceConfig(f"d{i}", "meta_quest_3", ["object_recognition"]) for i in range(3)]
     cfg = ExperimentConfig(name="lossy", devices=devices, phases=1,
                            rounds=RoundsConfig(rounds=3, local_steps=2, executor="ray"),
-                           ray=RayConfig(address=cluster.address, num_cpus_per_device=0.25))
+                           ray=RayConfig(address=cluster.address, num_cpus_per_device=0.25, devices_per_actor=1))
     probes = probe_factories()
 
     def crashes_once():  # d1's first actor dies in its second training; the rebuilt one finds no marker
