@@ -212,6 +212,9 @@ class RoundEngine:
         self._template_pool: dict[tuple[Any, ...], dict[str, torch.Tensor]] = {}
         self._encoded: dict[tuple[int, float], tuple[Any, dict[str, torch.Tensor]]] = {}  # per round, see encode_received
         self.lost: dict[str, str] = {}  # devices lost in the current round -> reason
+        # the phase each device was last told (set_phase of the same phase changes nothing on a device, and each
+        # call is a round trip to every actor on Ray): a rebuilt device is told again
+        self._phase_of: dict[str, int] = {}
 
     # -- setup -------------------------------------------------------------------------------------------
     def initial_sync(self) -> None:
@@ -289,6 +292,8 @@ class RoundEngine:
         rejoining downloads the model); otherwise (no server) the state the engine last gave it is restored, as
         deployment is, without a message."""
         revived = [d for d in self.executor.revive() if d in self.received]
+        for d in revived:
+            self._phase_of.pop(d, None)
         if not revived:
             return []
         calls: _Calls = []
@@ -506,7 +511,9 @@ class RoundEngine:
         online, sampled = self._select(rng, stats)
         self.revive(round_idx)
 
-        self._call("set_phase", [(d, (phase,), {}) for d in self.ids])
+        told = [d for d in self.ids if self._phase_of.get(d) != phase]
+        self._call("set_phase", [(d, (phase,), {}) for d in told])
+        self._phase_of.update({d: phase for d in told if d not in self.lost})
         reports: dict[str, TrainReport] = self._call(
             "local_train", [(d, (), {"steps": self.cfg.local_steps, "seed": self.device_seed(round_idx, d)})
                             for d in sampled])
