@@ -34,8 +34,10 @@ closes the session with a clear log line instead of letting the client time out.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import math
+import os
 import re
 import threading
 import uuid
@@ -215,6 +217,21 @@ class PlayerRecord:
     actions: list[dict[str, list[tuple[list[float], list[int], list[float]]]]] = field(default_factory=list)
     sent_bytes: list[int] = field(default_factory=list)
     exit_reason: str = ""
+
+
+
+_ENCODER_POOL: concurrent.futures.ThreadPoolExecutor | None = None
+_ENCODER_POOL_LOCK = threading.Lock()
+
+
+def _encoder_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """One pool of image-encoding threads per process (as many as CPUs, at most 8), made on first use."""
+    global _ENCODER_POOL
+    with _ENCODER_POOL_LOCK:
+        if _ENCODER_POOL is None:
+            _ENCODER_POOL = concurrent.futures.ThreadPoolExecutor(
+                max_workers=max(1, min(8, os.cpu_count() or 1)), thread_name_prefix="xrfed-png")
+        return _ENCODER_POOL
 
 
 class StandInPlayer:
@@ -664,23 +681,39 @@ class StandInPlayer:
 
     def _agent_infos(self, frames: Mapping[str, DeviceFrame],
                      terminal: Mapping[str, DeviceFrame] | None = None) -> dict[str, list[bytes]]:
-        infos: dict[str, list[bytes]] = {}
-        meta = []
+        jobs: list[tuple[_Device, DeviceFrame, bool]] = []  # a terminal step goes before the next episode's first
         for d in self._devices:
             if terminal and d.device_id in terminal:
-                infos.setdefault(d.behavior, []).append(self._agent_info(d, terminal[d.device_id], done=True))
-            f = frames[d.device_id]
-            d.last_frame = f
-            infos.setdefault(d.behavior, []).append(self._agent_info(d, f))
-            meta.append(_frame_meta(f))
+                jobs.append((d, terminal[d.device_id], True))
+            jobs.append((d, frames[d.device_id], False))
+        infos: dict[str, list[bytes]] = {}
+        meta = []
+        for (d, f, done), obs in zip(jobs, self._encode_observations(jobs), strict=True):
+            if not done:
+                d.last_frame = f
+                meta.append(_frame_meta(f))
+            infos.setdefault(d.behavior, []).append(self._agent_info(d, f, obs, done=done))
         self._queue(codec.XRFED_CHANNEL_ID, codec.make_message("frames", frames=meta))
         for key, value in (self._stats(frames) if self._stats else {}).items():
             self._pending_out.append((codec.STATS_CHANNEL_ID, codec.encode_stat(key, value)))
         return infos
 
-    def _agent_info(self, d: _Device, f: DeviceFrame, *, done: bool = False) -> bytes:
+    def _encode_observations(self, jobs: Sequence[tuple[_Device, DeviceFrame, bool]]) -> list[dict[str, Any]]:
+        """Each job's observations (PNG images, float vectors), in job order. Several devices are encoded on a
+        thread pool: zlib and numpy release the GIL, and a Unity build encodes its cameras in native code too."""
+        level = self.config.png_level
+
+        def one(job: tuple[_Device, DeviceFrame, bool]) -> dict[str, Any]:
+            d, f, _ = job
+            assert d.layout is not None
+            return frame_to_observations(f, d.layout, d.index, png_level=level)
+
+        if len(jobs) < 2:
+            return [one(j) for j in jobs]
+        return list(_encoder_pool().map(one, jobs))
+
+    def _agent_info(self, d: _Device, f: DeviceFrame, obs: Mapping[str, Any], *, done: bool = False) -> bytes:
         assert d.layout is not None
-        obs = frame_to_observations(f, d.layout, d.index, png_level=self.config.png_level)
         shapes, dims, maps = d.layout.shapes(), d.layout.dimension_properties, d.layout.channel_mappings
         encoded = [encode_observation(name, shapes[name], data, dims[name], channel_mapping=maps[name])
                    for name, data in obs.items()]
