@@ -30,13 +30,13 @@ import math
 import os
 import secrets
 import shutil
-import socket
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import BridgeError, DatasetError, TransportError
+from .remote import parse_host_port, ray_address_problem, ray_failure_summary, tcp_refusal
 
 if TYPE_CHECKING:
     from .scenario import Scenario
@@ -62,30 +62,14 @@ class RayRecordingError(DatasetError):
 def check_ray_address(address: str, *, connect: bool = True) -> None:
     """Refuse a malformed Ray address (``host:port``, ``ray://host:port``, ``auto`` or ``local``) and, with
     ``connect``, one that does not accept a TCP connection within :data:`RAY_CONNECT_TIMEOUT_S`; one line each."""
-    if address in ("auto", "local"):
-        return  # Ray resolves these itself and fails at once when nothing is running
-    host, sep, port = address.split("://", 1)[-1].rpartition(":")
-    if (not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535
-            or not all(c.isprintable() and not c.isspace() for c in host)):
-        raise TransportError(f"Ray address {address[:80]!r}: expected host:port, ray://host:port, 'auto' or 'local'")
-    if not connect:
-        return
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
-    except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        raise TransportError(f"cannot reach a Ray cluster at {address!r}: {reason}") from None
-
-
-def _summary(exc: BaseException) -> str:
-    """One line about a Ray failure, naming the worker's own exception where Ray wraps one."""
-    cause = getattr(exc, "cause", None)  # a failed call: Ray's RayTaskError carries the original exception
-    if isinstance(cause, BaseException):
-        exc = cause
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    if getattr(exc, "actor_init_failed", False) and lines:
-        return lines[-1]  # a failed __init__ arrives as text only; the traceback's last line is "Type: message"
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    problem = ray_address_problem(address)
+    if problem is not None:
+        raise TransportError(f"Ray address {address[:80]!r}: {problem}")
+    hp = parse_host_port(address, schemes=("ray://",))
+    if connect and hp is not None:
+        reason = tcp_refusal(*hp, RAY_CONNECT_TIMEOUT_S)
+        if reason is not None:
+            raise TransportError(f"cannot reach a Ray cluster at {address!r}: {reason}")
 
 
 class _Progress:
@@ -174,7 +158,7 @@ def _connect(address: str | None, workers: int | None) -> tuple[Any, bool]:
         ray.init(address=address or "local", **kw)  # "local": a new node, never a `ray start` one found here
     except Exception as exc:  # Ray raises assorted types (ConnectionError, RuntimeError, ValueError)
         where = "start a local Ray" if address is None else f"connect to the Ray cluster at {address!r}"
-        raise RayRecordingError(f"record: cannot {where}: {_summary(exc)}") from None
+        raise RayRecordingError(f"record: cannot {where}: {ray_failure_summary(exc)}") from None
     return ray, True
 
 
@@ -299,7 +283,7 @@ def record_on_ray(sc: Scenario, *, out: str | Path, steps: int, seed: int, episo
                         ray.get(ref)
                     except Exception as exc:  # Ray wraps the worker's exception (or reports its death)
                         raise RayRecordingError(f"record: episode {ep} failed on a Ray worker: "
-                                                f"{_summary(exc)}") from None
+                                                f"{ray_failure_summary(exc)}") from None
                     if todo:
                         start(actor)
         finally:

@@ -14,7 +14,6 @@ import importlib
 import math
 import os
 import re
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -24,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from bridge.devices import DeviceProfile
+from bridge.remote import parse_host_port, ray_address_problem, ray_failure_summary, tcp_refusal
 
 from .errors import ExecutorError, UnknownNameError
 from .messages import EvalReport, TrainReport
@@ -184,17 +184,6 @@ _VERSION_MISMATCH_RE = re.compile(
     r"This process on .*? was started with:\s*Ray: (?P<my_ray>\S+)\s*Python: (?P<my_py>\S+)", re.S)
 
 
-def _summary(exc: BaseException) -> str:
-    """One line about a Ray failure, naming the device's own exception where Ray wraps one."""
-    cause = getattr(exc, "cause", None)  # a failed call: Ray's RayTaskError carries the original exception
-    if isinstance(cause, BaseException):
-        exc = cause
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    if getattr(exc, "actor_init_failed", False) and lines:
-        return lines[-1]  # a failed __init__ arrives as text only; the traceback's last line is "Type: message"
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-
-
 def _loss_reason(exc: BaseException) -> str:
     """Why a device's actor is gone, in a few words (Ray's ActorDiedError text runs over a dozen lines)."""
     text = str(exc)
@@ -221,16 +210,14 @@ def version_mismatch(text: str, address: str | None) -> str | None:
 
 def _check_reachable(address: str) -> None:
     """Fail fast, with one line, when a ``host:port`` (or ``ray://host:port``) Ray address does not answer."""
-    if address in ("auto", "local"):
-        return  # Ray resolves these itself and fails at once when nothing is running
-    host, sep, port = address.split("://", 1)[-1].rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ExecutorError(f"Ray address {address!r}: expected host:port, ray://host:port, 'auto' or 'local'")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=_RAY_CONNECT_TIMEOUT_S).close()
-    except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        raise ExecutorError(f"cannot reach a Ray cluster at {address!r}: {reason}") from exc
+    problem = ray_address_problem(address)
+    if problem is not None:
+        raise ExecutorError(f"Ray address {address[:80]!r}: {problem}")
+    hp = parse_host_port(address, schemes=("ray://",))
+    if hp is not None:
+        reason = tcp_refusal(*hp, _RAY_CONNECT_TIMEOUT_S)
+        if reason is not None:
+            raise ExecutorError(f"cannot reach a Ray cluster at {address!r}: {reason}")
 
 
 def connect_ray(address: str | None = None) -> Any:
@@ -259,7 +246,7 @@ def connect_ray(address: str | None = None) -> Any:
             if mismatch is not None:
                 raise ExecutorError(mismatch) from exc
             where = "start a local Ray" if address is None else f"connect to the Ray cluster at {address!r}"
-            raise ExecutorError(f"cannot {where}: {_summary(exc)}") from exc
+            raise ExecutorError(f"cannot {where}: {ray_failure_summary(exc)}") from exc
     return ray
 
 
@@ -544,7 +531,7 @@ class RayExecutor(Executor):
             infos = ray.get([a.info.remote() for a in self._actors.values()])
         except Exception as exc:  # Ray wraps the actor's exception
             self.close()
-            raise ExecutorError(f"a Ray device actor failed to start: {_summary(exc)}") from exc
+            raise ExecutorError(f"a Ray device actor failed to start: {ray_failure_summary(exc)}") from exc
         self._infos = {d: info[d] for d in factories for info in infos if d in info}
 
     def _labelled(self) -> dict[str, dict[str, float]]:
@@ -629,7 +616,7 @@ class RayExecutor(Executor):
                                             f"{self._lost[dev]}") from exc
                     results = [DeviceLost(calls[i][0], self._lost[dev]) for i in batch]
                 except Exception as exc:
-                    raise ExecutorError(f"Ray call {method!r} failed: {_summary(exc)}") from exc
+                    raise ExecutorError(f"Ray call {method!r} failed: {ray_failure_summary(exc)}") from exc
                 yield from zip(batch, results, strict=True)
 
     def revive(self) -> list[str]:
@@ -657,7 +644,7 @@ class RayExecutor(Executor):
             try:
                 ray.get(actor.info.remote())
             except Exception as exc:
-                self._lose_group(g, f"its rebuilt actor failed to start: {_summary(exc)}")
+                self._lose_group(g, f"its rebuilt actor failed to start: {ray_failure_summary(exc)}")
                 continue
             for d in self._groups[g]:
                 del self._lost[d]

@@ -61,6 +61,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge.remote import RAY_ADDRESS_FORMS, ray_address_problem
+
 from .errors import ConfigError
 
 __all__ = [
@@ -579,7 +581,6 @@ RAY_AGGREGATOR_PLACES = ("driver",)
 #: Ray's own resources, which a device's custom ``ray.resources`` may not name (CPUs are num_cpus_per_device)
 _RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 _RAY_RESOURCE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
-_RAY_ADDRESS_RE = re.compile(r"(ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]{0,252}):[0-9]{1,5}")
 #: the largest CPU share or custom-resource amount one device actor may hold
 MAX_RAY_RESOURCE = 1024.0
 _MAX_RAY_PROFILES = 64
@@ -589,11 +590,8 @@ _MAX_RAY_RESOURCES = 8
 def check_ray_address(v: str, where: str = "ray.address") -> None:
     """A Ray address: ``host:port`` (a ``ray start --head``), ``ray://host:port`` (Ray Client), ``auto`` (the
     cluster this machine belongs to) or ``local``; raises a one-line :class:`ConfigError` naming ``where``."""
-    if v in ("auto", "local"):
-        return
-    m = _RAY_ADDRESS_RE.fullmatch(v)
-    if m is None or not 1 <= int(v.rsplit(":", 1)[1]) <= 65535:
-        raise _err(where, "must be host:port, ray://host:port, 'auto' or 'local' (a port in 1..65535)", v)
+    if ray_address_problem(v) is not None:
+        raise _err(where, f"must be {RAY_ADDRESS_FORMS}", v)
 
 
 @dataclass

@@ -38,6 +38,8 @@ __all__ = [
     "rdp_sampled_gaussian",
     "epsilon_from_rdp",
     "RdpAccountant",
+    "account_dp_round",
+    "dp_epsilon",
     "loss_threshold_auc",
     "tpr_at_fpr",
     "calibrated_scores",
@@ -172,6 +174,27 @@ class RdpAccountant:
     def from_state_dict(cls, state: Mapping[str, Any]) -> RdpAccountant:
         return cls(orders=tuple(int(o) for o in state["orders"]),
                    history=[(float(z), float(q), int(n)) for z, q, n in state["history"]])
+
+
+def account_dp_round(mode: str, noise_multiplier: float, sample_rate: float, central: RdpAccountant,
+                     local: Mapping[str, RdpAccountant], contributors: Sequence[str]) -> None:
+    """Account one round of client-level DP.
+
+    ``central``: the server noises the sum of devices sampled with probability ``sample_rate``. ``local``: each
+    contributor's release clip(delta) + N(0, (z C)^2) -- two neighbouring releases differ by up to 2C, so the Gaussian
+    mechanism's effective multiplier is z / 2, and the device knows it took part (no amplification by sampling)."""
+    if mode == "central":
+        central.step(noise_multiplier=noise_multiplier, sample_rate=sample_rate)
+    else:
+        for d in contributors:
+            local[d].step(noise_multiplier=noise_multiplier / 2, sample_rate=1.0)
+
+
+def dp_epsilon(mode: str, delta: float, central: RdpAccountant, local: Mapping[str, RdpAccountant]) -> float:
+    """Privacy spent so far: the central accountant's, or the worst device's under local DP."""
+    if mode == "central":
+        return central.get_epsilon(delta)
+    return max((a.get_epsilon(delta) for a in local.values()), default=0.0)
 
 
 def loss_threshold_auc(member_losses: Sequence[float] | np.ndarray,

@@ -59,7 +59,7 @@ from .client import DeviceLost, Executor
 from .config import AttackConfig, DPConfig, RoundsConfig
 from .messages import ClientUpdate, EvalReport, LinkType, TrainReport
 from .paradigms import Paradigm, RoundInputs, make_paradigm
-from .privacy import RdpAccountant
+from .privacy import RdpAccountant, account_dp_round, dp_epsilon
 from .strategies import AggregationContext, DifferentialPrivacy, Strategy
 
 __all__ = ["DeviceRoundStats", "RoundRecord", "RoundEngine", "DEFAULT_RADIO_RANGE_M", "FETCH_WINDOW", "select_devices"]
@@ -590,24 +590,14 @@ class RoundEngine:
 
     # -- privacy -------------------------------------------------------------------------------------------------
     def _account_privacy(self, contributors: Sequence[str]) -> None:
-        if self.dp is None:
-            return
-        if self.dp.mode == "central":
-            q = self.cfg.availability * self.cfg.participation
-            self.accountant.step(noise_multiplier=self.dp.noise_multiplier, sample_rate=q)
-        else:
-            # Local release clip(delta) + N(0, (z C)^2): two neighbouring releases differ by up to 2C, so the
-            # Gaussian mechanism's effective multiplier is z / 2; the device knows it took part (no amplification).
-            for d in contributors:
-                self.local_accountants[d].step(noise_multiplier=self.dp.noise_multiplier / 2, sample_rate=1.0)
+        if self.dp is not None:
+            account_dp_round(self.dp.mode, self.dp.noise_multiplier, self.cfg.availability * self.cfg.participation,
+                             self.accountant, self.local_accountants, contributors)
 
     def epsilon(self) -> float | None:
-        """Privacy spent so far: the central accountant's, or the worst device's under local DP."""
-        if self.dp is None:
-            return None
-        if self.dp.mode == "central":
-            return self.accountant.get_epsilon(self.dp.delta)
-        return max(a.get_epsilon(self.dp.delta) for a in self.local_accountants.values())
+        """Privacy spent so far: the central accountant's, or the worst device's under local DP; None without DP."""
+        return None if self.dp is None else dp_epsilon(self.dp.mode, self.dp.delta, self.accountant,
+                                                       self.local_accountants)
 
     # -- checkpointing -------------------------------------------------------------------------------------------
     def state(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:

@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bridge.remote import parse_host_port, tcp_refusal
+
 from .records import FlowerError
 
 __all__ = ["LocalFederation", "check_superlink", "free_port", "CONNECTION"]
@@ -43,14 +45,12 @@ def free_port() -> int:
 
 def check_superlink(address: str, *, timeout_s: float = _CONNECT_TIMEOUT_S) -> None:
     """Fail fast, with one line, when ``host:port`` does not accept a TCP connection."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    hp = parse_host_port(address)
+    if hp is None:
         raise FlowerError(f"SuperLink address {address!r}: expected host:port")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
-    except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        raise FlowerError(f"cannot reach the SuperLink at {address!r}: {reason}") from exc
+    reason = tcp_refusal(*hp, timeout_s)
+    if reason is not None:
+        raise FlowerError(f"cannot reach the SuperLink at {address!r}: {reason}")
 
 
 def _tool(name: str) -> str:

@@ -52,7 +52,7 @@ from ..accounting import SERVER, CommLedger, common_nbytes, tensor_nbytes, trans
 from ..config import DPConfig, ExperimentConfig, RoundsConfig
 from ..errors import AggregationError, ConfigError
 from ..messages import ClientUpdate, LinkType
-from ..privacy import RdpAccountant, update_norm
+from ..privacy import RdpAccountant, account_dp_round, dp_epsilon, update_norm
 from ..rounds import DeviceRoundStats, RoundRecord, select_devices
 from ..runner import phase_of_round
 from ..strategies import AggregationContext, DifferentialPrivacy, Strategy, make_strategy
@@ -476,22 +476,14 @@ class XrfedStrategy(_FlowerStrategy):
             self.battery_j[d] = max(0.0, b - joules)
 
     def _account_privacy(self, contributors: Sequence[str]) -> None:
-        if self.dp is None:
-            return
-        if self.dp.mode == "central":
-            q = self.cfg.availability * self.cfg.participation
-            self.accountant.step(noise_multiplier=self.dp.noise_multiplier, sample_rate=q)
-        else:
-            for d in contributors:
-                self.local_accountants[d].step(noise_multiplier=self.dp.noise_multiplier / 2, sample_rate=1.0)
+        if self.dp is not None:
+            account_dp_round(self.dp.mode, self.dp.noise_multiplier, self.cfg.availability * self.cfg.participation,
+                             self.accountant, self.local_accountants, contributors)
 
     def epsilon(self) -> float | None:
-        """Privacy spent so far (central accountant, or the worst device under local DP); None without DP."""
-        if self.dp is None:
-            return None
-        if self.dp.mode == "central":
-            return self.accountant.get_epsilon(self.dp.delta)
-        return max(a.get_epsilon(self.dp.delta) for a in self.local_accountants.values())
+        """Privacy spent so far: the central accountant's, or the worst device's under local DP; None without DP."""
+        return None if self.dp is None else dp_epsilon(self.dp.mode, self.dp.delta, self.accountant,
+                                                       self.local_accountants)
 
     # -- helpers ---------------------------------------------------------------------------------------------------
     def _current(self, server_round: int) -> _Round:
