@@ -20,7 +20,7 @@ step, with the same arithmetic:
    is an :class:`~federation.errors.AggregationError` naming device and key); its common-space delta against what
    it was sent (float64) is formed, deadlines are applied from the profile's compute and uplink figures, the
    aggregator reduces the on-time deltas, the global state moves, and each online device's cut is prepared;
-   a node that fails or disappears is a *dropout* (status ``dropped``) and the round completes with the others;
+   a node that fails or disappears is a *dropout* (status ``dropout``, as in xrfed's own rounds) and the round completes with the others;
 3. ``configure_evaluate`` / ``aggregate_evaluate`` -- the online devices receive the broadcast and evaluate the
    model they run and the global model alone; the round's :class:`~federation.rounds.RoundRecord` (Table-6
    figures per device: accuracy, balanced accuracy, personalization gain, loss, bytes, joules, battery,
@@ -67,7 +67,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 __all__ = ["XrfedStrategy", "XrfedDifferentialPrivacy", "strategy_from_config", "DROPPED"]
 
 #: the status of a sampled device whose node failed or vanished before replying (a dropout)
-DROPPED = "dropped"
+DROPPED = "dropout"  # the round engine's status for a lost device
 
 
 def _log(msg: str, *args: Any) -> None:

@@ -207,7 +207,7 @@ def test_deployment_engine_runs_rounds_and_survives_a_supernode_killed_mid_round
     assert killed_at
     rounds = json.loads(out.read_text())["rounds"]
     assert [r["round"] for r in rounds] == [0, 1]
-    assert rounds[0]["devices"]["rb"]["status"] == "dropped"
+    assert rounds[0]["devices"]["rb"]["status"] == "dropout"
     for r in rounds:
         assert r["devices"]["q3"]["status"] == r["devices"]["avp"]["status"] == "participant"
         assert r["links"]["uplink"]["messages"] == 2
