@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .fuzzing import Surface
+from .fuzzing import Surface, byte_damages, damage_bytes, json_values
 from .fuzzing import strategies as _st
 
 __all__ = ["SURFACES", "base_dataset", "build_base_dataset"]
@@ -85,37 +85,6 @@ def base_dataset() -> Path:
 
 # ---------------------------------------------------------------------------------------------------------------
 # strategies
-
-
-@functools.cache
-def _json_values() -> Any:
-    st = _st()
-    scalars = st.one_of(st.sampled_from(_ABSURD), st.integers(), st.floats(), st.text(max_size=8))
-    return st.recursive(scalars, lambda c: st.one_of(st.lists(c, max_size=3),
-                                                     st.dictionaries(st.text(max_size=6), c, max_size=3)),
-                        max_leaves=6)
-
-
-@functools.cache
-def _byte_ops() -> Any:
-    st = _st()
-    return st.tuples(st.sampled_from(("flip", "ff", "truncate", "extend", "replace", "zero")),
-                     st.floats(0.0, 1.0), st.integers(1, 256), st.binary(max_size=32))
-
-
-def _damage_bytes(data: bytes, op: tuple[str, float, int, bytes]) -> bytes:
-    kind, where, n, payload = op
-    pos = min(len(data), int(where * len(data)))
-    if kind == "flip" and data:
-        pos = min(pos, len(data) - 1)
-        return data[:pos] + bytes([data[pos] ^ (1 << (n % 8))]) + data[pos + 1:]
-    if kind in ("ff", "zero"):
-        return data[:pos] + (b"\xff" if kind == "ff" else b"\x00") * n + data[pos + n:]
-    if kind == "truncate":
-        return data[:pos]
-    if kind == "extend":
-        return data + payload + b"\xff" * n
-    return payload  # replace
 
 
 #: (dtype, row shape) of replacement datasets; "huge" ones are declared, never written (HDF5 allocates lazily)
@@ -230,7 +199,7 @@ def _manifest_ops() -> Any:
     keys = st.sampled_from(["clients", "files", "path", "n_steps", "split", "train", "test", "guard", "episode",
                             "tasks", "speech_command", "client_id", "modalities", "label_counts", "format_version",
                             "step_dt_s", "scenario", "episodes", "guard_steps", 0, 1])
-    values = st.one_of(_json_values(), st.sampled_from(["../../x.h5", "/etc/passwd", "episode_000/../../x.h5",
+    values = st.one_of(json_values(_ABSURD), st.sampled_from(["../../x.h5", "/etc/passwd", "episode_000/../../x.h5",
                                                         "episode_000/rb.h5", "episode_000", "", "a\x00b.h5",
                                                         [0, 10**9], [5, 2], [-1, 3]]))
     return st.tuples(st.lists(st.one_of(keys, st.integers(0, 4)), min_size=1, max_size=5), values, st.booleans())
@@ -241,11 +210,11 @@ def _damages() -> Any:
     st = _st()
     files = st.sampled_from(_FILES)
     return st.one_of(
-        st.tuples(files, st.just("bytes"), _byte_ops()),
+        st.tuples(files, st.just("bytes"), byte_damages(("flip", "ff", "truncate", "extend", "replace", "zero"), 256)),
         st.tuples(files, st.just("h5"), _h5_ops()),
         st.tuples(files, st.just("h5"), _h5_ops()),
         st.tuples(st.just("manifest.json"), st.just("json"), _manifest_ops()),
-        st.tuples(st.just("manifest.json"), st.just("bytes"), _byte_ops()),
+        st.tuples(st.just("manifest.json"), st.just("bytes"), byte_damages(("flip", "ff", "truncate", "extend", "replace", "zero"), 256)),
         st.tuples(st.sampled_from(_FILES + ("manifest.json",)),
                   st.sampled_from(("delete", "directory", "symlink_out", "symlink_dev")), st.just(None)),
     )
@@ -263,7 +232,7 @@ def _apply(root: Path, damage: tuple[str, str, Any]) -> None:
     if not path.is_file() or path.is_symlink():
         return
     if kind == "bytes":
-        path.write_bytes(_damage_bytes(path.read_bytes(), op))
+        path.write_bytes(damage_bytes(path.read_bytes(), op))
     elif kind == "h5":
         with contextlib.suppress(Exception):  # a file an earlier damage made unopenable stays as it is
             _h5_damage(path, op)

@@ -39,7 +39,7 @@ from typing import Any
 
 from .errors import XrfedError
 
-__all__ = ["Surface", "FuzzResult", "stateless", "run_surface", "assert_no_crash", "surfaces", "memory_probes",
+__all__ = ["Surface", "FuzzResult", "BYTE_DAMAGES", "byte_damages", "damage_bytes", "json_values", "stateless", "run_surface", "assert_no_crash", "surfaces", "memory_probes",
            "peak_rss_bytes", "add_bench_arguments", "run_fuzz_bench", "strategies", "pick", "ints", "index",
            "tree_paths", "tree_get", "tree_set"]
 
@@ -84,6 +84,46 @@ def ints(lo: int, hi: int) -> Any:
 def index(draw: Any, n: int) -> int:
     """An index in ``range(n)`` (n >= 1) drawn from one cached strategy."""
     return int(draw(ints(0, 1 << 20))) % n
+
+
+#: the byte-level damages :func:`damage_bytes` applies to a file
+BYTE_DAMAGES = ("flip", "ff", "truncate", "extend", "replace", "zero", "empty")
+
+
+@functools.cache
+def byte_damages(kinds: tuple[str, ...] = BYTE_DAMAGES, max_run: int = 64) -> Any:
+    """(kind, position fraction, run length 1..max_run, payload) of one byte-level damage (:func:`damage_bytes`)."""
+    st = strategies()
+    return st.tuples(st.sampled_from(kinds), st.floats(0.0, 1.0), st.integers(1, max_run), st.binary(max_size=32))
+
+
+def damage_bytes(data: bytes, op: tuple[str, float, int, bytes]) -> bytes:
+    """``data`` with one damage of :func:`byte_damages` applied: a flipped bit, a run of 0xFF or 0x00 written over,
+    cut short, extended, replaced by ``payload``, or emptied."""
+    kind, where, n, payload = op
+    pos = min(len(data), int(where * len(data)))
+    if kind == "flip" and data:
+        pos = min(pos, len(data) - 1)
+        return data[:pos] + bytes([data[pos] ^ (1 << (n % 8))]) + data[pos + 1:]
+    if kind in ("ff", "zero"):
+        return data[:pos] + (b"\xff" if kind == "ff" else b"\x00") * n + data[pos + n:]
+    if kind == "truncate":
+        return data[:pos]
+    if kind == "extend":
+        return data + payload + b"\xff" * n
+    if kind == "replace":
+        return payload
+    return b"" if kind == "empty" else data
+
+
+def json_values(absurd: tuple[Any, ...]) -> Any:
+    """Small JSON trees whose leaves are ``absurd`` values, integers, floats and short strings (not cached:
+    ``absurd`` may hold lists; build it once, in a surface's cached strategy)."""
+    st = strategies()
+    scalars = st.one_of(st.sampled_from(absurd), st.integers(), st.floats(), st.text(max_size=8))
+    return st.recursive(scalars, lambda c: st.one_of(st.lists(c, max_size=3),
+                                                     st.dictionaries(st.text(max_size=6), c, max_size=3)),
+                        max_leaves=6)
 
 
 def tree_paths(node: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bridge.fuzzing import Surface
+from bridge.fuzzing import Surface, byte_damages, damage_bytes, json_values
 from bridge.fuzzing import strategies as _st
 
 from .errors import CheckpointError
@@ -92,42 +92,6 @@ def _snapshot(root: Path) -> dict[str, bytes | None]:
 
 # ---------------------------------------------------------------------------------------------------------------
 # strategies
-
-
-@functools.cache
-def _json_values() -> Any:
-    st = _st()
-    scalars = st.one_of(st.sampled_from(_ABSURD), st.integers(), st.floats(), st.text(max_size=8))
-    return st.recursive(scalars, lambda c: st.one_of(st.lists(c, max_size=3),
-                                                     st.dictionaries(st.text(max_size=6), c, max_size=3)),
-                        max_leaves=6)
-
-
-@functools.cache
-def _byte_ops() -> Any:
-    """(kind, position fraction, length, payload) of one byte-level damage."""
-    st = _st()
-    return st.tuples(st.sampled_from(("flip", "ff", "truncate", "extend", "replace", "zero", "empty")),
-                     st.floats(0.0, 1.0), st.integers(1, 64), st.binary(max_size=32))
-
-
-def _damage_bytes(data: bytes, op: tuple[str, float, int, bytes]) -> bytes:
-    kind, where, n, payload = op
-    pos = min(len(data), int(where * len(data)))
-    if kind == "flip" and data:
-        pos = min(pos, len(data) - 1)
-        return data[:pos] + bytes([data[pos] ^ (1 << (n % 8))]) + data[pos + 1:]
-    if kind == "ff":
-        return data[:pos] + b"\xff" * n + data[pos + n:]
-    if kind == "zero":
-        return data[:pos] + b"\x00" * n + data[pos + n:]
-    if kind == "truncate":
-        return data[:pos]
-    if kind == "extend":
-        return data + payload + b"\xff" * n
-    if kind == "replace":
-        return payload
-    return b"" if kind == "empty" else data
 
 
 def _json_edit(doc: Any, path: list[str | int], value: Any, delete: bool) -> Any:
@@ -244,9 +208,9 @@ def _damages() -> Any:
     st = _st()
     target = st.sampled_from(_CK_FILES)
     return st.one_of(
-        st.tuples(target, st.just("bytes"), _byte_ops()),
+        st.tuples(target, st.just("bytes"), byte_damages()),
         st.tuples(st.sampled_from(_CK_FILES[:2] + _CK_FILES[4:5] + _CK_FILES[6:]), st.just("json"),
-                  st.tuples(_json_paths(), _json_values(), st.booleans())),
+                  st.tuples(_json_paths(), json_values(_ABSURD), st.booleans())),
         st.tuples(st.sampled_from(_CK_FILES[1:4]), st.just("tensor"), _tensor_ops()),
         st.tuples(st.just("metrics.jsonl"), st.just("lines"), _line_ops()),
         st.tuples(target, st.sampled_from(("delete", "directory")), st.just(None)),
@@ -281,7 +245,7 @@ def _apply(run: Path, damage: tuple[str, str, Any]) -> None:
         path.unlink()
         path.mkdir()
     elif kind == "bytes":
-        path.write_bytes(_damage_bytes(path.read_bytes(), op))
+        path.write_bytes(damage_bytes(path.read_bytes(), op))
     elif kind == "json":
         keys, value, delete = op
         try:
@@ -359,8 +323,8 @@ def _metrics_inputs() -> Any:
     st = _st()
     lines = st.builds(lambda: b"".join(ln + b"\n" for ln in _base_metric_lines()))
     mutated = st.tuples(st.lists(st.one_of(st.tuples(st.just("lines"), _line_ops()),
-                                           st.tuples(st.just("bytes"), _byte_ops()),
-                                           st.tuples(st.just("json"), st.tuples(_json_paths(), _json_values(),
+                                           st.tuples(st.just("bytes"), byte_damages()),
+                                           st.tuples(st.just("json"), st.tuples(_json_paths(), json_values(_ABSURD),
                                                                                 st.booleans()))),
                                  min_size=1, max_size=3))
     garbage = st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode),
@@ -381,7 +345,7 @@ def _metrics_content(example: tuple[str, Any]) -> bytes:
             with contextlib.suppress(ValueError):
                 data = _damage_lines(data, op)
         elif op_kind == "bytes":
-            data = _damage_bytes(data, op)
+            data = damage_bytes(data, op)
         else:
             lines = data.split(b"\n")
             keys, value, delete = op
