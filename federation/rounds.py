@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +62,8 @@ from .paradigms import Paradigm, RoundInputs, make_paradigm
 from .privacy import RdpAccountant, account_dp_round, dp_epsilon
 from .strategies import AggregationContext, DifferentialPrivacy, Strategy
 
-__all__ = ["DeviceRoundStats", "RoundRecord", "RoundEngine", "DEFAULT_RADIO_RANGE_M", "FETCH_WINDOW", "select_devices"]
+__all__ = ["DeviceRoundStats", "RoundRecord", "RoundEngine", "DEFAULT_RADIO_RANGE_M", "FETCH_WINDOW", "select_devices",
+           "key_holders", "dp_aggregation_context"]
 
 #: D2D range when neither the config nor the scenario gives one (Wi-Fi Direct indoors, a room or two)
 DEFAULT_RADIO_RANGE_M = 8.0
@@ -179,6 +180,26 @@ def select_devices(rng: np.random.Generator, ids: Sequence[str], cfg: RoundsConf
         if d not in sampled:
             stats[d] = DeviceRoundStats("not_sampled", battery_frac=battery_frac(d))
     return online, sampled
+
+
+def key_holders(strategy: Strategy, devices: Iterable[tuple[Mapping[str, torch.Tensor], Mapping[str, Any]]]
+                ) -> dict[str, int]:
+    """Per common-space key, how many of ``devices`` -- (encoded template, info with modalities and tasks) --
+    contribute to it under ``strategy``'s partial aggregation."""
+    holders: dict[str, int] = {}
+    for encoded, info in devices:
+        for k in encoded:
+            if strategy.holds(k, info["modalities"], info["tasks"]):
+                holders[k] = holders.get(k, 0) + 1
+    return holders
+
+
+def dp_aggregation_context(seed: int, round_idx: int, sample_rate: float,
+                           holders: Mapping[str, int]) -> AggregationContext:
+    """Central DP's fixed denominators (``sample_rate`` x holders of each key) and the round's server noise
+    generator, derived from the experiment seed."""
+    gen = torch.Generator().manual_seed(derive_seed(seed, "dp-server", round_idx))
+    return AggregationContext({k: sample_rate * n for k, n in holders.items()}, gen)
 
 class RoundEngine:
     """Runs rounds over the devices behind ``executor`` with one paradigm, strategy and (optional) DP."""
@@ -361,19 +382,14 @@ class RoundEngine:
     def _holder_counts(self) -> dict[str, int]:
         """Per common-space key, how many devices contribute to it (their key sets never change)."""
         if self._holders is None:
-            holders: dict[str, int] = {}
-            for d in self.ids:
-                for k in self.encode(d, self.templates[d]):
-                    if self.strategy.holds(k, self.info[d]["modalities"], self.info[d]["tasks"]):
-                        holders[k] = holders.get(k, 0) + 1
-            self._holders = holders
+            self._holders = key_holders(self.strategy, ((self.encode(d, self.templates[d]), self.info[d])
+                                                        for d in self.ids))
         return self._holders
 
     def aggregation_context(self, round_idx: int) -> AggregationContext:
         """DP's fixed denominators (expected contributors per key) and the server's noise generator."""
-        q = self.cfg.availability * self.cfg.participation
-        gen = torch.Generator().manual_seed(derive_seed(self.seed, "dp-server", round_idx))
-        return AggregationContext({k: q * n for k, n in self._holder_counts().items()}, gen)
+        return dp_aggregation_context(self.seed, round_idx, self.cfg.availability * self.cfg.participation,
+                                      self._holder_counts())
 
     def apply_to_global(self, delta: Mapping[str, torch.Tensor]) -> None:
         """The server's model moves by the aggregated delta (keys nobody contributed stay as they were)."""

@@ -53,7 +53,7 @@ from ..config import DPConfig, ExperimentConfig, RoundsConfig
 from ..errors import AggregationError, ConfigError
 from ..messages import ClientUpdate, LinkType
 from ..privacy import RdpAccountant, account_dp_round, dp_epsilon, update_norm
-from ..rounds import DeviceRoundStats, RoundRecord, select_devices
+from ..rounds import DeviceRoundStats, RoundRecord, dp_aggregation_context, key_holders, select_devices
 from ..runner import phase_of_round
 from ..strategies import AggregationContext, DifferentialPrivacy, Strategy, make_strategy
 from .records import ARRAYS, CONFIG, DEVICE, FlowerError, from_array_record, spec_of, to_array_record
@@ -449,18 +449,13 @@ class XrfedStrategy(_FlowerStrategy):
 
     def _holder_counts(self) -> dict[str, int]:
         if self._holders is None:
-            holders: dict[str, int] = {}
-            for d in self.ids:
-                for k in self._encode(d, self.templates[d]):
-                    if self.xrfed.holds(k, self.info[d]["modalities"], self.info[d]["tasks"]):
-                        holders[k] = holders.get(k, 0) + 1
-            self._holders = holders
+            self._holders = key_holders(self.xrfed, ((self._encode(d, self.templates[d]), self.info[d])
+                                                     for d in self.ids))
         return self._holders
 
     def _aggregation_context(self, r: int) -> AggregationContext:
-        q = self.cfg.availability * self.cfg.participation
-        gen = torch.Generator().manual_seed(derive_seed(self.seed, "dp-server", r))
-        return AggregationContext({k: q * n for k, n in self._holder_counts().items()}, gen)
+        return dp_aggregation_context(self.seed, r, self.cfg.availability * self.cfg.participation,
+                                      self._holder_counts())
 
     def _select(self, rng: np.random.Generator, stats: dict[str, DeviceRoundStats]) -> tuple[list[str], list[str]]:
         """RoundEngine's selection, draw for draw (the same function)."""
