@@ -4,8 +4,6 @@ the embedded scene, the stand-in Unity player (through the real ``mlagents_envs`
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 
 import gymnasium
@@ -19,6 +17,7 @@ from bridge.backend import SimBackend
 from bridge.embedded.backend import EmbeddedBackend
 from bridge.envs import XRAvatarEnv, XRParallelEnv
 from bridge.scenario import parse_scenario
+from tests.bridge.test_stream_backend import _Scene  # a remote scene publishing two devices
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -29,24 +28,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-class _Scene(threading.Thread):
-    """Publishes two devices' synthetic frames, step after step, until stopped (a remote scene on a stream)."""
-
-    def __init__(self, publisher, rate_hz: float = 200.0):
-        super().__init__(daemon=True)
-        self.pub, self.period, self.stop = publisher, 1.0 / rate_hz, threading.Event()
-
-    def run(self) -> None:
-        from bridge.stream.synthetic import synthetic_frame
-
-        step = 0
-        while not self.stop.is_set():
-            for dev in ("d0", "d1"):
-                self.pub.publish(synthetic_frame(dev, step=step))
-            step += 1
-            time.sleep(self.period)
 
 
 @pytest.fixture(params=BACKENDS)

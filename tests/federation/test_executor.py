@@ -56,15 +56,6 @@ def ray_devices(ray_local):
     ex.close()
 
 
-@pytest.fixture
-def one_torch_thread():
-    """This process trains as ExperimentRunner's in-process devices do: one intra-op thread."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def test_make_executor_unknown_name_lists_known():
     with pytest.raises(UnknownNameError, match="unknown executor 'dask'; known: local, ray"):
         make_executor("dask", factories())

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from federation.client import (
@@ -127,14 +126,6 @@ def grouped(cluster):
     ex = make_executor("ray", probe_factories(4), num_cpus_per_device=0.1, devices_per_actor=2)
     yield ex
     ex.close()
-
-
-@pytest.fixture
-def one_torch_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 # -- placement and same figures --------------------------------------------------------------------------------------
