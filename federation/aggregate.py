@@ -29,6 +29,7 @@ from .errors import AggregationError
 __all__ = [
     "Update",
     "Reducer",
+    "product_rank",
     "normalise_weights",
     "weighted_average",
     "fedavg",
@@ -460,6 +461,15 @@ def product_key(a_key: str) -> str:
 
 def is_product_key(key: str) -> bool:
     return PRODUCT_TAG in key
+
+
+def product_rank(template: Mapping[str, torch.Tensor], key: str) -> int:
+    """The LoRA rank behind product ``key`` in a device's ``template`` (0: not a product, or not held)."""
+    if not is_product_key(key):
+        return 0
+    head, _, tail = key.rpartition(PRODUCT_TAG)
+    a_key = f"{head}lora_A{tail}"
+    return int(template[a_key].shape[0]) if a_key in template else 0
 
 
 def to_products(update: Update, scale: float = 1.0) -> dict[str, torch.Tensor]:

@@ -348,12 +348,7 @@ class RoundEngine:
 
     def key_rank(self, d: str, key: str) -> int:
         """Device ``d``'s LoRA rank for a product key (0 when it does not hold it)."""
-        if not agg.is_product_key(key):
-            return 0
-        head, _, tail = key.rpartition(agg.PRODUCT_TAG)
-        a_key = f"{head}lora_A{tail}"
-        tpl = self.templates.get(d, {})
-        return int(tpl[a_key].shape[0]) if a_key in tpl else 0
+        return agg.product_rank(self.templates.get(d, {}), key)
 
     def contribution(self, d: str, round_idx: int, tensors: dict[str, torch.Tensor], weight: float) -> ClientUpdate:
         i = self.info[d]

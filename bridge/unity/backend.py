@@ -887,7 +887,7 @@ def _png_values(where: str, data: bytes, shape: tuple[int, ...], mapping: list[i
     channels: list[int] = []
     pos = 0
     while pos != -1:
-        if len(channels) >= -(-c // 3):
+        if len(channels) >= images:
             raise UnityProtocolError(f"{where}: more PNG images than its {c} channels need")
         head = data[pos + 8:pos + 8 + 21]
         if len(head) < 21 or head[:8] != b"\x00\x00\x00\rIHDR":

@@ -402,13 +402,6 @@ class XrfedStrategy(_FlowerStrategy):
     def _encode(self, d: str, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return self.xrfed.encode(tensors, float(self.info[d]["lora_scale"]))
 
-    def _key_rank(self, d: str, key: str) -> int:
-        if not agg.is_product_key(key):
-            return 0
-        head, _, tail = key.rpartition(agg.PRODUCT_TAG)
-        a_key = f"{head}lora_A{tail}"
-        return int(self.templates[d][a_key].shape[0]) if a_key in self.templates[d] else 0
-
     def _centralized(self, rnd: _Round, on_time: list[str], deltas: Mapping[str, dict[str, torch.Tensor]],
                      sent_bytes: Mapping[str, int], weights: Mapping[str, float],
                      compute_s: Mapping[str, float]) -> float:
@@ -420,7 +413,7 @@ class XrfedStrategy(_FlowerStrategy):
             if self.dp is None:
                 nbytes = sent_bytes[d]
             else:
-                bounds = None if self.dp.mode == "local" else {k: 2 * self._key_rank(d, k) for k in deltas[d]}
+                bounds = None if self.dp.mode == "local" else {k: 2 * agg.product_rank(self.templates[d], k) for k in deltas[d]}
                 nbytes = common_nbytes(deltas[d], bounds)
             self.ledger.record(r, LinkType.UPLINK, d, SERVER, nbytes)
             finish.append(compute_s[d] + transfer_time_s(nbytes, self.info[d]["profile"].uplink_mbps))

@@ -206,3 +206,10 @@ def test_running_means_equal_fedavg_to_rounding():
     got, want = agg.weighted_means(acc)["w"], agg.fedavg(ups, ws)["w"]
     err = float((got - want).abs().max())
     assert err <= 64 * torch.finfo(torch.float64).eps * float(want.abs().max())
+
+
+def test_product_rank_reads_the_a_factor_of_the_template():
+    tpl = {"enc.lora_A.weight": torch.zeros(3, 5), "enc.lora_B.weight": torch.zeros(4, 3), "head.bias": torch.zeros(2)}
+    assert agg.product_rank(tpl, agg.product_key("enc.lora_A.weight")) == 3
+    assert agg.product_rank(tpl, agg.product_key("other.lora_A.weight")) == 0  # not held
+    assert agg.product_rank(tpl, "head.bias") == 0  # not a product
