@@ -25,18 +25,16 @@ see it. A local Ray (no address) binds loopback only.
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import secrets
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import BridgeError, DatasetError, TransportError
-from .remote import parse_host_port, ray_address_problem, ray_failure_summary, tcp_refusal
+from .remote import RAY_CONNECT_TIMEOUT_S, init_ray, ray_address_refusal, ray_failure_summary
 
 if TYPE_CHECKING:
     from .scenario import Scenario
@@ -45,11 +43,7 @@ __all__ = ["record_on_ray", "check_ray_address", "RayRecordingError", "STAGING_D
 
 #: Name of the staging area inside the output directory (removed when the recording ends, either way).
 STAGING_DIR = ".partial"
-#: Seconds to wait for a TCP connection to ``--ray-address`` before calling it unreachable (Ray's own client
-#: retries an unreachable GCS for minutes).
-RAY_CONNECT_TIMEOUT_S = 5.0
 _TOKEN = ".token"
-_RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": a local Ray keeps every port on 127.0.0.1
 _POLL_S = 0.2  # seconds between progress-bar updates
 _REPORT_S = 0.1  # a worker reports its step count at most this often (and at the end of each episode)
 _KILL_WAIT_S = 10.0  # seconds to wait for killed workers to stop (and give their CPUs back to Ray)
@@ -62,14 +56,9 @@ class RayRecordingError(DatasetError):
 def check_ray_address(address: str, *, connect: bool = True) -> None:
     """Refuse a malformed Ray address (``host:port``, ``ray://host:port``, ``auto`` or ``local``) and, with
     ``connect``, one that does not accept a TCP connection within :data:`RAY_CONNECT_TIMEOUT_S`; one line each."""
-    problem = ray_address_problem(address)
-    if problem is not None:
-        raise TransportError(f"Ray address {address[:80]!r}: {problem}")
-    hp = parse_host_port(address, schemes=("ray://",))
-    if connect and hp is not None:
-        reason = tcp_refusal(*hp, RAY_CONNECT_TIMEOUT_S)
-        if reason is not None:
-            raise TransportError(f"cannot reach a Ray cluster at {address!r}: {reason}")
+    refusal = ray_address_refusal(address, connect=connect)
+    if refusal is not None:
+        raise TransportError(refusal)
 
 
 class _Progress:
@@ -140,26 +129,15 @@ def _shard_name(episode: int) -> str:
 
 def _connect(address: str | None, workers: int | None) -> tuple[Any, bool]:
     """Ray, initialised (joined at ``address``, or a loopback-only local node); True if this call started it."""
-    if address is None and "ray" not in sys.modules:
-        # Ray binds a local node's ports to the machine's network address, without authentication; this switch
-        # (read when Ray is imported, inherited by Ray's processes) keeps a single-machine recording on loopback.
-        os.environ.setdefault(_RAY_CLUSTER_ENV, "0")
-    try:
-        ray = importlib.import_module("ray")
-    except ImportError:
-        raise RayRecordingError("record: --executor ray needs Ray: pip install 'xrfed[ray]' (scripts/setup.sh "
-                                "installs it)") from None
-    if ray.is_initialized():
-        return ray, False
     kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
     if address is None:
         kw["num_cpus"] = workers or len(os.sched_getaffinity(0))
-    try:
-        ray.init(address=address or "local", **kw)  # "local": a new node, never a `ray start` one found here
-    except Exception as exc:  # Ray raises assorted types (ConnectionError, RuntimeError, ValueError)
-        where = "start a local Ray" if address is None else f"connect to the Ray cluster at {address!r}"
-        raise RayRecordingError(f"record: cannot {where}: {ray_failure_summary(exc)}") from None
-    return ray, True
+
+    def fail(line: str) -> RayRecordingError:
+        return RayRecordingError(f"record: {line}")
+
+    # "local": a new node, never a `ray start` one found on this machine
+    return init_ray(address or "local", fail, **kw)
 
 
 def _preflight(out: Path, sc: Scenario, episodes: int, guard_steps: int, overwrite: bool,

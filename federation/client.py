@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
-import re
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +20,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from bridge.devices import DeviceProfile
-from bridge.remote import parse_host_port, ray_address_problem, ray_failure_summary, tcp_refusal
+from bridge.remote import init_ray, ray_address_refusal, ray_failure_summary
+from bridge.remote import ray_version_mismatch as version_mismatch
 
 from .errors import ExecutorError, UnknownNameError
 from .messages import EvalReport, TrainReport
@@ -155,13 +153,8 @@ class LocalExecutor(Executor):
             yield i, getattr(self.clients[dev], method)(*args, **kwargs)
 
 
-#: seconds to wait for a TCP connection to a given Ray address before calling it unreachable (Ray's own client
-#: retries an unreachable GCS for minutes)
-_RAY_CONNECT_TIMEOUT_S = 5.0
 #: seconds :meth:`RayExecutor.close` waits for Ray to take back the CPUs of the actors it killed
 _RAY_RELEASE_TIMEOUT_S = 10.0
-#: Ray's switch between multi-node clusters and a loopback-only node; "0" keeps every Ray port on 127.0.0.1
-_RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 #: Ray keeps resource amounts to 4 decimals
 _RAY_RESOURCE_STEP = 1e-4
 #: the largest CPU share or custom-resource amount one device actor may ask for
@@ -178,12 +171,6 @@ ACTOR_FOOTPRINT_BYTES = 512 * 2**20
 #: (the rest is for the devices' own models and data)
 _ACTOR_MEMORY_SHARE = 0.5
 
-#: how Ray says a driver and a cluster run different versions (``ray._private.utils.check_version_info``)
-_VERSION_MISMATCH_RE = re.compile(
-    r"Version mismatch: The cluster was started with:\s*Ray: (?P<cluster_ray>\S+)\s*Python: (?P<cluster_py>\S+)\s*"
-    r"This process on .*? was started with:\s*Ray: (?P<my_ray>\S+)\s*Python: (?P<my_py>\S+)", re.S)
-
-
 def _loss_reason(exc: BaseException) -> str:
     """Why a device's actor is gone, in a few words (Ray's ActorDiedError text runs over a dozen lines)."""
     text = str(exc)
@@ -198,28 +185,6 @@ def _loss_reason(exc: BaseException) -> str:
     return f"{why} ({type(exc).__name__})"
 
 
-def version_mismatch(text: str, address: str | None) -> str | None:
-    """Ray's multi-line version-mismatch report as one line (None when ``text`` is not one)."""
-    m = _VERSION_MISMATCH_RE.search(text)
-    if m is None:
-        return None
-    where = "the Ray cluster" if address is None else f"the Ray cluster at {address!r}"
-    return (f"Ray version mismatch: {where} runs Ray {m['cluster_ray']} on Python {m['cluster_py']}, this driver "
-            f"Ray {m['my_ray']} on Python {m['my_py']}; install the same Ray and Python on every machine")
-
-
-def _check_reachable(address: str) -> None:
-    """Fail fast, with one line, when a ``host:port`` (or ``ray://host:port``) Ray address does not answer."""
-    problem = ray_address_problem(address)
-    if problem is not None:
-        raise ExecutorError(f"Ray address {address[:80]!r}: {problem}")
-    hp = parse_host_port(address, schemes=("ray://",))
-    if hp is not None:
-        reason = tcp_refusal(*hp, _RAY_CONNECT_TIMEOUT_S)
-        if reason is not None:
-            raise ExecutorError(f"cannot reach a Ray cluster at {address!r}: {reason}")
-
-
 def connect_ray(address: str | None = None) -> Any:
     """The ``ray`` module, connected: to the cluster at ``address`` (``host:port`` of a ``ray start --head``,
     ``ray://host:port``, ``auto``), else to a local Ray started here, bound to 127.0.0.1 when Ray was not
@@ -227,27 +192,10 @@ def connect_ray(address: str | None = None) -> Any:
     start and a driver whose Ray or Python version differs from the cluster's raise a one-line
     :class:`ExecutorError` (the runner calls this before it records or builds anything)."""
     if address is not None:
-        _check_reachable(address)
-    elif "ray" not in sys.modules:
-        # Ray binds a local node's GCS, raylet and object store to the machine's network address, reachable
-        # from the network and without authentication; this switch (read when Ray is imported, inherited by
-        # Ray's processes) keeps a single-machine experiment on loopback.
-        os.environ.setdefault(_RAY_CLUSTER_ENV, "0")
-    try:
-        ray = importlib.import_module("ray")
-    except ImportError as exc:
-        raise ExecutorError("executor 'ray' needs Ray: pip install 'xrfed[ray]' (scripts/setup.sh installs it)"
-                            ) from exc
-    if not ray.is_initialized():
-        try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        except Exception as exc:
-            mismatch = version_mismatch(str(exc), address)
-            if mismatch is not None:
-                raise ExecutorError(mismatch) from exc
-            where = "start a local Ray" if address is None else f"connect to the Ray cluster at {address!r}"
-            raise ExecutorError(f"cannot {where}: {ray_failure_summary(exc)}") from exc
-    return ray
+        refusal = ray_address_refusal(address)
+        if refusal is not None:
+            raise ExecutorError(refusal)
+    return init_ray(address, ExecutorError, include_dashboard=False, log_to_driver=False)[0]
 
 
 def _free_per_node(ray: Any) -> dict[str, dict[str, float]]:

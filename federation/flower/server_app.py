@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from bridge.remote import RAY_LOOPBACK_ENV
+
 from ..client import Client
 from ..config import ExperimentConfig, load_config
 from ..errors import ConfigError
@@ -26,7 +28,6 @@ __all__ = ["make_server_app", "run_simulation", "write_records", "SimulationResu
 
 #: Ray's switch between multi-node clusters and a loopback-only node (see federation.client): "0" keeps Flower's
 #: simulation engine on 127.0.0.1
-_RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def write_records(path: str | Path, records: list[RoundRecord], strategy: Any = None) -> None:
@@ -129,7 +130,7 @@ def run_simulation(config: ExperimentConfig | str | Path, *, devices: str = "age
     if ray.is_initialized():
         raise FlowerError("Ray is already running in this process; Flower's simulation engine starts (and stops) "
                           "its own: shut the other one down first")
-    os.environ.setdefault(_RAY_CLUSTER_ENV, "0")
+    os.environ.setdefault(RAY_LOOPBACK_ENV, "0")
     done: list[Any] = []
     server = make_server_app(cfg, sink=done.append, node_wait_s=60.0)
     client = make_client_app(factories, config=cfg if factories is None else None, devices=devices)

@@ -53,3 +53,17 @@ def test_ray_failure_summary_names_the_wrapped_exception():
     assert ray_failure_summary(Wrapped("ray text")) == "ValueError: device 'a': bad phase"
     assert ray_failure_summary(InitFailed("Traceback\n  File x\nKeyError: 'rgb'")) == "KeyError: 'rgb'"
     assert ray_failure_summary(RuntimeError()) == "RuntimeError"
+
+
+def test_ray_address_refusal_names_the_form_or_the_reachability():
+    from bridge.remote import ray_address_refusal
+
+    assert ray_address_refusal("head-node") == ("Ray address 'head-node': expected host:port, ray://host:port, 'auto' "
+                                                "or 'local' (a port in 1..65535)")
+    assert ray_address_refusal("auto") is None
+    assert ray_address_refusal("127.0.0.1:9", connect=False) is None
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        port = srv.getsockname()[1]
+    assert ray_address_refusal(f"127.0.0.1:{port}", timeout_s=2.0) == (
+        f"cannot reach a Ray cluster at '127.0.0.1:{port}': Connection refused")
